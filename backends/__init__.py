@@ -1,0 +1,1 @@
+"""Emitters from dpc's IR: `torch` writes a standalone PyTorch module."""

@@ -1,0 +1,440 @@
+"""Program -> one standalone PyTorch module (source text).
+
+The module imports only torch, defines one nn.Module named after the network, and is
+deterministic: the same program gives the same bytes. Layout of the class:
+
+  __init__(*, params..., hypers=defaults..., steps=T)   bind dims from shapes, build weights
+  forward(*inputs, trace=False)                          the unrolled network, batch first
+  objective(*inputs, *vars)                              the source objective, per sample
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy import MatrixExpr
+
+from dpc import __version__, graph
+from dpc.algebra import is_zero
+from dpc.backends.torch.names import Namespace
+from dpc.backends.torch.printer import TorchPrinter, Unsupported
+from dpc.errors import DpcError
+from dpc.ir import Program, Step, make_symbol
+from dpc.printing import format_step, math
+
+HELPERS = {
+    "_soft": '''def _soft(v, t):
+    """Soft threshold sign(v) * max(|v| - t, 0), as v - clamp(v, -t, t): two kernels, exact gradients."""
+    return v - torch.clamp(v, -t, t)''',
+    "_hard": '''def _hard(v, t):
+    """Hard threshold: keep v where |v| > t, else 0."""
+    return v * (v.abs() > t)''',
+    "_layers": '''def _layers(value, steps):
+    """One copy of an initial value per layer (untied weights), stacked on a new first axis."""
+    return value.expand(steps, *value.shape).clone()''',
+}
+
+
+class _Lines:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "", indent: int = 0):
+        for line in text.split("\n"):
+            self.lines.append(("    " * indent + line) if line else "")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _doc_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+class Emitter:
+    def __init__(self, program: Program, source_name: str):
+        self.p = program
+        self.source_name = source_name
+        self.trainable_deps = graph.depends_on_trainable(program)
+        self.params = program.of_kind("param")
+        self.hypers = program.of_kind("hyper")
+        self.inputs = program.of_kind("input")
+        self.weights = program.of_kind("weight")
+        self.states = program.states
+        self.ns = Namespace(d.name for d in program.decls)
+        self.loop = self.ns.fresh("k")
+        self.tensor_names = self._tensor_valued()
+        self.used_helpers: set[str] = set()
+        for d in self.inputs:
+            if not d.shape:
+                raise DpcError(f"input {d.name} is a scalar; inputs are vectors (one per sample)", d.span)
+
+    # --- what is a tensor, what is computed where ---
+    def _tensor_valued(self) -> set[str]:
+        """Names whose value is a tensor (else a Python float): params, weights, and what uses them."""
+        out = {d.name for d in self.p.decls if d.kind in ("param", "weight", "input", "var", "temp") or d.trainable}
+        for name in graph.ordered(self.p, ("let",)):
+            if graph.names_in(self.p.decl(name).value) & out or self.p.decl(name).shape:
+                out.add(name)
+        return out
+
+    def forward_lets(self) -> list[str]:
+        return [n for n in graph.ordered(self.p, ("let",)) if n in self.trainable_deps]
+
+    def fixed_lets(self) -> list[str]:
+        return [n for n in graph.ordered(self.p, ("let",)) if n not in self.trainable_deps]
+
+    def like(self) -> str:
+        return self.params[0].name if self.params else "_like"
+
+    # --- name bindings ---
+    def init_names(self) -> dict[str, str]:
+        """Inside __init__ everything is a local."""
+        names = {d.name: d.name for d in self.p.decls}
+        names.update({dim: dim for dim in self.p.dims})
+        return names
+
+    def self_names(self, layer: str | None) -> dict[str, str]:
+        """Inside forward/objective: attributes on self, per-layer weights indexed."""
+        names = {dim: f"self.{dim}" for dim in self.p.dims}
+        for d in self.p.decls:
+            if d.kind in ("param", "hyper", "weight") or (d.kind == "let" and d.name not in self.trainable_deps):
+                names[d.name] = f"self.{d.name}"
+                if d.per_layer and layer is not None:
+                    names[d.name] += f"[{layer}]"
+            else:
+                names[d.name] = d.name
+        return names
+
+    def batched(self, step: Step | None = None) -> set[str]:
+        out = {d.name for d in self.inputs} | {d.name for d in self.states if d.shape}
+        if step is not None:
+            changed = True
+            while changed:
+                changed = False
+                for name, expr in step.equations():
+                    if name not in out and graph.names_in(expr) & out:
+                        out.add(name)
+                        changed = True
+        return out
+
+    # --- the module ---
+    def module(self) -> str:
+        out = _Lines()
+        body = _Lines()
+        self.emit_class(body)
+        out(f'"""{_doc_escape(self.docstring())}"""')
+        out("import torch")
+        out("import torch.nn.functional as F")
+        out("from torch import nn")
+        out()
+        for name in ("_soft", "_hard", "_layers"):
+            if name in self.used_helpers:
+                out()
+                out(HELPERS[name])
+                out()
+        out()
+        out.lines += body.lines
+        text = out.text()
+        return text.replace("\n\n\n\n", "\n\n\n")
+
+    def docstring(self) -> str:
+        lines = [f"{self.p.name}: generated by dpc {__version__} from {self.source_name}. Do not edit; recompile.",
+                 "", "Source program:", ""]
+        lines += ["    " + line if line.strip() else "" for line in self.p.source.rstrip().splitlines()]
+        lines += ["", "Derivation:"]
+        last = None
+        for note in self.p.notes:
+            if note.pass_name != last:
+                lines += ["", f"  {note.pass_name}"]
+                last = note.pass_name
+            lines.append(f"    {note.text}")
+        lines += ["", "Network:"]
+        if self.p.first_step is not None:
+            lines.append("  first layer:")
+            lines += format_step(self.p.first_step, "    ")
+            lines.append("  every later layer:")
+        lines += format_step(self.p.step, "    ") if self.p.step else []
+        for name, expr in self.p.closed_form:
+            lines.append(f"    {name} = {math(expr)}")
+        if self.p.layers:
+            lines.append(f"  {self.p.layers} layers by default (steps=...), "
+                         f"{'tied' if self.p.tied else 'untied' if self.p.tied is False else 'no learned weights'}")
+        return "\n".join(lines) + "\n"
+
+    def emit_class(self, out: _Lines):
+        out(f"class {self.p.name}(nn.Module):")
+        out(f'"""{_doc_escape(self.class_doc())}"""', 1)
+        out()
+        self.emit_init(out)
+        out()
+        self.emit_forward(out)
+        if self.p.objective is not None:
+            out()
+            self.emit_objective(out)
+        out()
+        out("def extra_repr(self):", 1)
+        parts = ", ".join(f"{d}={{self.{d}}}" for d in self.p.dims if not d.isdigit())
+        steps = ", steps={self.steps}" if self.p.layers else ""
+        out(f'return f"{parts}{steps}"', 2)
+
+    def class_doc(self) -> str:
+        lines = [f"{self.p.name}, compiled by dpc from {self.source_name}.", "", "Args:"]
+        for d in self.params:
+            lines.append(f"    {d.name}: tensor of shape ({', '.join(d.shape)})"
+                         f"{', learned' if d.trainable else ''}")
+        for d in self.hypers:
+            lines.append(f"    {d.name}: float, default {math(d.value)}{', learned' if d.trainable else ''}")
+        for dim in self.unbound_dims():
+            lines.append(f"    {dim}: int, the size {dim}")
+        if self.p.layers:
+            lines.append(f"    steps: number of layers, default {self.p.layers}")
+        if self.weights:
+            lines += ["", "Learned weights (initialised so the untrained network is the algorithm):"]
+            for w in self.weights:
+                shape = (("steps",) if w.per_layer else ()) + w.shape
+                lines.append(f"    {w.name}: ({', '.join(shape)}) = {math(w.value)}")
+        return "\n".join(lines) + "\n"
+
+    # --- __init__ ---
+    def unbound_dims(self) -> list[str]:
+        bound = {dim for d in self.params for dim in d.shape}
+        used = {dim for d in self.p.decls if d.kind in ("input", "var", "weight", "temp") for dim in d.shape}
+        return [dim for dim in self.p.dims if dim not in bound and dim in used and not dim.isdigit()]
+
+    def emit_init(self, out: _Lines):
+        args = [d.name for d in self.params]
+        args += [f"{d.name}={_number(d.value)}" for d in self.hypers]
+        args += self.unbound_dims()
+        if self.p.layers:
+            args.append(f"steps={self.p.layers}")
+        out(f"def __init__(self, *, {', '.join(args)}):", 1)
+        out("super().__init__()", 2)
+        bound: dict[str, str] = {}
+        for d in self.params:
+            self.emit_param_check(out, d, bound)
+        for dim in self.unbound_dims():
+            out(f"{dim} = int({dim})", 2)
+            bound[dim] = dim
+        for dim in self.p.dims:
+            if dim in bound:
+                out(f"self.{dim} = {dim}", 2)
+        if self.p.layers:
+            out("steps = int(steps)", 2)
+            out("if steps < 1:", 2)
+            out('raise ValueError(f"steps must be at least 1, got {steps}")', 3)
+            out("self.steps = steps", 2)
+        if not self.params:
+            out("_like = torch.empty(0)  # no tensor given: default dtype, cpu", 2)
+        printer = TorchPrinter(self.init_names(), set(), keepdim=False, like=self.like())
+        for d in self.hypers:
+            if d.trainable:
+                out(f"self.{d.name} = nn.Parameter(torch.as_tensor(float({d.name}), dtype={self.like()}.dtype, "
+                    f"device={self.like()}.device))", 2)
+            else:
+                out(f"self.{d.name} = {d.name} = float({d.name})", 2)
+        for d in self.params:
+            if d.trainable:
+                out(f"self.{d.name} = nn.Parameter({d.name})", 2)
+            else:
+                out(f'self.register_buffer("{d.name}", {d.name})', 2)
+        needed = self.names_used_after_init()
+        for name in self.fixed_lets():
+            decl = self.p.decl(name)
+            out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
+            if name not in needed:
+                continue
+            if name in self.tensor_names:
+                out(f'self.register_buffer("{name}", torch.as_tensor({name}))', 2)
+            else:
+                out(f"self.{name} = {name}", 2)
+        if self.weights:
+            out("# learned weights, initialised to their values in the algorithm", 2)
+        for w in self.weights:
+            value = self.expr(printer, w.value, w)
+            tensor = value
+            if not graph.names_in(w.value) & self.tensor_names:  # a number: give it the params' dtype
+                tensor = f"torch.as_tensor({value}, dtype={self.like()}.dtype, device={self.like()}.device)"
+            if w.per_layer:
+                self.used_helpers.add("_layers")
+                out(f"self.{w.name} = nn.Parameter(_layers({tensor}, steps))", 2)
+            else:
+                out(f"self.{w.name} = nn.Parameter({tensor}.clone())", 2)
+
+    def names_used_after_init(self) -> set[str]:
+        """What forward and objective read (directly or through lets computed in forward)."""
+        used = graph.names_in(self.p.objective)
+        for step in (self.p.step, self.p.first_step):
+            if step is not None:
+                for _, e in step.equations():
+                    used |= graph.names_in(e)
+        for d in self.p.decls:
+            if d.kind == "var":
+                used |= graph.names_in(d.value)
+        for name in self.forward_lets():
+            used |= graph.names_in(self.p.decl(name).value)
+        for _, e in self.p.closed_form:
+            used |= graph.names_in(e)
+        return used
+
+    def emit_param_check(self, out: _Lines, d, bound: dict[str, str]):
+        name, shape = d.name, d.shape
+        out(f"{name} = torch.as_tensor({name})", 2)
+        out(f"if not {name}.is_floating_point():", 2)
+        out(f"{name} = {name}.to(torch.get_default_dtype())", 3)
+        kind = {0: "a scalar", 1: "a vector", 2: "a matrix"}[len(shape)]
+        out(f"if {name}.dim() != {len(shape)}:", 2)
+        out(f'raise ValueError(f"{name} must be {kind} R[{", ".join(shape)}], got shape {{tuple({name}.shape)}}")', 3)
+        for axis, dim in enumerate(shape):
+            here = f"{name}.shape[{axis}]"
+            if dim.isdigit():
+                out(f"if {here} != {dim}:", 2)
+                out(f'raise ValueError(f"{name} must have {dim} on axis {axis}, got {{{here}}}")', 3)
+            elif dim in bound:
+                out(f"if {here} != {dim}:", 2)
+                out(f'raise ValueError(f"dim {dim} is {{{dim}}} (from {bound[dim]}) but {name}.shape[{axis}] '
+                    f'is {{{here}}}")', 3)
+            else:
+                out(f"{dim} = {here}", 2)
+                bound[dim] = f"{name}.shape[{axis}]"
+
+    def expr(self, printer: TorchPrinter, expr, decl=None) -> str:
+        try:
+            code = printer(expr)
+            self.used_helpers |= printer.helpers
+            return code
+        except Unsupported as e:
+            span = decl.span if decl is not None else None
+            raise DpcError(str(e.diagnostics[0].message), span).with_source(self.p.source) from None
+
+    # --- forward ---
+    def emit_forward(self, out: _Lines):
+        inputs = [d.name for d in self.inputs]
+        out(f"def forward(self, {', '.join(inputs + ['trace=False'])}):", 1)
+        out_name = self.p.output
+        shape_doc = ", ".join(f"{d.name}: (batch, {', '.join(d.shape)})" for d in self.inputs)
+        out_decl = self.p.decl(out_name)
+        layers = "every layer's" if self.p.layers else "the"
+        out(f'"""{shape_doc} -> {out_name}: (batch, {", ".join(out_decl.shape)}); '
+            f'trace=True returns the list of {layers} {out_name}."""', 2)
+        self.emit_input_checks(out)
+        names = self.self_names(None)
+        base_printer = TorchPrinter(names, self.batched(), keepdim=True, like=inputs[0] if inputs else "_like")
+        for name in self.forward_lets():
+            decl = self.p.decl(name)
+            out(f"{name} = {self.expr(base_printer, decl.value, decl)}", 2)
+        if self.p.closed_form:
+            for name, expr in self.p.closed_form:
+                out(f"{name} = {self.expr(base_printer, expr)}", 2)
+            out(f"return [{out_name}] if trace else {out_name}", 2)
+            return
+        step, first = self.p.step, self.p.first_step or self.p.step
+        first, step, hoisted = self.hoist(first, step)
+        reads = set()
+        for _, e in first.equations():
+            reads |= graph.names_in(e)
+        batch = f"{inputs[0]}.shape[0]"
+        for d in self.states:
+            if d.name in reads:
+                out(f"{d.name} = {self.start_code(d, base_printer, batch)}", 2)
+        for name, expr in hoisted:
+            out(f"{name} = {self.expr(base_printer, expr)}  # the same in every layer: computed once", 2)
+        trace_list = self.ns.fresh(f"{out_name}s")
+        out(f"{trace_list} = []", 2)
+        self.emit_step(out, first, "0", 2, names_extra={h: h for h, _ in hoisted})
+        out(f"if trace:", 2)
+        out(f"{trace_list}.append({out_name})", 3)
+        out(f"for {self.loop} in range(1, self.steps):", 2)
+        self.emit_step(out, step, self.loop, 3, names_extra={h: h for h, _ in hoisted})
+        out(f"if trace:", 3)
+        out(f"{trace_list}.append({out_name})", 4)
+        out(f"return {trace_list} if trace else {out_name}", 2)
+
+    def emit_input_checks(self, out: _Lines):
+        first = None
+        for d in self.inputs:
+            dims = ", ".join(f"{{self.{dim}}}" if not dim.isdigit() else dim for dim in d.shape)
+            cond = " or ".join([f"{d.name}.dim() != {len(d.shape) + 1}"] +
+                               [f"{d.name}.shape[{i + 1}] != {('self.' + dim) if not dim.isdigit() else dim}"
+                                for i, dim in enumerate(d.shape) if dim in self.p.dims or dim.isdigit()])
+            out(f"if {cond}:", 2)
+            out(f'raise ValueError(f"{d.name} must have shape (batch, {dims}), got {{tuple({d.name}.shape)}}")', 3)
+            if first is None:
+                first = d.name
+            else:
+                out(f"if {d.name}.shape[0] != {first}.shape[0]:", 2)
+                out(f'raise ValueError("{first} and {d.name} must have the same batch size")', 3)
+
+    def start_code(self, d, printer, batch) -> str:
+        if not d.shape:
+            return repr(float(d.value)) if d.value is not None and d.value.is_number else self.expr(printer, d.value)
+        size = ", ".join(f"self.{dim}" if not dim.isdigit() else dim for dim in d.shape)
+        like = self.inputs[0].name
+        if d.value is None or is_zero(d.value):
+            return f"{like}.new_zeros({batch}, {size})"
+        code = self.expr(printer, d.value, d)
+        if graph.names_in(d.value) & {i.name for i in self.inputs}:
+            return code
+        return f"({code}).expand({batch}, {size})"
+
+    def emit_step(self, out: _Lines, step: Step, layer: str, indent: int, names_extra: dict[str, str]):
+        names = self.self_names(layer)
+        names.update(names_extra)
+        printer = TorchPrinter(names, self.batched(step) | set(names_extra), keepdim=True,
+                               like=self.inputs[0].name)
+        for name, expr in step.lets:
+            out(f"{name} = {self.expr(printer, expr)}", indent)
+        order = graph.step_order(step)
+        assigns = dict(step.assigns)
+        if order is None:
+            targets = [n for n, _ in step.assigns]
+            out(f"{', '.join(targets)} = {', '.join(self.expr(printer, assigns[n]) for n in targets)}", indent)
+        else:
+            for name in order:
+                out(f"{name} = {self.expr(printer, assigns[name])}", indent)
+
+    def hoist(self, first: Step, step: Step):
+        """Vector subexpressions that read inputs and nothing that changes between layers
+        (tied weights applied to x) are computed once, before the first layer."""
+        varying = {d.name for d in self.states} | {n for n, _ in step.lets} | \
+                  {d.name for d in self.weights if d.per_layer}
+        inputs = {d.name for d in self.inputs}
+        found: dict = {}
+
+        def visit(e):
+            if isinstance(e, MatrixExpr) and e.shape[1] == 1 and not isinstance(e, sp.MatrixSymbol):
+                used = graph.names_in(e)
+                if used & inputs and not used & varying and isinstance(e, sp.MatMul):
+                    if e not in found:
+                        found[e] = self.ns.fresh("".join(sorted(used - inputs)) + "".join(sorted(used & inputs)))
+                    return make_symbol(found[e], (str(e.shape[0]),))
+            if not e.args:
+                return e
+            new = [visit(a) for a in e.args]
+            return e if all(a is b for a, b in zip(new, e.args)) else e.func(*new)
+
+        if self.p.tied is not True:
+            return first, step, []
+        step2, first2 = step.map(visit), first.map(visit)
+        return first2, step2, [(name, e) for e, name in found.items()]
+
+    # --- objective ---
+    def emit_objective(self, out: _Lines):
+        used = graph.names_in(self.p.objective)
+        args = [d.name for d in self.inputs] + [d.name for d in self.states if d.name in used]
+        out(f"def objective(self, {', '.join(args)}):", 1)
+        out(f'"""The source objective, one value per sample: {math(self.p.objective)}."""', 2)
+        names = self.self_names(None)
+        printer = TorchPrinter(names, set(args), keepdim=False, like=args[0])
+        for name in self.forward_lets():
+            if name in used:
+                decl = self.p.decl(name)
+                out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
+        out(f"return {self.expr(printer, self.p.objective)}", 2)
+
+
+def _number(value) -> str:
+    return repr(float(value)) if not value.is_Integer else repr(float(int(value)))
+
+
+def emit_module(program: Program, source_name: str) -> str:
+    """The generated module's source for a fully compiled program."""
+    return Emitter(program, source_name).module()

@@ -1,0 +1,315 @@
+"""IR expression -> PyTorch source, in row form.
+
+A vector v (n x 1 in the IR) is printed as a tensor of shape (..., n): (batch, n) when it
+depends on the sample, (n,) when it is a constant. A product A @ v therefore prints as
+`v @ A.mT` (F.linear(v, A)) and A.T @ v as `v @ A`: matrix-vector products, never
+matrix-matrix, applied right to left. Sums of two or more batched products fuse into
+torch.addmm. Scalars that depend on the sample reduce with keepdim in updates (so they
+broadcast against vectors) and without it in the objective (one number per sample).
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy import HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose, ZeroMatrix
+
+from dpc import atoms
+from dpc.errors import DpcError
+
+ATOM, CALL, POW, UNARY, MUL, ADD = 100, 90, 60, 50, 40, 30
+
+
+class Unsupported(DpcError):
+    pass
+
+
+class TorchPrinter:
+    """Prints expressions given how each symbol is spelled in code.
+
+    names: symbol name -> code (`x`, `self.W[k]`, `self.lam`).
+    batched: names of per-sample values (inputs, states, temporaries).
+    keepdim: reductions keep the last axis (inside updates).
+    like: a tensor whose dtype and device new tensors (eye) follow.
+    """
+
+    def __init__(self, names: dict[str, str], batched: set[str], keepdim: bool = True, like: str = "x"):
+        self.names = names
+        self.batched = batched
+        self.keepdim = keepdim
+        self.like = like
+        self.helpers: set[str] = set()  # module-level helpers the printed code calls
+
+    def __call__(self, expr) -> str:
+        return self.p(expr)[0]
+
+    # --- helpers ---
+    def p(self, expr):
+        method = getattr(self, "_" + type(expr).__name__, None)
+        if method is None:
+            for klass in type(expr).__mro__[1:]:
+                method = getattr(self, "_" + klass.__name__, None)
+                if method is not None:
+                    break
+        if method is None:
+            raise Unsupported(f"the torch backend cannot print {type(expr).__name__} ({expr})")
+        return method(expr)
+
+    def wrap(self, expr, prec):
+        code, own = self.p(expr)
+        return f"({code})" if own < prec else code
+
+    def is_batched(self, expr) -> bool:
+        return any(getattr(s, "name", None) in self.batched for s in expr.free_symbols)
+
+    def _name(self, name):
+        code = self.names.get(name)
+        if code is None:
+            raise Unsupported(f"the torch backend has no binding for '{name}'")
+        return code
+
+    # --- scalars ---
+    def _Symbol(self, e):
+        return self._name(e.name), ATOM
+
+    def _Integer(self, e):
+        return str(int(e)), ATOM if e >= 0 else UNARY
+
+    def _Rational(self, e):
+        return repr(float(e)), ATOM if e >= 0 else UNARY
+
+    def _Float(self, e):
+        return repr(float(e)), ATOM if e >= 0 else UNARY
+
+    def _NumberSymbol(self, e):
+        return repr(float(e)), ATOM
+
+    def _Infinity(self, e):
+        return "float('inf')", CALL
+
+    def _NegativeInfinity(self, e):
+        return "-float('inf')", UNARY
+
+    def _Add(self, e):
+        terms = sorted(e.args, key=lambda t: t.could_extract_minus_sign())
+        out = self.wrap(terms[0], ADD)
+        for t in terms[1:]:
+            if t.could_extract_minus_sign():
+                out += " - " + self.wrap(-t, ADD + 1)
+            else:
+                out += " + " + self.wrap(t, ADD)
+        return out, ADD
+
+    def _Mul(self, e):
+        if e.could_extract_minus_sign():
+            return "-" + self.wrap(-e, UNARY), UNARY
+        num, den = [], []
+        for f in e.args:
+            if isinstance(f, sp.Pow) and f.exp.is_number and f.exp < 0:
+                den.append(f.base if f.exp == -1 else f.base ** (-f.exp))
+            else:
+                num.append(f)
+        out = " * ".join(self.wrap(f, MUL) for f in num) if num else "1"
+        for d in den:
+            out += " / " + self.wrap(d, MUL + 1)
+        return out, MUL
+
+    def _Pow(self, e):
+        if e.exp == -1:
+            return f"1 / {self.wrap(e.base, MUL + 1)}", MUL
+        if e.exp == sp.S.Half:
+            return f"{self.wrap(e.base, POW + 1)} ** 0.5", POW
+        return f"{self.wrap(e.base, POW + 1)} ** {self.wrap(e.exp, POW + 1)}", POW
+
+    def _Max(self, e):
+        a, b = e.args
+        if b == 0 or a == 0:
+            other = a if b == 0 else b
+            return f"torch.relu(torch.as_tensor({self(other)}))", CALL
+        return f"torch.maximum(torch.as_tensor({self(a)}), torch.as_tensor({self(b)}))", CALL
+
+    def _Min(self, e):
+        a, b = e.args
+        return f"torch.minimum(torch.as_tensor({self(a)}), torch.as_tensor({self(b)}))", CALL
+
+    def _exp(self, e):
+        return f"torch.exp(torch.as_tensor({self(e.args[0])}))", CALL
+
+    def _log(self, e):
+        return f"torch.log(torch.as_tensor({self(e.args[0])}))", CALL
+
+    def _Abs(self, e):
+        return f"abs({self(e.args[0])})", CALL
+
+    def _tanh(self, e):
+        return f"torch.tanh(torch.as_tensor({self(e.args[0])}))", CALL
+
+    # --- scalar atoms of vectors: one number per sample ---
+    def _reduce(self, code, method="sum"):
+        return f"{code}.{method}(-1{', keepdim=True' if self.keepdim else ''})", CALL
+
+    def _SqNorm(self, e):
+        return self._reduce(f"{self.wrap(e.args[0], CALL)}.square()")
+
+    def _Norm1(self, e):
+        return self._reduce(f"{self.wrap(e.args[0], CALL)}.abs()")
+
+    def _Norm2(self, e):
+        kd = ", keepdim=True" if self.keepdim else ""
+        return f"torch.linalg.vector_norm({self(e.args[0])}, dim=-1{kd})", CALL
+
+    def _Norm0(self, e):
+        return self._reduce(f"({self(e.args[0])} != 0)", "sum")
+
+    def _SumAll(self, e):
+        return self._reduce(self.wrap(e.args[0], CALL))
+
+    def _Dot(self, e):
+        a, b = e.args
+        return self._reduce(f"({self.wrap(a, MUL)} * {self.wrap(b, MUL)})")
+
+    def _OpNorm(self, e):
+        return f"torch.linalg.matrix_norm({self(e.args[0])}, ord=2)", CALL
+
+    # --- matrices and vectors ---
+    def _MatrixSymbol(self, e):
+        return self._name(e.name), ATOM
+
+    def _Transpose(self, e):
+        return f"{self.wrap(e.arg, CALL)}.mT", CALL
+
+    def _Identity(self, e):
+        return f"torch.eye({self(e.rows)}, dtype={self.like}.dtype, device={self.like}.device)", CALL
+
+    def _ZeroMatrix(self, e):
+        return "0", ATOM
+
+    def _OneMatrix(self, e):
+        return "1", ATOM
+
+    def _MatMul(self, e):
+        coeff, mats = e.as_coeff_matrices()
+        if len(mats) == 2 and isinstance(mats[1], OneMatrix):  # a scalar broadcast over a vector
+            mats = mats[:1]
+        if len(mats) == 1 and isinstance(mats[0], OneMatrix):
+            return self.p(coeff)
+        if coeff.could_extract_minus_sign():
+            inner, prec = self._scaled(-coeff, mats)
+            return f"-{inner if prec > UNARY else f'({inner})'}", UNARY
+        return self._scaled(coeff, mats)
+
+    def _scaled(self, coeff, mats):
+        """coeff * product, printed as num * product / den (D.mT / L, not 1 / L * D.mT)."""
+        body, prec = self._product(mats)
+        if coeff == 1:
+            return body, prec
+        num, den = sp.fraction(sp.factor_terms(coeff))
+        if isinstance(coeff, sp.Rational):
+            num, den = coeff, sp.Integer(1)
+        if num != 1:
+            body, prec = f"{self.wrap(num, MUL)} * {body if prec > MUL else f'({body})'}", MUL
+        if den != 1:
+            body, prec = f"{body if prec >= MUL else f'({body})'} / {self.wrap(den, MUL + 1)}", MUL
+        return body, prec
+
+    def _product(self, mats):
+        mats = [m for m in mats if not isinstance(m, Identity)] or mats
+        if mats[-1].shape[1] != 1:  # a matrix: plain products
+            return " @ ".join(self.wrap(m, MUL + 1) for m in mats), MUL
+        code, prec = self.p(mats[-1])
+        for m in reversed(mats[:-1]):
+            code, prec = self._apply(m, code, prec)
+        return code, prec
+
+    def _apply(self, matrix, code, prec):
+        """Row form of matrix @ v: v @ B for matrix = B.T, F.linear(v, matrix) otherwise."""
+        if isinstance(matrix, Transpose):
+            return f"{code if prec > MUL else f'({code})'} @ {self.wrap(matrix.arg, MUL + 1)}", MUL
+        return f"F.linear({code}, {self(matrix)})", CALL
+
+    def _MatAdd(self, e):
+        terms = list(e.args)
+        products = [t for t in terms if self._is_batched_product(t)]
+        if len(products) >= 2 or (products and len(terms) >= 2):
+            return self._addmm(terms, products)
+        return self._sum(terms)
+
+    def _sum(self, terms):
+        # batched terms first so a constant never decides the result's shape
+        terms = sorted(terms, key=lambda t: (not self.is_batched(t), _negative(t)))
+        out = self.wrap(terms[0], ADD)
+        for t in terms[1:]:
+            if _negative(t):
+                out += " - " + self.wrap(-t, ADD + 1)
+            else:
+                out += " + " + self.wrap(t, ADD)
+        return out, ADD
+
+    def _is_batched_product(self, t):
+        """coeff * A @ v with v batched and A one plain (untransposed) matrix: addmm can take it."""
+        if not isinstance(t, MatMul):
+            return False
+        coeff, mats = t.as_coeff_matrices()
+        return (coeff == 1 and len(mats) == 2 and isinstance(mats[0], MatrixSymbol)
+                and mats[1].shape[1] == 1 and self.is_batched(mats[1]) and not self.is_batched(mats[0]))
+
+    def _addmm(self, terms, products):
+        """A @ v + rest -> torch.addmm(rest, v, A.mT): one fused kernel per product."""
+        last = products[-1]
+        rest = [t for t in terms if t is not last]
+        base = self(MatAdd(*rest)) if len(rest) > 1 else self(rest[0])
+        _, (matrix, vector) = last.as_coeff_matrices()
+        return f"torch.addmm({base}, {self(vector)}, {self.wrap(matrix, CALL)}.mT)", CALL
+
+    def _HadamardProduct(self, e):
+        return " * ".join(self.wrap(a, MUL + 1) for a in e.args), MUL
+
+    # --- elementwise atoms ---
+    def _call(self, fn, *args):
+        return f"{fn}({', '.join(self(a) for a in args)})", CALL
+
+    def _Soft(self, e):
+        self.helpers.add("_soft")
+        return self._call("_soft", *e.args)
+
+    def _SoftPos(self, e):
+        v, t = e.args
+        return f"torch.relu({self.wrap(v, ADD)} - {self.wrap(t, ADD + 1)})", CALL
+
+    def _Hard(self, e):
+        self.helpers.add("_hard")
+        return self._call("_hard", *e.args)
+
+    def _Clamp(self, e):
+        v, lo, hi = e.args
+        lo_code = "None" if lo == -sp.oo else self(lo)
+        hi_code = "None" if hi == sp.oo else self(hi)
+        return f"torch.clamp({self(v)}, {lo_code}, {hi_code})", CALL
+
+    def _Relu(self, e):
+        return self._call("torch.relu", e.args[0])
+
+    def _Sigmoid(self, e):
+        return self._call("torch.sigmoid", e.args[0])
+
+    def _Tanh(self, e):
+        return self._call("torch.tanh", e.args[0])
+
+    def _Exp(self, e):
+        return self._call("torch.exp", e.args[0])
+
+    def _Log(self, e):
+        return self._call("torch.log", e.args[0])
+
+    def _Abs(self, e):
+        if isinstance(e, sp.Abs):
+            return f"abs({self(e.args[0])})", CALL
+        return self._call("torch.abs", e.args[0])
+
+    def _Softmax(self, e):
+        return f"torch.softmax({self(e.args[0])}, dim=-1)", CALL
+
+
+def _negative(term) -> bool:
+    """Whether a term prints best as `- (its negation)`."""
+    if isinstance(term, MatMul):
+        return term.as_coeff_matrices()[0].could_extract_minus_sign()
+    return term.could_extract_minus_sign()

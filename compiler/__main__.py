@@ -1,0 +1,5 @@
+import sys
+
+from dpc.cli import main
+
+sys.exit(main())

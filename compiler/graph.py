@@ -1,0 +1,116 @@
+"""The network as networkx graphs.
+
+dataflow(program): which declared value feeds which (lets, weight initial values,
+starts, the update's equations). Its topological order is the order values are
+computed in; descendants of a trainable value are what must be recomputed in forward.
+
+layers(program): the unrolled network: one node per state per layer and per parameter
+copy; an untied weight has one node per layer, a tied one a single node shared by
+every layer. `dpc explain` summarises it and tests read parameter sharing from it.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from dpc.ir import Program
+
+
+def names_in(expr) -> set[str]:
+    if expr is None:
+        return set()
+    return {s.name for s in expr.free_symbols if hasattr(s, "name")}
+
+
+def dataflow(program: Program) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for d in program.decls:
+        g.add_node(d.name, kind=d.kind, trainable=d.trainable)
+    for d in program.decls:
+        if d.kind in ("let", "weight", "var"):
+            for src in names_in(d.value) & set(g.nodes):
+                g.add_edge(src, d.name, role="defines")
+    return g
+
+
+def ordered(program: Program, kinds: tuple[str, ...]) -> list[str]:
+    """Declared names of these kinds, in an order that computes dependencies first."""
+    g = dataflow(program)
+    wanted = {d.name for d in program.decls if d.kind in kinds}
+    position = {d.name: i for i, d in enumerate(program.decls)}
+    order = nx.lexicographical_topological_sort(g, key=lambda n: position[n])
+    return [n for n in order if n in wanted]
+
+
+def depends_on_trainable(program: Program) -> set[str]:
+    """Everything computed, directly or not, from a trainable value."""
+    g = dataflow(program)
+    out: set[str] = set()
+    for d in program.decls:
+        if d.trainable:
+            out |= nx.descendants(g, d.name)
+    return out
+
+
+def step_order(step) -> list[str] | None:
+    """An order for the update's assignments in which no state is overwritten before a later
+    right-hand side reads its previous value; None when only a simultaneous assignment works."""
+    targets = [n for n, _ in step.assigns]
+    g = nx.DiGraph()
+    g.add_nodes_from(targets)
+    for name, expr in step.assigns:
+        for read in names_in(expr) & set(targets):
+            if read != name:
+                g.add_edge(name, read)  # `name` must be computed before `read` is overwritten
+    try:
+        position = {n: i for i, n in enumerate(targets)}
+        return list(nx.lexicographical_topological_sort(g, key=lambda n: position[n]))
+    except nx.NetworkXUnfeasible:
+        return None
+
+
+def layers(program: Program, count: int | None = None) -> nx.DiGraph:
+    """The unrolled network: (state, k) nodes chained layer to layer, parameters attached."""
+    count = count or program.layers or 1
+    g = nx.DiGraph()
+    states = [d.name for d in program.states]
+    weights = [d for d in program.decls if d.kind == "weight" or d.trainable]
+    for s in states:
+        g.add_node((s, 0), role="start")
+    for k in range(1, count + 1):
+        step = program.first_step if (k == 1 and program.first_step is not None) else program.step
+        for name, expr in (step.assigns if step is not None else ()):
+            g.add_node((name, k), role="state", layer=k)
+            for read in names_in(expr) | _temp_reads(step, expr):
+                if read in states:
+                    g.add_edge((read, k - 1), (name, k))
+        for w in weights:
+            node = ("param", w.name, k) if w.per_layer else ("param", w.name)
+            g.add_node(node, role="param", shape=w.shape)
+            for s in states:
+                if (s, k) in g:
+                    g.add_edge(node, (s, k))
+    return g
+
+
+def _temp_reads(step, expr) -> set[str]:
+    """Names read through the update's temporaries."""
+    temps = dict(step.lets)
+    seen, frontier = set(), names_in(expr)
+    while frontier:
+        name = frontier.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in temps:
+            frontier |= names_in(temps[name])
+    return seen
+
+
+def sharing_summary(program: Program) -> list[str]:
+    g = layers(program)
+    out = []
+    for d in program.decls:
+        if d.kind == "weight" or d.trainable:
+            copies = sum(1 for n in g if n[:2] == ("param", d.name))
+            out.append(f"{d.name}: {copies} {'copies, one per layer' if copies > 1 else 'copy, shared by all layers'}")
+    return out

@@ -1,0 +1,197 @@
+"""The IR: a Program of declarations and sympy math, rewritten by passes.
+
+A Program is immutable; every pass returns a new one (dataclasses.replace).
+Math is sympy: dims are positive integer Symbols, scalars real Symbols,
+vectors n x 1 and matrices m x n MatrixSymbols. The network's structure
+(which values feed which, which layers share parameters) is a networkx graph
+built from a Program by graph.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import sympy as sp
+from sympy import MatrixSymbol
+
+from dpc.grammar.ast import NO_SPAN, Span
+
+DECL_KINDS = ("input", "param", "hyper", "let", "var", "weight")
+
+
+def dim_symbol(name: str) -> sp.Expr:
+    return sp.Integer(int(name)) if name.isdigit() else sp.Symbol(name, integer=True, positive=True)
+
+
+def make_symbol(name: str, shape: tuple[str, ...]):
+    """The sympy symbol standing for a declared name of this shape."""
+    if len(shape) == 0:
+        return sp.Symbol(name, real=True)
+    if len(shape) == 1:
+        return MatrixSymbol(name, dim_symbol(shape[0]), 1)
+    return MatrixSymbol(name, dim_symbol(shape[0]), dim_symbol(shape[1]))
+
+
+@dataclass(frozen=True)
+class Decl:
+    """A declared name.
+
+    kind: input | param | hyper | let | var | weight (a parameter made by `learn weights`).
+    value: a hyper's default, a let's definition, a var's start, a weight's initial value.
+    trainable: an nn.Parameter in the generated module.
+    per_layer: one copy per unrolled layer (untied).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[str, ...]
+    value: sp.Basic | None = None
+    span: Span = field(default=NO_SPAN, compare=False)
+    trainable: bool = False
+    per_layer: bool = False
+    note: str = ""
+
+    @property
+    def symbol(self):
+        return make_symbol(self.name, self.shape)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`var in set(args)`: sets nonneg, box(lo, hi), onehot, simplex, binary."""
+
+    var: str
+    set: str
+    args: tuple = ()
+    span: Span = field(default=NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One iteration: temporaries in order, then every state's new value.
+
+    Right-hand sides read the previous states and the temporaries before them.
+    """
+
+    lets: tuple[tuple[str, sp.Basic], ...] = ()
+    assigns: tuple[tuple[str, sp.Basic], ...] = ()
+
+    def map(self, fn) -> "Step":
+        return Step(tuple((n, fn(e)) for n, e in self.lets), tuple((n, fn(e)) for n, e in self.assigns))
+
+    def equations(self):
+        return self.lets + self.assigns
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line of the derivation, shown by `dpc explain` and in the module docstring."""
+
+    pass_name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    file: str
+    source: str
+    dims: tuple[str, ...]
+    decls: tuple[Decl, ...]
+    objective: sp.Basic | None = None
+    constraints: tuple[Constraint, ...] = ()
+    step: Step | None = None          # the update every layer applies
+    first_step: Step | None = None    # layer 0 when the start value folds into it
+    closed_form: tuple[tuple[str, sp.Basic], ...] = ()  # var = expr, for non-iterative programs
+    layers: int | None = None
+    tied: bool | None = None
+    output: str | None = None
+    notes: tuple[Note, ...] = ()
+    term_spans: tuple[tuple[sp.Basic, Span], ...] = ()  # objective terms -> where written
+    directive_spans: tuple[tuple[str, Span], ...] = ()
+
+    # --- lookups ---
+    def decl(self, name: str) -> Decl:
+        for d in self.decls:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def has(self, name: str) -> bool:
+        return any(d.name == name for d in self.decls)
+
+    def of_kind(self, *kinds: str) -> tuple[Decl, ...]:
+        return tuple(d for d in self.decls if d.kind in kinds)
+
+    @property
+    def states(self) -> tuple[Decl, ...]:
+        return self.of_kind("var")
+
+    def span_of_term(self, term) -> Span | None:
+        for t, s in self.term_spans:
+            if t == term:
+                return s
+        return None
+
+    def span_of_directive(self, kind: str) -> Span | None:
+        for k, s in self.directive_spans:
+            if k == kind:
+                return s
+        return None
+
+    # --- edits ---
+    def with_decl(self, decl: Decl) -> "Program":
+        """Replace the declaration of the same name, or append a new one."""
+        if self.has(decl.name):
+            return replace(self, decls=tuple(decl if d.name == decl.name else d for d in self.decls))
+        return replace(self, decls=self.decls + (decl,))
+
+    def noted(self, pass_name: str, *lines: str) -> "Program":
+        return replace(self, notes=self.notes + tuple(Note(pass_name, line) for line in lines))
+
+    def fresh_name(self, base: str) -> str:
+        """A name not yet declared: base, base1, base2, ..."""
+        taken = {d.name for d in self.decls} | set(self.dims)
+        if base not in taken:
+            return base
+        i = 1
+        while f"{base}{i}" in taken:
+            i += 1
+        return f"{base}{i}"
+
+
+@dataclass(frozen=True)
+class Directive:
+    """A pass as written: `derive proxgrad(step = 1/L)`, `unroll 16`, `learn weights untied`.
+
+    Arguments stay AST expressions; a pass lowers them against the program it receives
+    (lower.lower_expr), so they can name anything declared by then.
+    """
+
+    kind: str                       # derive | relax | adapt | unroll | learn | output
+    name: str = ""                  # proxgrad, softmax, gates, weights, z, ...
+    target: str = ""                # relax: the set or atom relaxed
+    args: tuple = ()                # AST expressions
+    kwargs: tuple = ()              # (name, AST expression, span)
+    items: tuple = ()               # learn: tuples of (word, span)
+    count: int | None = None        # unroll
+    span: Span = field(default=NO_SPAN, compare=False)
+    name_span: Span = field(default=NO_SPAN, compare=False)
+
+    def kwarg(self, key: str):
+        for k, v, _ in self.kwargs:
+            if k == key:
+                return v
+        return None
+
+    def label(self) -> str:
+        """The directive as a person would write it, for explain and notes."""
+        from dpc.grammar.unparse import unparse
+        if self.kind == "unroll":
+            return f"unroll {self.count}"
+        if self.kind == "learn":
+            return "learn " + ", ".join(" ".join(w for w, _ in item) for item in self.items)
+        if self.kind == "output":
+            return f"output {self.name}"
+        head = f"{self.kind} {self.target} -> {self.name}" if self.kind == "relax" else f"{self.kind} {self.name}"
+        parts = [unparse(a) for a in self.args] + [f"{k} = {unparse(v)}" for k, v, _ in self.kwargs]
+        return head + (f"({', '.join(parts)})" if parts else "")

@@ -1,0 +1,494 @@
+"""AST -> IR: resolve names, check every shape, and lower expressions to sympy, in one walk.
+
+Each expression lowers to (sympy expr, shape). A mistake becomes a DpcError at the
+smallest offending subexpression; `lower_program` collects one error per statement
+so `dpc check` reports them all.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+
+import sympy as sp
+from sympy import HadamardProduct, Identity, MatrixExpr, OneMatrix, Transpose, ZeroMatrix
+
+from dpc import atoms
+from dpc.atoms import ShapeError, show_shape
+from dpc.errors import DpcError, ErrorList
+from dpc.grammar import ast
+from dpc.ir import Constraint, Decl, Directive, Program, Step, dim_symbol, make_symbol
+
+SETS = {"nonneg": 0, "box": 2, "onehot": 0, "simplex": 0, "binary": 0}
+
+
+@dataclass
+class _Entry:
+    symbol: object
+    shape: tuple
+    kind: str
+
+
+class _Env:
+    """Names visible to an expression: declarations, update temporaries, sum indices."""
+
+    def __init__(self, entries: dict[str, _Entry], dims: tuple[str, ...], where: str):
+        self.entries = dict(entries)
+        self.dims = dims
+        self.where = where          # for messages: "in the objective", ...
+        self.indices: dict[str, str | None] = {}
+
+    def child(self) -> "_Env":
+        env = _Env(self.entries, self.dims, self.where)
+        env.indices = dict(self.indices)
+        return env
+
+
+def _err(message: str, node, hint: str | None = None) -> DpcError:
+    return DpcError(message, node.span if node is not None else None, hint)
+
+
+def _broadcast(scalar, shape_expr):
+    rows, cols = shape_expr
+    return scalar * OneMatrix(rows, cols)
+
+
+def _number(text: str):
+    return sp.Rational(text) if any(c in text for c in ".eE") else sp.Integer(int(text))
+
+
+def _is_zero(expr) -> bool:
+    return isinstance(expr, ZeroMatrix) or (not isinstance(expr, MatrixExpr) and expr == 0)
+
+
+# --- expressions ----------------------------------------------------------------
+
+def _lower(node: ast.Expr, env: _Env):
+    if isinstance(node, ast.Number):
+        return _number(node.text), ()
+    if isinstance(node, ast.Name):
+        return _name(node, env)
+    if isinstance(node, ast.Neg):
+        expr, shape = _lower(node.operand, env)
+        return -expr, shape
+    if isinstance(node, ast.BinOp):
+        return _binop(node, env)
+    if isinstance(node, ast.Transpose):
+        expr, shape = _lower(node.operand, env)
+        if len(shape) == 2:
+            return Transpose(expr).doit() if isinstance(expr, Transpose) else Transpose(expr), (shape[1], shape[0])
+        if len(shape) == 0:
+            return expr, shape
+        raise _err(f"cannot transpose a vector ({show_shape(shape)})", node,
+                   "vectors are columns; write v @ w for an inner product, A.T @ v for a product with A^T")
+    if isinstance(node, ast.Call):
+        return _call(node, env)
+    if isinstance(node, ast.Index):
+        return _index(node, env)
+    if isinstance(node, ast.IndexSum):
+        return _index_sum(node, env)
+    raise _err(f"unsupported expression {type(node).__name__}", node)
+
+
+def _name(node: ast.Name, env: _Env):
+    entry = env.entries.get(node.id)
+    if entry is not None:
+        return entry.symbol, entry.shape
+    if node.id in env.dims:
+        raise _err(f"'{node.id}' is a dim (a size), not a value", node, "use eye(n) for an identity of size n")
+    if node.id in env.indices:
+        raise _err(f"sum index '{node.id}' can only be used to index, as in C[{node.id}]", node)
+    known = list(env.entries) + list(env.indices)
+    close = difflib.get_close_matches(node.id, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "declare it with input, param, hyper, let or var"
+    raise _err(f"undefined name '{node.id}' {env.where}", node, hint)
+
+
+def _binop(node: ast.BinOp, env: _Env):
+    left, ls = _lower(node.left, env)
+    right, rs = _lower(node.right, env)
+    op = node.op
+    if op in "+-":
+        if ls != rs and ls != () and rs != ():
+            raise _err(f"cannot {'add' if op == '+' else 'subtract'} {show_shape(ls)} and {show_shape(rs)}: "
+                       "shapes differ", node)
+        if ls == () and rs != ():
+            left = _broadcast(left, right.shape)
+        if rs == () and ls != ():
+            right = _broadcast(right, left.shape)
+        return (left + right if op == "+" else left - right), (ls or rs)
+    if op == "*":
+        if ls == () or rs == ():
+            expr = left * right if ls == () else right * left
+            return expr, ls or rs
+        if ls == rs:
+            return HadamardProduct(left, right), ls
+        raise _err(f"cannot multiply {show_shape(ls)} by {show_shape(rs)} elementwise: shapes differ", node,
+                   "for a matrix product write @")
+    if op == "/":
+        if rs != ():
+            raise _err(f"can only divide by a scalar, not by {show_shape(rs)}", node.right)
+        return left * (1 / right) if ls != () else left / right, ls
+    if op == "@":
+        return _matmul(node, left, ls, right, rs)
+    if op == "^":
+        if ls != () or rs != ():
+            raise _err(f"^ needs scalars, got {show_shape(ls)} ^ {show_shape(rs)}", node,
+                       "for the squared norm of a vector write sqnorm(v)")
+        return left ** right, ()
+    raise _err(f"unknown operator {op}", node)  # pragma: no cover - the grammar has no others
+
+
+def _matmul(node, left, ls, right, rs):
+    if ls == () or rs == ():
+        raise _err("@ needs vectors or matrices; use * to scale by a scalar", node)
+    inner_l = ls[-1] if len(ls) == 2 else ls[0]
+    inner_r = rs[0]
+    if inner_l != inner_r:
+        raise _err(f"cannot multiply {_describe(node.left, ls)} by {_describe(node.right, rs)}: "
+                   f"inner sizes {inner_l} and {inner_r} differ", node)
+    if len(ls) == 1 and len(rs) == 1:
+        return atoms.Dot(left, right), ()
+    if len(ls) == 1:  # v @ A = A^T v, a vector
+        return Transpose(right) * left, (rs[1],)
+    if len(rs) == 1:
+        return left * right, (ls[0],)
+    return left * right, (ls[0], rs[1])
+
+
+def _describe(node, shape):
+    from dpc.grammar.unparse import unparse
+    return f"{unparse(node)} : {show_shape(shape)}"
+
+
+def _call(node: ast.Call, env: _Env):
+    spec = atoms.ATOMS.get(node.func)
+    if spec is None:
+        close = difflib.get_close_matches(node.func, list(atoms.ATOMS), n=3)
+        hint = ("did you mean " + " or ".join(f"{c}()" for c in close) + "?") if close else \
+            "known functions: " + ", ".join(sorted(atoms.ATOMS))
+        raise DpcError(f"unknown function '{node.func}'", node.func_span, hint)
+    if node.kwargs:
+        raise _err(f"{spec.signature} takes no keyword arguments", node)
+    if node.func == "eye":
+        return _eye(node, env)
+    lowered = [_lower(a, env) for a in node.args]
+    try:
+        shape = spec.rule([s for _, s in lowered])
+    except ShapeError as e:
+        raise _err(f"{spec.signature} {e}", node) from None
+    return spec.build(*[e for e, _ in lowered]), shape
+
+
+def _eye(node: ast.Call, env: _Env):
+    if len(node.args) != 1 or not isinstance(node.args[0], (ast.Name, ast.Number)):
+        raise _err("eye(n) takes one dim name or integer", node)
+    arg = node.args[0]
+    size = arg.id if isinstance(arg, ast.Name) else arg.text
+    if isinstance(arg, ast.Name) and size not in env.dims:
+        raise _err(f"eye({size}): '{size}' is not a declared dim", arg)
+    return Identity(dim_symbol(size)), (size, size)
+
+
+def _index(node: ast.Index, env: _Env):
+    if node.index not in env.indices:
+        raise DpcError(f"'{node.index}' is not a sum index here", node.index_span,
+                       f"write the sum as sum_{node.index} ...")
+    expr, shape = _lower(node.operand, env)
+    if not shape:
+        raise _err("cannot index a scalar", node)
+    bound = env.indices[node.index]
+    if bound is not None and bound != shape[0]:
+        raise _err(f"index {node.index} ranges over {bound} but indexes a dimension of size {shape[0]}", node)
+    env.indices[node.index] = shape[0]
+    j = sp.Symbol(node.index, integer=True)
+    if len(shape) == 1:
+        return atoms.Entry(expr, j), ()
+    return atoms.Row(expr, j), (shape[1],)
+
+
+def _index_sum(node: ast.IndexSum, env: _Env):
+    inner = env.child()
+    inner.indices[node.index] = None
+    body, shape = _lower(node.body, inner)
+    dim = inner.indices[node.index]
+    if dim is None:
+        raise _err(f"sum_{node.index}: the body never indexes with {node.index}", node)
+    if shape != ():
+        raise _err(f"sum_{node.index} needs a scalar body, got {show_shape(shape)}", node.body)
+    return atoms.IndexSum(body, sp.Symbol(node.index, integer=True), dim_symbol(dim)), ()
+
+
+# --- environments ------------------------------------------------------------------
+
+def _env(program: Program, kinds, where: str, extra: dict | None = None) -> _Env:
+    entries = {d.name: _Entry(d.symbol, d.shape, d.kind) for d in program.decls if d.kind in kinds}
+    if extra:
+        entries.update(extra)
+    return _Env(entries, program.dims, where)
+
+
+def lower_expr(program: Program, node: ast.Expr, kinds=("param", "hyper", "let", "weight"),
+               where: str = "here", extra: dict | None = None):
+    """Lower one AST expression against a program's declarations; used by passes for their arguments."""
+    try:
+        return _lower(node, _env(program, kinds, where, extra))
+    except DpcError as e:
+        raise e.with_source(program.source) from None
+
+
+def lower_scalar(program: Program, node: ast.Expr, what: str, **kw):
+    expr, shape = lower_expr(program, node, **kw)
+    if shape != ():
+        raise DpcError(f"{what} must be a scalar, got {show_shape(shape)}", node.span).with_source(program.source)
+    return expr
+
+
+def depends_on(expr, names) -> bool:
+    return any(getattr(s, "name", None) in names for s in expr.free_symbols)
+
+
+# --- statements ------------------------------------------------------------------
+
+class _Lowering:
+    def __init__(self, tree: ast.Program):
+        self.tree = tree
+        self.errors = ErrorList()
+        self.name = None
+        self.dims: list[str] = []
+        self.decls: list[Decl] = []
+        self.objective = None
+        self.term_spans = []
+        self.constraints: list[Constraint] = []
+        self.step = None
+        self.directives: list[Directive] = []
+
+    # helpers
+    def program(self) -> Program:
+        return Program(self.name or "Network", self.tree.file, self.tree.source, tuple(self.dims),
+                       tuple(self.decls), self.objective, tuple(self.constraints), self.step,
+                       term_spans=tuple(self.term_spans),
+                       directive_spans=tuple((d.kind, d.span) for d in self.directives))
+
+    def env(self, kinds, where, extra=None):
+        return _env(self.program(), kinds, where, extra)
+
+    def check_type(self, t: ast.TypeSpec):
+        if len(t.dims) > 2:
+            raise DpcError(f"types have at most two dims, got {len(t.dims)}", t.span)
+        for d in t.dims:
+            if not d.isdigit() and d not in self.dims:
+                raise DpcError(f"'{d}' is not a declared dim", t.span, f"add it to `dims`, e.g. dims {d}")
+        return tuple(t.dims)
+
+    def run(self) -> tuple[Program, list[Directive]]:
+        for stmt in self.tree.statements:
+            try:
+                self.statement(stmt)
+            except DpcError as e:
+                self.errors.items.extend(e.diagnostics)
+        if self.name is None:
+            self.errors.add("the program has no `network NAME` line",
+                            ast.Span(self.tree.file, 1, 1, 1, 2), "start it with e.g. `network LISTA`")
+        if not any(d.kind == "var" for d in self.decls) and self.name is not None:
+            self.errors.add("the program declares no `var` (what is solved for, or the state)",
+                            ast.Span(self.tree.file, 1, 1, 1, 2))
+        if self.objective is None and self.step is None and not self.errors.items:
+            self.errors.add("the program has neither `minimize` nor `update`",
+                            ast.Span(self.tree.file, 1, 1, 1, 2))
+        self.errors.raise_if_any(self.tree.source)
+        return self.program(), self.directives
+
+    def statement(self, s):
+        handler = getattr(self, "_" + type(s).__name__)
+        handler(s)
+
+    def _declare(self, decl: Decl, ident: ast.Ident):
+        if any(d.name == decl.name for d in self.decls) or decl.name in self.dims:
+            raise DpcError(f"'{decl.name}' is declared twice", ident.span)
+        if decl.name in atoms.ATOMS:
+            raise DpcError(f"'{decl.name}' is a function name and cannot be declared", ident.span)
+        self.decls.append(decl)
+
+    # statements
+    def _NetworkStmt(self, s: ast.NetworkStmt):
+        if self.name is not None:
+            raise DpcError("a program names one network", s.span)
+        if not s.name.id.isidentifier() or s.name.id.startswith("_"):
+            raise DpcError(f"'{s.name.id}' cannot name a class", s.name.span)
+        self.name = s.name.id
+
+    def _DimsStmt(self, s: ast.DimsStmt):
+        for ident in s.names:
+            if ident.id in self.dims:
+                raise DpcError(f"dim '{ident.id}' is declared twice", ident.span)
+            self.dims.append(ident.id)
+
+    def _DeclStmt(self, s: ast.DeclStmt):
+        kind, name = s.kind, s.name.id
+        if kind in ("input", "param"):
+            shape = self.check_type(s.type)
+            self._declare(Decl(name, kind, shape, None, s.name.span), s.name)
+        elif kind == "hyper":
+            value, shape = _lower(s.value, self.env(("hyper",), f"in the default of {name}"))
+            if shape != () or value.free_symbols:
+                raise _err(f"the default of hyper {name} must be a number", s.value)
+            self._declare(Decl(name, "hyper", (), value, s.name.span), s.name)
+        elif kind == "let":
+            value, shape = _lower(s.value, self.env(("param", "hyper", "let"), f"in let {name}"))
+            if s.type is not None:
+                declared = self.check_type(s.type)
+                if declared != shape:
+                    raise _err(f"let {name} is declared {show_shape(declared)} but computes {show_shape(shape)}",
+                               s.value)
+            self._declare(Decl(name, "let", shape, value, s.name.span), s.name)
+        elif kind == "var":
+            shape = self.check_type(s.type)
+            start = ZeroMatrix(*make_symbol(name, shape).shape) if shape else sp.Integer(0)
+            if s.value is not None:
+                start = self._start(name, shape, s.value)
+            self._declare(Decl(name, "var", shape, start, s.name.span), s.name)
+
+    def _start(self, name, shape, node):
+        value, vshape = _lower(node, self.env(("input", "param", "hyper", "let", "var"),
+                                              f"in the start of {name}"))
+        if vshape == () and shape != ():
+            if value == 0:
+                return ZeroMatrix(*make_symbol(name, shape).shape)
+            return _broadcast(value, make_symbol(name, shape).shape)
+        if vshape != shape:
+            raise _err(f"var {name} : {show_shape(shape)} cannot start at a {show_shape(vshape)}", node)
+        return value
+
+    def _MinimizeStmt(self, s: ast.MinimizeStmt):
+        if self.objective is not None:
+            raise DpcError("a program has one `minimize`", s.span)
+        if self.step is not None:
+            raise DpcError("a program is either `minimize` or `update`, not both", s.span)
+        env = self.env(("input", "param", "hyper", "let", "var"), "in the objective")
+        total = sp.Integer(0)
+        for sign, term in _terms(s.expr):
+            value, shape = _lower(term, env)
+            if shape != ():
+                raise _err(f"the objective must be a scalar; this term is {show_shape(shape)}", term,
+                           "wrap vectors in sqnorm(), norm1(), sum(), ...")
+            self.term_spans.append((sign * value, term.span))
+            total = total + sign * value
+        vars_ = {d.name for d in self.decls if d.kind == "var"}
+        if not depends_on(total, vars_):
+            raise _err("the objective does not depend on any var", s.expr)
+        self.objective = total
+
+    def _SubjectToStmt(self, s: ast.SubjectToStmt):
+        env = self.env(("param", "hyper", "let"), "in a constraint")
+        for c in s.constraints:
+            self.constraints.append(self._constraint(c, env))
+        self.constraints = _merge_boxes(self.constraints)
+
+    def _constraint(self, c, env) -> Constraint:
+        vars_ = {d.name: d for d in self.decls if d.kind == "var"}
+        if isinstance(c, ast.Member):
+            if c.var.id not in vars_:
+                raise DpcError(f"'{c.var.id}' is not a var; constraints apply to vars", c.var.span)
+            if c.set.id not in SETS:
+                raise DpcError(f"unknown set '{c.set.id}'", c.set.span, "known sets: " + ", ".join(SETS))
+            if len(c.args) != SETS[c.set.id]:
+                raise DpcError(f"set {c.set.id} takes {SETS[c.set.id]} arguments, got {len(c.args)}", c.span)
+            args = tuple(_scalar_arg(a, env, "a set's bound") for a in c.args)
+            if c.set.id == "nonneg":
+                return Constraint(c.var.id, "box", (sp.Integer(0), sp.oo), c.span)
+            return Constraint(c.var.id, c.set.id, args, c.span)
+        # compare: z >= lo, z <= hi, lo <= z, hi >= z
+        var_side, other, op = None, None, c.op
+        if isinstance(c.left, ast.Name) and c.left.id in vars_:
+            var_side, other = c.left, c.right
+        elif isinstance(c.right, ast.Name) and c.right.id in vars_:
+            var_side, other, op = c.right, c.left, {">=": "<=", "<=": ">="}[c.op]
+        if var_side is None:
+            raise DpcError("constraints are written `z >= lo`, `z <= hi` or `z in set` for a var z", c.span)
+        bound = _scalar_arg(other, env, "a bound")
+        lo, hi = (bound, sp.oo) if op == ">=" else (-sp.oo, bound)
+        return Constraint(var_side.id, "box", (lo, hi), c.span)
+
+    def _UpdateStmt(self, s: ast.UpdateStmt):
+        if self.step is not None:
+            raise DpcError("a program has one `update`; put several states in one `update { ... }`", s.span)
+        if self.objective is not None:
+            raise DpcError("a program is either `minimize` or `update`, not both", s.span)
+        vars_ = {d.name: d for d in self.decls if d.kind == "var"}
+        extra, lets, assigns, seen = {}, [], [], set()
+        for item in s.body:
+            env = self.env(("input", "param", "hyper", "let", "var"), "in the update", extra)
+            if isinstance(item, ast.DeclStmt):
+                name = item.name.id
+                if name in env.entries:
+                    raise DpcError(f"'{name}' is already declared", item.name.span)
+                value, shape = _lower(item.value, env)
+                extra[name] = _Entry(make_symbol(name, shape), shape, "temp")
+                lets.append((name, value))
+            else:
+                name = item.target.id
+                if name not in vars_:
+                    raise DpcError(f"'{name}' is not a var; only vars are updated", item.target.span,
+                                   f"declare it: var {name} : R[...] = 0")
+                if name in seen:
+                    raise DpcError(f"'{name}' is updated twice", item.target.span)
+                seen.add(name)
+                value, shape = _lower(item.expr, env)
+                if shape != vars_[name].shape:
+                    raise _err(f"{name} is {show_shape(vars_[name].shape)} but its update computes "
+                               f"{show_shape(shape)}", item.expr)
+                assigns.append((name, value))
+        # temporaries become symbols of the step; keep their shapes for the emitter
+        for name, entry in extra.items():
+            self.decls.append(Decl(name, "temp", entry.shape, None, s.span))
+        self.step = Step(tuple(lets), tuple(assigns))
+
+    def _DirectiveStmt(self, s: ast.DirectiveStmt):
+        self.directives.append(Directive(
+            kind=s.kind,
+            name=s.name.id if s.name is not None else "",
+            target=s.target.id if s.target is not None else "",
+            args=s.args,
+            kwargs=tuple((k.id, v, k.span) for k, v in s.kwargs),
+            items=tuple(tuple((w.id, w.span) for w in item) for item in s.items),
+            count=s.count,
+            span=s.span,
+            name_span=s.name.span if s.name is not None else s.span,
+        ))
+
+
+def _scalar_arg(node, env, what):
+    value, shape = _lower(node, env)
+    if shape != ():
+        raise _err(f"{what} must be a scalar, got {show_shape(shape)}", node)
+    return value
+
+
+def _terms(node: ast.Expr, sign: int = 1):
+    """Split a sum into signed terms, so errors can point at one term."""
+    if isinstance(node, ast.BinOp) and node.op in "+-":
+        yield from _terms(node.left, sign)
+        yield from _terms(node.right, sign if node.op == "+" else -sign)
+    else:
+        yield sign, node
+
+
+def _merge_boxes(constraints: list[Constraint]) -> list[Constraint]:
+    """z >= 0 and z <= 1 on the same var become one box(0, 1)."""
+    merged: list[Constraint] = []
+    for c in constraints:
+        prev = next((m for m in merged if m.var == c.var and m.set == "box" and c.set == "box"), None)
+        if prev is None:
+            merged.append(c)
+            continue
+        lo = c.args[0] if prev.args[0] == -sp.oo else (prev.args[0] if c.args[0] == -sp.oo
+                                                         else sp.Max(prev.args[0], c.args[0]))
+        hi = c.args[1] if prev.args[1] == sp.oo else (prev.args[1] if c.args[1] == sp.oo
+                                                        else sp.Min(prev.args[1], c.args[1]))
+        merged[merged.index(prev)] = replace(prev, args=(lo, hi))
+    return merged
+
+
+def lower_program(tree: ast.Program) -> tuple[Program, list[Directive]]:
+    """Check and lower a parsed program; raises DpcError listing every error found."""
+    return _Lowering(tree).run()

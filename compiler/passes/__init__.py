@@ -1,0 +1,29 @@
+"""Every pass, registered in one table: (directive kind, method) -> pure function Program -> Program.
+
+A method of "" means the kind takes no method name (unroll, learn, output).
+"""
+from __future__ import annotations
+
+from dpc.passes.fista import derive_fista
+from dpc.passes.fold_start import fold_start
+from dpc.passes.gd import derive_gd
+from dpc.passes.learn import learn
+from dpc.passes.output import output
+from dpc.passes.proxgrad import derive_proxgrad
+from dpc.passes.unroll import unroll
+
+PASSES = {
+    ("derive", "proxgrad"): derive_proxgrad,
+    ("derive", "fista"): derive_fista,
+    ("derive", "gd"): derive_gd,
+    ("unroll", ""): unroll,
+    ("learn", ""): learn,
+    ("output", ""): output,
+}
+
+# Run after the program's own directives, in this order.
+IMPLICIT = (("fold start", fold_start),)
+
+
+def methods(kind: str) -> list[str]:
+    return sorted(m for k, m in PASSES if k == kind and m)

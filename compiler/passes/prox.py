@@ -1,0 +1,103 @@
+"""The proximal-operator table: which objective terms are prox-able, and their closed forms.
+
+g(z) = sum of penalties on the var (c*norm1(z), c*norm0(z), c*sqnorm(z)) plus the
+indicator of a box constraint. prox_{s g}(v) = argmin_u g(u) + ||u - v||^2 / (2 s).
+
+Rules (each exact, elementwise):
+  a*norm1                 soft(v, s*a)
+  a*norm1, z >= 0         softpos(v, s*a) = max(v - s*a, 0)
+  a*norm1, box(lo, hi)    clamp(soft(v, s*a), lo, hi)   (1-D convex: clip the unconstrained minimiser)
+  b*norm0                 hard(v, sqrt(2*s*b))          (keep v where v^2/2 > s*b)
+  z >= 0                  relu(v)
+  box(lo, hi)             clamp(v, lo, hi)
+  c*sqnorm(z) (ridge)     prox_{s g}(v) = prox_{s' h}(v / (1 + 2 s c)), s' = s / (1 + 2 s c)
+                          for g = h + c*||z||^2: a scaling around any rule above.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from dpc import atoms
+
+PENALTIES = {atoms.Norm1: "norm1", atoms.Norm0: "norm0", atoms.SqNorm: "ridge"}
+
+
+@dataclass(frozen=True)
+class Penalty:
+    kind: str      # norm1 | norm0 | ridge
+    weight: sp.Basic
+    term: sp.Basic  # as written in the objective, for error spans
+
+
+class NoProx(Exception):
+    """No closed-form prox is known; `term` is the offending objective term."""
+
+    def __init__(self, term, reason: str):
+        super().__init__(reason)
+        self.term = term
+        self.reason = reason
+
+
+def as_penalty(term, var) -> Penalty | None:
+    """c*atom(var) with c free of var -> Penalty; None when the term is not of that form."""
+    found = [a for a in term.atoms(atoms.ScalarAtom) if a.has(var)]
+    if len(found) != 1 or type(found[0]) not in PENALTIES or found[0].args[0] != var:
+        return None
+    weight = sp.simplify(term / found[0])
+    if weight.has(var):
+        return None
+    return Penalty(PENALTIES[type(found[0])], weight, term)
+
+
+def is_nonsmooth(term, var) -> bool:
+    """Terms that need a prox: a norm that is not differentiable at 0, applied to anything with var."""
+    return any(isinstance(a, (atoms.Norm1, atoms.Norm0, atoms.Norm2)) for a in term.atoms(atoms.ScalarAtom)
+               if a.has(var))
+
+
+def build_prox(penalties: list[Penalty], box, step):
+    """-> (prox: v -> expr, description). box is (lo, hi) or None."""
+    weights = {"norm1": sp.Integer(0), "norm0": sp.Integer(0), "ridge": sp.Integer(0)}
+    first = {}
+    for p in penalties:
+        weights[p.kind] = weights[p.kind] + p.weight
+        first.setdefault(p.kind, p.term)
+    a, b, c = weights["norm1"], weights["norm0"], weights["ridge"]
+    if a != 0 and b != 0:
+        raise NoProx(first["norm0"], "norm1 and norm0 together have no closed-form proximal operator here")
+    if b != 0 and box is not None:
+        raise NoProx(first["norm0"], "norm0 with a box constraint has no closed-form proximal operator here")
+
+    scale = 1 + 2 * step * c if c != 0 else sp.Integer(1)
+    s = step / scale
+
+    def core(v):
+        if a != 0:
+            if box is not None and box[0] == 0 and box[1] == sp.oo:
+                return atoms.SoftPos(v, s * a)
+            out = atoms.Soft(v, s * a)
+            return atoms.Clamp(out, *box) if box is not None else out
+        if b != 0:
+            return atoms.Hard(v, sp.sqrt(2 * s * b))
+        if box is not None:
+            if box[0] == 0 and box[1] == sp.oo:
+                return atoms.Relu(v)
+            return atoms.Clamp(v, *box)
+        return v
+
+    def prox(v):
+        return core(v * (1 / scale) if c != 0 else v)
+
+    parts = []
+    if a != 0:
+        parts.append("soft threshold" if box is None else
+                     ("shifted relu" if box == (0, sp.oo) else "soft threshold, then clip to the box"))
+    if b != 0:
+        parts.append("hard threshold")
+    if a == 0 and b == 0 and box is not None:
+        parts.append("projection onto the box" if box != (0, sp.oo) else "projection onto z >= 0 (relu)")
+    if c != 0:
+        parts.append("scaled by 1/(1 + 2*step*c) for the ridge term")
+    return prox, ", ".join(parts) or "identity"

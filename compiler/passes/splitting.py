@@ -1,0 +1,152 @@
+"""What every first-order derivation needs: the var, the step, f = smooth part, g = prox part.
+
+Shared by derive proxgrad, fista and gd (not a pass itself).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy import MatrixSymbol
+
+from dpc import algebra, atoms
+from dpc.errors import DpcError
+from dpc.ir import Decl, Directive, Program
+from dpc.lower import lower_scalar
+from dpc.passes.prox import NoProx, Penalty, as_penalty, build_prox, is_nonsmooth
+from dpc.printing import format_constraint, math
+
+
+@dataclass(frozen=True)
+class Splitting:
+    program: Program      # possibly with a new `let` for the step
+    var: MatrixSymbol
+    smooth: sp.Basic      # f(z)
+    grad: sp.Basic        # grad f(z), tidied
+    penalties: tuple[Penalty, ...]
+    box: tuple | None
+    step: sp.Basic
+    prox: object          # v -> prox_{step g}(v)
+    prox_text: str
+
+
+def fail(program: Program, message: str, span, hint: str | None = None) -> DpcError:
+    return DpcError(message, span, hint).with_source(program.source)
+
+
+def the_var(program: Program, directive: Directive) -> MatrixSymbol:
+    vars_ = program.states
+    if program.objective is None:
+        raise fail(program, f"derive {directive.name} needs a `minimize` objective", directive.span,
+                   "an `update` program is already an iteration: go on with unroll")
+    if len(vars_) != 1:
+        raise fail(program, f"derive {directive.name} handles one var, the program has {len(vars_)}",
+                   directive.span)
+    if len(vars_[0].shape) != 1:
+        raise fail(program, f"derive {directive.name} needs a vector var", vars_[0].span)
+    return vars_[0].symbol
+
+
+def split(program: Program, directive: Directive, *, allow_prox: bool = True) -> Splitting:
+    var = the_var(program, directive)
+    smooth, penalties = sp.Integer(0), []
+    for term in sp.Add.make_args(sp.expand(program.objective, mul=False, multinomial=False, power_base=False)):
+        if not term.has(var):
+            continue  # constant in the var: does not move the minimiser
+        penalty = as_penalty(term, var)
+        if penalty is not None and (penalty.kind != "ridge" or allow_prox):
+            penalties.append(penalty)
+        elif is_nonsmooth(term, var):
+            raise _no_prox(program, term, var)
+        else:
+            smooth = smooth + term
+    box = _box(program, directive, var)
+    if not allow_prox:
+        nonsmooth = [p for p in penalties if p.kind != "ridge"]
+        if nonsmooth or box is not None:
+            what = math(nonsmooth[0].term) if nonsmooth else "the constraint"
+            span = program.span_of_term(nonsmooth[0].term) if nonsmooth else program.constraints[0].span
+            raise fail(program, f"derive {directive.name} needs a smooth objective, but {what} is not smooth",
+                       span or directive.span, "use derive proxgrad(step = ...) or derive fista(step = ...)")
+        smooth = smooth + sum((p.term for p in penalties), sp.Integer(0))
+        penalties = []
+    try:
+        grad = algebra.gradient(smooth, var)
+    except algebra.NotDifferentiable as e:
+        raise fail(program, f"cannot differentiate {math(e.term)} with respect to {var.name}",
+                   _span_containing(program, e.term) or directive.span,
+                   "smooth terms are sqnorm(...), inner products and sums of affine expressions") from None
+    program, step = _step(program, directive, var, grad)
+    try:
+        prox, text = build_prox(penalties, box, step)
+    except NoProx as e:
+        raise fail(program, f"no known proximal operator for {math(e.term)}: {e.reason}",
+                   program.span_of_term(e.term) or directive.span,
+                   "keep one of norm1/norm0 on the var; other terms must be smooth") from None
+    return Splitting(program, var, smooth, grad, tuple(penalties), box, step, prox, text)
+
+
+def _no_prox(program, term, var):
+    return fail(program, f"no known proximal operator for {math(term)}",
+                program.span_of_term(term) or _span_containing(program, term),
+                f"prox-able terms are c*norm1({var.name}), c*norm0({var.name}) and c*sqnorm({var.name}) of the var "
+                "itself; smooth terms are sqnorm(...) of affine expressions")
+
+
+def _span_containing(program, sub):
+    for term, span in program.term_spans:
+        if term.has(sub) or term == sub:
+            return span
+    return None
+
+
+def _box(program, directive, var):
+    box = None
+    for c in program.constraints:
+        if c.var != var.name:
+            continue
+        if c.set != "box":
+            raise fail(program, f"derive {directive.name} has no projection for `{format_constraint(c)}`", c.span,
+                       f"relax {c.set} first (e.g. relax {c.set} -> softmax(tau))")
+        box = c.args
+    return box
+
+
+def _step(program, directive, var, grad):
+    """The step as written, or 1/L with L = opnorm of the gradient's Hessian (quadratic f)."""
+    node = directive.kwarg("step")
+    if node is not None:
+        return program, lower_scalar(program, node, "the step")
+    try:
+        coeffs, _ = algebra.affine_parts(grad, [var])
+    except algebra.NotAffine:
+        raise fail(program, f"derive {directive.name} needs step = ... here (the gradient is not affine)",
+                   directive.span) from None
+    hessian = coeffs.get(var)
+    if hessian is None:
+        raise fail(program, f"derive {directive.name} needs step = ...", directive.span)
+    name = program.fresh_name("L")
+    value = _lipschitz(hessian)
+    program = program.with_decl(Decl(name, "let", (), value, directive.span)).noted(
+        directive.label(), f"no step given: step = 1/{name}, {name} = {math(value)} (Lipschitz constant of grad f)")
+    return program, 1 / sp.Symbol(name, real=True)
+
+
+def _lipschitz(hessian):
+    """opnorm(A.T @ A) = opnorm(A)^2: keep the cheaper form when the Hessian is a Gram matrix."""
+    if isinstance(hessian, sp.MatMul):
+        c, mats = hessian.as_coeff_matrices()
+        if len(mats) == 2 and mats[0] == mats[1].T:
+            return abs(c) * atoms.OpNorm(mats[1]) ** 2
+    return atoms.OpNorm(hessian)
+
+
+def describe(s: Splitting) -> list[str]:
+    g_terms = [math(p.term) for p in s.penalties]
+    if s.box is not None:
+        from dpc.ir import Constraint
+        g_terms.append(f"[{format_constraint(Constraint(s.var.name, 'box', s.box))}]")
+    return [f"f({s.var.name}) = {math(s.smooth)}    (smooth)",
+            f"g({s.var.name}) = {' + '.join(g_terms) or '0'}    (prox: {s.prox_text})",
+            f"grad f({s.var.name}) = {math(s.grad)}",
+            f"step = {math(s.step)}"]

@@ -1,0 +1,105 @@
+"""The pipeline: built from the program's directives and the CLI's overrides, then run.
+
+compile: text -> AST (parser) -> IR (lower) -> passes -> IR, keeping the program after
+each pass so `dpc explain` can show it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sympy as sp
+
+from dpc.errors import DpcError
+from dpc.grammar import parse
+from dpc.ir import Directive, Program
+from dpc.lower import lower_program
+from dpc.passes import IMPLICIT, PASSES, methods
+
+SETTABLE = "unroll=T, or NAME=VALUE for a hyper's default"
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str
+    program: Program
+
+
+def parse_overrides(items) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise DpcError(f"--set expects KEY=VALUE, got '{item}'", hint=SETTABLE)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _apply_overrides(program: Program, directives: list[Directive], overrides: dict[str, str]):
+    for key, value in overrides.items():
+        if key == "unroll":
+            if not value.isdigit() or int(value) < 1:
+                raise DpcError(f"--set unroll needs a positive integer, got '{value}'")
+            found = [d for d in directives if d.kind == "unroll"]
+            if not found:
+                raise DpcError("--set unroll: the program has no `unroll` to override")
+            directives = [replace(d, count=int(value)) if d.kind == "unroll" else d for d in directives]
+        elif program.has(key) and program.decl(key).kind == "hyper":
+            try:
+                number = sp.Rational(value)
+            except (TypeError, ValueError, SyntaxError):
+                raise DpcError(f"--set {key} needs a number, got '{value}'") from None
+            program = program.with_decl(replace(program.decl(key), value=number))
+        else:
+            raise DpcError(f"--set: unknown key '{key}'", hint=SETTABLE)
+    return program, directives
+
+
+def _lookup(directive: Directive, program: Program):
+    key = (directive.kind, directive.name if (directive.kind, directive.name) in PASSES else "")
+    if key not in PASSES or (key[1] == "" and methods(directive.kind)):
+        known = methods(directive.kind)
+        raise DpcError(f"unknown {directive.kind} method '{directive.name}'", directive.name_span,
+                       "known: " + ", ".join(known) if known else None).with_source(program.source)
+    return PASSES[key]
+
+
+def _order(directives: list[Directive]) -> list[Directive]:
+    """Source order, but output last: it only names the result."""
+    return [d for d in directives if d.kind != "output"] + [d for d in directives if d.kind == "output"]
+
+
+def _finish(program: Program) -> Program:
+    if program.output is None:
+        program = replace(program, output=program.states[0].name)
+    if program.step is not None and program.layers is None:
+        raise DpcError("the program iterates but never says how often", None,
+                       "add `unroll T`, e.g. unroll 16").with_source(program.source)
+    if program.step is None and not program.closed_form:
+        raise DpcError("the objective is never turned into a network", None,
+                       "add a derive line, e.g. derive proxgrad(step = 1/L)").with_source(program.source)
+    return program
+
+
+def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> list[Stage]:
+    """Every stage of the compilation: the lowered program, then the program after each pass."""
+    try:
+        program, directives = lower_program(parse(text, file))
+        program, directives = _apply_overrides(program, directives, overrides or {})
+        stages = [Stage("source", program)]
+        for directive in _order(directives):
+            program = _lookup(directive, program)(program, directive)
+            stages.append(Stage(directive.label(), program))
+        for label, fn in IMPLICIT:
+            folded = fn(program)
+            if folded is not program:
+                program = folded
+                stages.append(Stage(label, program))
+        program = _finish(program)
+        stages[-1] = Stage(stages[-1].label, program)
+        return stages
+    except DpcError as e:
+        raise e.with_source(text) from None
+
+
+def compile_program(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> Program:
+    return run_text(text, file, overrides)[-1].program

@@ -1,0 +1,383 @@
+"""Synthetic sparse coding benchmark for unrolled ISTA networks (LISTA and friends).
+
+Reproduces the setting of Chen, Liu, Wang & Yin, "Theoretical linear convergence
+of unfolded ISTA and its practical weights and thresholds" (NeurIPS 2018,
+"LISTA-CPSS"):
+
+* dictionary A (m x n, default 250 x 500), A_ij ~ N(0, 1/m), columns rescaled
+  to unit norm;
+* sparse codes x* with i.i.d. entries Bernoulli(p) * N(0, 1), p = 0.1;
+* measurements y = A x* (+ Gaussian noise at a given SNR in dB).
+
+Vectors are stored as rows, so a batch of codes is x (B, n) and its
+measurements are y = x @ A.T (B, m), matching the generated modules, which map
+y (B, m) to a code estimate z (B, n).
+
+Contents
+    make_dictionary, sample, make_problem / Problem  -- data
+    soft_threshold, lipschitz, ista, fista           -- classical baselines
+    nmse_db, nmse_per_layer                          -- metrics
+    train_end_to_end, train_layerwise                -- training loops
+
+Only numpy and torch are required; tqdm is used for progress bars when it is
+installed and plain prints are used otherwise.  Everything is deterministic
+given the seeds: random numbers are always drawn on the CPU from explicit
+generators, so the data do not depend on the device used for training.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+try:  # optional nicety; the loops fall back to periodic prints
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - depends on the environment
+    tqdm = None
+
+__all__ = [
+    "make_dictionary", "sample", "Problem", "make_problem",
+    "soft_threshold", "lipschitz", "ista", "fista",
+    "nmse_db", "nmse_per_layer",
+    "train_end_to_end", "train_layerwise",
+]
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+def make_dictionary(m=250, n=500, seed=0, dtype=torch.float32, device=None):
+    """Gaussian dictionary A (m, n) with unit-norm columns.
+
+    Drawn with numpy (in float64) so that the matrix is identical whatever
+    torch version, dtype or device is used afterwards.
+    """
+    rng = np.random.default_rng(seed)
+    A = rng.normal(0.0, 1.0 / math.sqrt(m), size=(m, n))
+    A /= np.linalg.norm(A, axis=0, keepdims=True)
+    return torch.as_tensor(A, dtype=dtype, device=device)
+
+
+def _generator(generator=None, seed=None):
+    if generator is not None:
+        return generator
+    g = torch.Generator()  # CPU generator: data independent of the device
+    g.manual_seed(0 if seed is None else int(seed))
+    return g
+
+
+def sample(A, batch, p=0.1, snr_db=None, generator=None, seed=None):
+    """Draw `batch` sparse codes and their measurements.
+
+    Returns (y, x) with x (batch, n) ~ Bernoulli(p) * N(0, 1) entrywise and
+    y = x @ A.T (batch, m), plus white Gaussian noise when `snr_db` is given.
+    The noise is scaled per sample so that the expected
+    10 log10(||A x||^2 / ||noise||^2) equals `snr_db`.
+
+    Pass either a torch.Generator (for a stream of training batches) or a seed
+    (for a fixed set).  Tensors have A's dtype and device.
+    """
+    g = _generator(generator, seed)
+    m, n = A.shape
+    support = torch.rand(batch, n, generator=g) < p
+    x = (support * torch.randn(batch, n, generator=g)).to(A.dtype).to(A.device)
+    y = x @ A.T
+    if snr_db is not None:
+        noise = torch.randn(batch, m, generator=g).to(A.dtype).to(A.device)
+        # E||noise||^2 = m sigma^2  =>  sigma = ||Ax|| / sqrt(m * 10^(snr/10))
+        sigma = y.norm(dim=1, keepdim=True) / math.sqrt(m * 10.0 ** (snr_db / 10.0))
+        y = y + sigma * noise
+    return y, x
+
+
+@dataclass
+class Problem:
+    """A dictionary, fixed validation/test sets and a stream of training batches."""
+
+    A: torch.Tensor
+    p: float
+    snr_db: float | None
+    val: tuple   # (y, x)
+    test: tuple  # (y, x)
+    generator: torch.Generator = field(repr=False)
+
+    @property
+    def m(self):
+        return self.A.shape[0]
+
+    @property
+    def n(self):
+        return self.A.shape[1]
+
+    def batch(self, size=64):
+        """A fresh training batch (y, x); successive calls continue the stream."""
+        return sample(self.A, size, self.p, self.snr_db, generator=self.generator)
+
+
+def make_problem(m=250, n=500, p=0.1, snr_db=None, seed=0, n_val=1000, n_test=1000,
+                 dtype=torch.float32, device=None):
+    """Build the benchmark: dictionary, validation set, test set, training stream.
+
+    The four random streams get independent seeds derived from `seed`
+    (numpy SeedSequence), so changing e.g. the validation size never changes
+    the test set.
+    """
+    s_dict, s_val, s_test, s_train = (
+        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(4))
+    A = make_dictionary(m, n, s_dict, dtype=dtype, device=device)
+    val = sample(A, n_val, p, snr_db, seed=s_val)
+    test = sample(A, n_test, p, snr_db, seed=s_test)
+    return Problem(A, p, snr_db, val, test, _generator(seed=s_train))
+
+
+# ----------------------------------------------------------------------------
+# Classical baselines
+# ----------------------------------------------------------------------------
+
+def soft_threshold(v, theta):
+    """Proximal operator of theta * ||.||_1."""
+    return torch.sign(v) * torch.clamp(v.abs() - theta, min=0)
+
+
+def lipschitz(A):
+    """L = ||A||_2^2, the Lipschitz constant of the gradient of 0.5||Az - y||^2."""
+    return torch.linalg.matrix_norm(A, ord=2).item() ** 2
+
+
+@torch.no_grad()
+def ista(A, y, lam, T):
+    """T iterations of ISTA for the LASSO 0.5||Az - y||^2 + lam ||z||_1 from z = 0.
+
+    y is (B, m); returns the list of the T iterates, each (B, n).
+    """
+    L = lipschitz(A)
+    z = y.new_zeros(y.shape[0], A.shape[1])
+    zs = []
+    for _ in range(T):
+        z = soft_threshold(z - (z @ A.T - y) @ A / L, lam / L)
+        zs.append(z)
+    return zs
+
+
+@torch.no_grad()
+def fista(A, y, lam, T):
+    """T iterations of FISTA (Beck & Teboulle 2009), same conventions as `ista`."""
+    L = lipschitz(A)
+    z = y.new_zeros(y.shape[0], A.shape[1])
+    v, t = z, 1.0  # v: extrapolated point where the gradient step is taken
+    zs = []
+    for _ in range(T):
+        z_next = soft_threshold(v - (v @ A.T - y) @ A / L, lam / L)
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        v = z_next + ((t - 1.0) / t_next) * (z_next - z)
+        z, t = z_next, t_next
+        zs.append(z)
+    return zs
+
+
+# ----------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------
+
+def nmse_db(x_hat, x_true):
+    """10 log10( sum ||x_hat - x||^2 / sum ||x||^2 ), pooled over the whole set."""
+    err = (x_hat - x_true).pow(2).sum()
+    ref = x_true.pow(2).sum()
+    return 10.0 * math.log10(err.item() / ref.item())
+
+
+@torch.no_grad()
+def nmse_per_layer(net, y, x, chunk=1000):
+    """NMSE (dB) of every layer's output of `net` on the set (y, x).
+
+    Runs `net(y, trace=True)` in chunks to bound memory and pools the errors.
+    """
+    err = ref = None
+    for i in range(0, y.shape[0], chunk):
+        zs = net(y[i:i + chunk], trace=True)
+        xb = x[i:i + chunk]
+        e = torch.stack([(z - xb).pow(2).sum() for z in zs])
+        err = e if err is None else err + e
+        r = xb.pow(2).sum()
+        ref = r if ref is None else ref + r
+    return [10.0 * math.log10(e / ref.item()) for e in err.tolist()]
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+
+def _adam(params, lr):
+    # The fused kernel is noticeably faster on CPU for LISTA's large matrices
+    # (millions of entries, few tensors); fall back where it is unsupported.
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+class _Progress:
+    """tqdm when installed, otherwise a line every `every` steps."""
+
+    def __init__(self, total, desc, every=100, quiet=False):
+        self.desc, self.every, self.quiet, self.i = desc, every, quiet, 0
+        self.bar = None
+        if tqdm is not None and not quiet:
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    def update(self, **stats):
+        self.i += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            if stats:
+                self.bar.set_postfix(stats, refresh=False)
+        elif not self.quiet and stats and self.i % self.every == 0:
+            text = " ".join(f"{k}={v}" for k, v in stats.items())
+            print(f"  {self.desc} step {self.i}: {text}", flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _num_layers(net, problem):
+    with torch.no_grad():
+        return len(net(problem.val[0][:1], trace=True))
+
+
+def _stacked(net, T):
+    """Trainable parameters split into per-layer stacks (leading dim T) and tied ones.
+
+    A parameter counts as per-layer when its first dimension has size T, i.e.
+    its slice [k] belongs to layer k+1 (W[k], S[k], theta[k] for LISTA).
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    return params, [p for p in params if p.dim() >= 1 and p.shape[0] == T]
+
+
+@torch.no_grad()
+def _val_nmse(net, problem, layer):
+    y, x = problem.val
+    return nmse_db(net(y, trace=True)[layer - 1], x)
+
+
+def train_end_to_end(net, problem, steps=2000, lr=5e-4, batch=64,
+                     lr_factors=(1.0, 0.2, 0.02), stage_fractions=(0.6, 0.25, 0.15),
+                     val_every=100, quiet=False):
+    """Train all layers at once on the MSE of the last layer's output.
+
+    Adam for `steps` steps on fresh batches.  The learning rate follows the
+    LISTA-CPSS decay lr -> lr*0.2 -> lr*0.02, spending `stage_fractions` of
+    the steps at each value.  The parameters with the best validation NMSE
+    (checked every `val_every` steps) are restored at the end.
+
+    Returns a history list of (step, val_nmse_db).
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = _adam(params, lr)
+    bounds = np.cumsum(stage_fractions) / np.sum(stage_fractions) * steps
+    best = (_val_nmse(net, problem, _num_layers(net, problem)), copy.deepcopy(net.state_dict()))
+    history = [(0, best[0])]
+    bar = _Progress(steps, "end-to-end", quiet=quiet)
+    for step in range(1, steps + 1):
+        stage = min(int(np.searchsorted(bounds, step - 1, side="right")), len(lr_factors) - 1)
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factors[stage]
+        y, x = problem.batch(batch)
+        loss = torch.nn.functional.mse_loss(net(y), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % val_every == 0 or step == steps:
+            v = _val_nmse(net, problem, _num_layers(net, problem))
+            history.append((step, v))
+            if v < best[0]:
+                best = (v, copy.deepcopy(net.state_dict()))
+            bar.update(loss=f"{loss.item():.2e}", val_db=f"{v:.2f}")
+        else:
+            bar.update()
+    bar.close()
+    net.load_state_dict(best[1])
+    return history
+
+
+def _train_stage(net, problem, layer, params, stacked, lo, lr, batch, max_iters,
+                 patience, check_every, bar):
+    """One stage of the layer-wise schedule: fit layer `layer`'s output.
+
+    Only slices lo..layer-1 of the per-layer stacks are updated: the gradient
+    of the other slices is zeroed after backward.  With a fresh Adam whose
+    moments start at zero, a slice whose gradient is always zero gets exactly
+    zero updates, so masking gradients is equivalent to freezing those slices.
+    Slices >= layer have zero gradient anyway (later layers do not influence
+    layer `layer`'s output); tied parameters are always trained.
+
+    Stops after `max_iters` steps or when the validation NMSE has not improved
+    for `patience` consecutive checks; restores the best parameters seen.
+    """
+    opt = _adam(params, lr)
+    best = (_val_nmse(net, problem, layer), copy.deepcopy(net.state_dict()))
+    stale = 0
+    for it in range(1, max_iters + 1):
+        y, x = problem.batch(batch)
+        loss = torch.nn.functional.mse_loss(net(y, trace=True)[layer - 1], x)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        for p in stacked:
+            if p.grad is not None:
+                p.grad[:lo].zero_()
+                p.grad[layer:].zero_()
+        opt.step()
+        if it % check_every == 0:
+            v = _val_nmse(net, problem, layer)
+            if v < best[0] - 1e-3:
+                best, stale = (v, copy.deepcopy(net.state_dict())), 0
+            else:
+                stale += 1
+            bar.update(layer=layer, lr=f"{lr:.1e}", val_db=f"{best[0]:.2f}")
+            if stale >= patience:
+                break
+        else:
+            bar.update()
+    net.load_state_dict(best[1])
+    return best[0], it
+
+
+def train_layerwise(net, problem, lr=5e-4, batch=64, max_iters=2000, patience=5,
+                    check_every=50, lr_factors=(1.0, 0.2, 0.02), layers=None,
+                    quiet=False):
+    """Layer-wise training as in LISTA-CPSS, simplified and time-bounded.
+
+    For t = 1..T: train layer t's parameters alone at `lr`, then layers 1..t
+    together at lr*lr_factors[1], lr*lr_factors[2], ...; every stage minimises
+    the MSE between `net(y, trace=True)[t-1]` and x*.  Works for any module
+    whose per-layer parameters are stacked along a leading dimension of size
+    T; parameters without it (tied across layers) are trained in every stage.
+
+    `layers` defaults to the depth of `net`'s trace.  Returns a history list of
+    (layer, stage, iterations, val_nmse_db).
+    """
+    T = _num_layers(net, problem)
+    layers = T if layers is None else min(layers, T)
+    params, stacked = _stacked(net, T)
+    history = []
+    bar = _Progress(layers * len(lr_factors) * max_iters, "layer-wise",
+                    every=check_every, quiet=quiet)
+    start = time.perf_counter()
+    for t in range(1, layers + 1):
+        for stage, factor in enumerate(lr_factors):
+            lo = t - 1 if stage == 0 else 0
+            v, iters = _train_stage(net, problem, t, params, stacked, lo, lr * factor,
+                                    batch, max_iters, patience, check_every, bar)
+            history.append((t, stage, iters, v))
+        if bar.bar is None and not quiet:
+            print(f"  layer {t:2d}: val NMSE {v:7.2f} dB  "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    bar.close()
+    return history

@@ -1,0 +1,246 @@
+"""Text -> AST: lark (LALR, propagate_positions) and one Transformer to frozen dataclasses."""
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from dpc.errors import DpcError
+from dpc.grammar import ast
+
+KEYWORDS = ("network", "dims", "input", "param", "hyper", "let", "var", "minimize", "subject",
+            "update", "derive", "relax", "adapt", "unroll", "learn", "output")
+
+# Friendly names for terminals in "expected ..." messages.
+_TOKEN_NAMES = {
+    "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "_NL": "end of line",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
+    "SLASH": "'/'", "AT": "'@'", "CIRCUMFLEX": "'^'", "CMP": "'>=' or '<='", "SUM_INDEX": "sum_j",
+    "__ANON_0": "'<-'", "$END": "end of file",
+}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark.open_from_package("dpc.grammar", "dp.lark", parser="lalr",
+                                  propagate_positions=True, maybe_placeholders=False)
+
+
+def _span(file: str, meta_or_token) -> ast.Span:
+    m = meta_or_token
+    return ast.Span(file, m.line, m.column, m.end_line, m.end_column)
+
+
+def _ident(file: str, tok: Token) -> ast.Ident:
+    return ast.Ident(str(tok), _span(file, tok))
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _s(self, meta):
+        return _span(self.file, meta)
+
+    def _id(self, tok):
+        return _ident(self.file, tok)
+
+    # --- statements ---
+    def start(self, meta, children):
+        return tuple(children)
+
+    def network(self, meta, ch):
+        return ast.NetworkStmt(self._s(meta), self._id(ch[0]))
+
+    def dims(self, meta, ch):
+        return ast.DimsStmt(self._s(meta), tuple(self._id(t) for t in ch))
+
+    def _decl(self, kind, meta, ch):
+        name = self._id(ch[0])
+        type_ = next((c for c in ch[1:] if isinstance(c, ast.TypeSpec)), None)
+        value = next((c for c in ch[1:] if isinstance(c, ast.Expr)), None)
+        return ast.DeclStmt(self._s(meta), kind, name, type_, value)
+
+    def input(self, meta, ch):
+        return self._decl("input", meta, ch)
+
+    def param(self, meta, ch):
+        return self._decl("param", meta, ch)
+
+    def hyper(self, meta, ch):
+        return self._decl("hyper", meta, ch)
+
+    def let(self, meta, ch):
+        return self._decl("let", meta, ch)
+
+    def var(self, meta, ch):
+        return self._decl("var", meta, ch)
+
+    def minimize(self, meta, ch):
+        return ast.MinimizeStmt(self._s(meta), ch[0])
+
+    def subject_to(self, meta, ch):
+        return ast.SubjectToStmt(self._s(meta), tuple(ch))
+
+    def compare(self, meta, ch):
+        return ast.Compare(self._s(meta), str(ch[1]), ch[0], ch[2])
+
+    def member(self, meta, ch):
+        args = ch[2] if len(ch) > 2 else ((), ())
+        return ast.Member(self._s(meta), self._id(ch[0]), self._id(ch[1]), args[0])
+
+    def assign(self, meta, ch):
+        return ast.Assign(self._s(meta), self._id(ch[0]), ch[1])
+
+    def update(self, meta, ch):
+        return ast.UpdateStmt(self._s(meta), tuple(ch))
+
+    def _directive(self, kind, meta, ch, **kw):
+        return ast.DirectiveStmt(self._s(meta), kind, **kw)
+
+    def derive(self, meta, ch):
+        args, kwargs = ch[1] if len(ch) > 1 else ((), ())
+        return self._directive("derive", meta, ch, name=self._id(ch[0]), args=args, kwargs=kwargs)
+
+    def adapt(self, meta, ch):
+        args, kwargs = ch[1] if len(ch) > 1 else ((), ())
+        return self._directive("adapt", meta, ch, name=self._id(ch[0]), args=args, kwargs=kwargs)
+
+    def relax(self, meta, ch):
+        args, kwargs = ch[2] if len(ch) > 2 else ((), ())
+        return self._directive("relax", meta, ch, target=self._id(ch[0]), name=self._id(ch[1]),
+                               args=args, kwargs=kwargs)
+
+    def unroll(self, meta, ch):
+        return self._directive("unroll", meta, ch, name=self._id(ch[0]), count=int(ch[0]))
+
+    def learn(self, meta, ch):
+        return self._directive("learn", meta, ch, items=tuple(ch))
+
+    def learn_item(self, meta, ch):
+        return tuple(self._id(t) for t in ch)
+
+    def output(self, meta, ch):
+        return self._directive("output", meta, ch, name=self._id(ch[0]))
+
+    def type(self, meta, ch):
+        return ast.TypeSpec(tuple(str(t) for t in ch), self._s(meta))
+
+    def call_args(self, meta, ch):
+        args, kwargs = [], []
+        for c in ch:
+            if c is None:
+                continue
+            if isinstance(c, tuple):
+                kwargs.append(c)
+            else:
+                args.append(c)
+        return tuple(args), tuple(kwargs)
+
+    def kwarg(self, meta, ch):
+        return (self._id(ch[0]), ch[1])
+
+    # --- expressions ---
+    def number(self, meta, ch):
+        return ast.Number(self._s(meta), str(ch[0]))
+
+    def name(self, meta, ch):
+        return ast.Name(self._s(meta), str(ch[0]))
+
+    def _bin(op):
+        def rule(self, meta, ch):
+            return ast.BinOp(self._s(meta), op, ch[0], ch[1])
+        return rule
+
+    add, sub, mul, div, matmul, pow = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("@"), _bin("^")
+
+    def neg(self, meta, ch):
+        return ast.Neg(self._s(meta), ch[0])
+
+    def transpose(self, meta, ch):
+        return ast.Transpose(self._s(meta), ch[0])
+
+    def index(self, meta, ch):
+        return ast.Index(self._s(meta), ch[0], str(ch[1]), _span(self.file, ch[1]))
+
+    def call(self, meta, ch):
+        args, kwargs = ch[1]
+        kwargs = tuple((k.id, v) for k, v in kwargs)
+        return ast.Call(self._s(meta), str(ch[0]), args, kwargs, _span(self.file, ch[0]))
+
+    def index_sum(self, meta, ch):
+        return ast.IndexSum(self._s(meta), str(ch[0])[len("sum_"):], ch[1])
+
+
+def _describe_expected(expected) -> str:
+    names = sorted({_TOKEN_NAMES.get(t, f"'{t.lower()}'" if t.isalpha() and t.isupper() and len(t) < 12
+                                     else t) for t in expected})
+    keywords = [n for n in names if n.strip("'").lower() in KEYWORDS]
+    others = [n for n in names if n not in keywords]
+    if keywords and len(keywords) > 4:
+        others.append("a statement keyword")
+    else:
+        others.extend(keywords)
+    if len(others) > 6:
+        others = others[:6] + ["..."]
+    return ", ".join(others)
+
+
+def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
+    line, col = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, UnexpectedToken) and err.token.type == "$END":
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+    span = ast.Span(file, line, col, line, col + 1)
+    hint = None
+    if isinstance(err, UnexpectedCharacters):
+        ch = text.splitlines()[line - 1][col - 1] if text.splitlines() else "?"
+        message = f"unexpected character {ch!r}"
+        if ch == "=" or ch == "<":
+            hint = "an update is written `z <- expr`; a constraint `z >= 0`"
+    elif isinstance(err, UnexpectedToken):
+        tok = err.token
+        shown = "end of line" if tok.type == "_NL" else ("end of file" if tok.type == "$END" else repr(str(tok)))
+        if tok.type not in ("_NL", "$END"):
+            span = ast.Span(file, tok.line, tok.column, tok.end_line or tok.line,
+                            tok.end_column or tok.column + len(str(tok)))
+        message = f"unexpected {shown}; expected {_describe_expected(err.expected)}"
+        if tok.type == "NAME" and err.expected & {"_NL", "$END"} == err.expected & {"_NL", "$END"} \
+                and "NAME" not in err.expected and str(tok) not in KEYWORDS:
+            close = difflib.get_close_matches(str(tok), KEYWORDS, n=1)
+            if close:
+                hint = f"did you mean `{close[0]}`?"
+    elif isinstance(err, UnexpectedEOF):
+        message = f"unexpected end of file; expected {_describe_expected(err.expected)}"
+    else:  # pragma: no cover - lark has no other kinds
+        message = str(err).splitlines()[0]
+    return DpcError(f"syntax error: {message}", span, hint, source=text)
+
+
+def parse(text: str, file: str = "<string>") -> ast.Program:
+    """Parse .dp source into an AST; raises DpcError with a span on a syntax error."""
+    try:
+        tree = _parser().parse(text if text.endswith("\n") else text + "\n")
+    except UnexpectedInput as err:
+        raise _syntax_error(err, file, text) from None
+    try:
+        statements = _ToAst(file).transform(tree)
+    except VisitError as err:  # errors inside the transformer arrive wrapped
+        if isinstance(err.orig_exc, DpcError):
+            raise err.orig_exc.with_source(text) from None
+        raise
+    return ast.Program(file, text, statements)
+
+
+def parse_file(path: str) -> ast.Program:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise DpcError(f"cannot read {path}: {err.strerror}") from None
+    return parse(text, str(path))
