@@ -63,19 +63,29 @@ def terms_of(expr):
 
 
 def factor_left(expr):
-    """D.T @ D @ z - D.T @ x -> D.T @ (D @ z - x): pull out a left factor shared by every term."""
+    """D.T @ D @ z - D.T @ x -> D.T @ (D @ z - x): pull out left factors shared by several terms.
+
+    Terms are grouped by their first matrix factor; each group of two or more is factored
+    (recursively), the rest stay as they are: mu*z + A.T@A@z - A.T@b -> mu*z + A.T@(A@z - b).
+    """
     terms = terms_of(sp.expand(expr))
     if len(terms) < 2:
         return expr
-    split = [t.as_coeff_matrices() for t in terms]
-    if any(len(mats) < 2 for _, mats in split):
+    groups: dict = {}
+    for t in terms:
+        coeff, mats = t.as_coeff_matrices() if isinstance(t, MatMul) else (sp.Integer(1), [t])
+        key = mats[0] if len(mats) >= 2 else None
+        groups.setdefault(key, []).append((coeff, mats))
+    if all(key is None or len(group) < 2 for key, group in groups.items()):
         return expr
-    first = split[0][1][0]
-    if not all(mats[0] == first for _, mats in split):
-        return expr
-    rest = MatAdd(*[coeff * MatMul(*mats[1:]) if len(mats) > 2 else coeff * mats[1]
-                    for coeff, mats in split]).doit()
-    return MatMul(first, factor_left(rest))
+    out = []
+    for key, group in groups.items():
+        if key is None or len(group) < 2:
+            out += [coeff * MatMul(*mats) if len(mats) > 1 else coeff * mats[0] for coeff, mats in group]
+            continue
+        rest = MatAdd(*[coeff * (MatMul(*mats[1:]) if len(mats) > 2 else mats[1]) for coeff, mats in group]).doit()
+        out.append(MatMul(key, factor_left(rest)))
+    return MatAdd(*out) if len(out) > 1 else out[0]
 
 
 class NotAffine(Exception):

@@ -6,7 +6,9 @@ so `dpc check` reports them all.
 """
 from __future__ import annotations
 
+import builtins
 import difflib
+import keyword
 from dataclasses import dataclass, replace
 
 import sympy as sp
@@ -17,6 +19,21 @@ from dpc.atoms import ShapeError, show_shape
 from dpc.errors import DpcError, ErrorList
 from dpc.grammar import ast
 from dpc.ir import Constraint, Decl, Directive, Program, Step, dim_symbol, make_symbol
+
+# Names a generated module cannot give a value: Python's keywords and builtins, what the
+# module's code itself uses, and nn.Module's attributes (a param called `eval` would break it).
+_MODULE_ATTRIBUTES = {
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+    "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
+    "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
+    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty",
+    "train", "training", "type", "xpu", "zero_grad", "objective", "steps", "trace",
+}
+RESERVED = set(keyword.kwlist) | set(dir(builtins)) | _MODULE_ATTRIBUTES | {"torch", "nn", "F", "self"}
 
 SETS = {"nonneg": 0, "box": 2, "onehot": 0, "simplex": 0, "binary": 0}
 
@@ -307,6 +324,10 @@ class _Lowering:
             raise DpcError(f"'{decl.name}' is declared twice", ident.span)
         if decl.name in atoms.ATOMS:
             raise DpcError(f"'{decl.name}' is a function name and cannot be declared", ident.span)
+        if decl.name in RESERVED or decl.name.startswith("_"):
+            raise DpcError(f"'{decl.name}' cannot name a value in the generated PyTorch module "
+                           "(a Python keyword or builtin, or an nn.Module attribute)", ident.span,
+                           f"rename it, e.g. {decl.name.strip('_')}_ or my_{decl.name.strip('_')}")
         self.decls.append(decl)
 
     # statements
@@ -319,6 +340,8 @@ class _Lowering:
 
     def _DimsStmt(self, s: ast.DimsStmt):
         for ident in s.names:
+            if ident.id in RESERVED or ident.id.startswith("_"):
+                raise DpcError(f"'{ident.id}' cannot name a dim in the generated module", ident.span)
             if ident.id in self.dims:
                 raise DpcError(f"dim '{ident.id}' is declared twice", ident.span)
             self.dims.append(ident.id)

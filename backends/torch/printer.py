@@ -228,7 +228,8 @@ class TorchPrinter:
     def _MatAdd(self, e):
         terms = list(e.args)
         products = [t for t in terms if self._is_batched_product(t)]
-        if len(products) >= 2 or (products and len(terms) >= 2):
+        # fuse only when the rest is added as it is: addmm(-x, ...) would cost a negation
+        if products and len(terms) >= 2 and not all(_negative(t) for t in terms if t is not products[-1]):
             return self._addmm(terms, products)
         return self._sum(terms)
 
