@@ -72,10 +72,11 @@ def _finish(program: Program) -> Program:
     if program.output is None:
         program = replace(program, output=program.states[0].name)
     if program.step is not None and program.layers is None:
-        raise DpcError("the program iterates but never says how often", None,
+        last = program.directive_spans[-1][1] if program.directive_spans else None
+        raise DpcError("the program iterates but never says how often", last,
                        "add `unroll T`, e.g. unroll 16").with_source(program.source)
     if program.step is None and not program.closed_form:
-        raise DpcError("the objective is never turned into a network", None,
+        raise DpcError("the objective is never turned into a network", _objective_span(program),
                        "add a derive line, e.g. derive proxgrad(step = 1/L)").with_source(program.source)
     return program
 
@@ -103,3 +104,7 @@ def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None
 
 def compile_program(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> Program:
     return run_text(text, file, overrides)[-1].program
+
+
+def _objective_span(program: Program):
+    return program.term_spans[0][1] if program.term_spans else None

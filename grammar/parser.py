@@ -210,6 +210,10 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
             span = ast.Span(file, tok.line, tok.column, tok.end_line or tok.line,
                             tok.end_column or tok.column + len(str(tok)))
         message = f"unexpected {shown}; expected {_describe_expected(err.expected)}"
+        if tok.type in ("RPAR", "RSQB"):
+            hint = "this bracket closes nothing: check the brackets before it"
+        elif tok.type == "_NL" and "RPAR" in err.expected:
+            hint = "a '(' on this line is never closed"
         if tok.type == "NAME" and err.expected & {"_NL", "$END"} == err.expected & {"_NL", "$END"} \
                 and "NAME" not in err.expected and str(tok) not in KEYWORDS:
             close = difflib.get_close_matches(str(tok), KEYWORDS, n=1)
