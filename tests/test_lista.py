@@ -110,3 +110,14 @@ def test_torch_compile_matches_eager(LISTA):
     compiled = torch.compile(net, backend="eager", fullgraph=True)
     assert torch.allclose(compiled(xt), net(xt), atol=1e-12)
     assert all(torch.allclose(a, b) for a, b in zip(compiled(xt, trace=True), net(xt, trace=True)))
+
+
+def test_torch_compile_inductor_matches_eager(LISTA):
+    """The real compiler (inductor), once: generated code must compile and agree with eager."""
+    D = dictionary(8, 16)
+    x, _ = sparse_batch(D, 4)
+    net = LISTA(D=torch.tensor(D), lam=0.1, steps=2)
+    torch._dynamo.reset()
+    compiled = torch.compile(net)
+    xt = torch.tensor(x)
+    assert torch.allclose(compiled(xt), net(xt), atol=1e-10)

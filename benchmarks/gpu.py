@@ -1,0 +1,119 @@
+"""LISTA on a GPU: achieved TFLOP/s of the generated module against a matmul peak measured here.
+
+One prepared script for a machine with a CUDA GPU (not run in CI):
+
+    python benchmarks/gpu.py [--quick] [--out DIR]
+
+For each n in {500, 2000} (m = n/2), batch in {4096, 16384, 65536}, precision in
+{float32, tf32, bf16}, eager and (at the largest batch) torch.compile: the forward time of a 16-layer
+untied LISTA and its FLOP rate, 2*B*(m*n + (T-1)*(m*n + n*n)) FLOPs per forward. The peak is
+a square matmul of the same precision timed in the same process. torch._dynamo.reset()
+runs between compiled configurations (dynamo falls back to eager after 8 recompiles).
+"""
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+
+
+def set_tf32(on: bool):
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def cuda_time(fn, repeat):
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = float("inf")
+    for _ in range(3):
+        start.record()
+        for _ in range(repeat):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3 / repeat)
+    return best
+
+
+def matmul_peak(precision, size=8192):
+    set_tf32(precision == "tf32")
+    a = torch.randn(size, size, device="cuda", dtype=PRECISIONS[precision])
+    b = torch.randn(size, size, device="cuda", dtype=PRECISIONS[precision])
+    t = cuda_time(lambda: a @ b, 10)
+    return 2 * size ** 3 / t / 1e12
+
+
+def lista_flops(batch, m, n, T):
+    return 2 * batch * (m * n + (T - 1) * (m * n + n * n))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one size per axis")
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--out", default=None, help="folder for results.json and gpu.md")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py needs a CUDA GPU")
+    import dpc
+    LISTA = dpc.load(ROOT / "examples" / "lista.dp")
+    sizes = [500] if args.quick else [500, 2000]
+    batches = [4096] if args.quick else [4096, 16384, 65536]
+    name = torch.cuda.get_device_name()
+    lines = [f"GPU: {name}, torch {torch.__version__}, LISTA T={args.layers}, forward only", "",
+             "| precision | matmul peak (TFLOP/s) |", "| --- | --- |"]
+    peaks = {p: matmul_peak(p) for p in PRECISIONS}
+    lines += [f"| {p} | {v:.1f} |" for p, v in peaks.items()]
+    lines += ["", "| n | m | batch | precision | mode | ms / forward | TFLOP/s | % of peak |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    results = []
+    print("\n".join(lines), flush=True)
+    for n in sizes:
+        m = n // 2
+        g = torch.Generator(device="cuda").manual_seed(0)
+        D = torch.randn(m, n, device="cuda", generator=g) / m ** 0.5
+        D = D / D.norm(dim=0)
+        for precision, dtype in PRECISIONS.items():
+            set_tf32(precision == "tf32")
+            # built in float32 then cast, as usual in PyTorch (the SVD behind opnorm has no bf16 kernel)
+            net = LISTA(D=D, lam=0.1, steps=args.layers).to(dtype).eval()
+            for batch in batches:
+                x = torch.randn(batch, m, device="cuda", dtype=dtype)
+                # compiling costs tens of seconds a configuration: only at the largest batch
+                for mode in ("eager", "compile") if batch == batches[-1] else ("eager",):
+                    torch._dynamo.reset()
+                    fn = net if mode == "eager" else torch.compile(net)
+                    try:
+                        with torch.no_grad():
+                            t = cuda_time(lambda: fn(x), 5)
+                    except torch.cuda.OutOfMemoryError:
+                        print(f"| {n} | {m} | {batch} | {precision} | {mode} | out of memory | | |", flush=True)
+                        torch.cuda.empty_cache()
+                        continue
+                    tflops = lista_flops(batch, m, n, args.layers) / t / 1e12
+                    row = dict(n=n, m=m, batch=batch, precision=precision, mode=mode, ms=t * 1e3,
+                               tflops=tflops, peak=peaks[precision])
+                    results.append(row)
+                    line = (f"| {n} | {m} | {batch} | {precision} | {mode} | {t * 1e3:.2f} | {tflops:.1f} | "
+                            f"{100 * tflops / peaks[precision]:.0f}% |")
+                    lines.append(line)
+                    print(line, flush=True)
+                del x
+            del net
+            torch.cuda.empty_cache()
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu.md").write_text("\n".join(lines) + "\n")
+        (out / "gpu.json").write_text(json.dumps(dict(device=name, peaks=peaks, results=results), indent=1))
+
+
+if __name__ == "__main__":
+    main()
