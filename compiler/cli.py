@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     except DpcError as e:
         print(e.format(), file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `dpc explain f.dp | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
     except RecursionError:
         print("dpc: error: the program is nested too deeply", file=sys.stderr)
         return 1
