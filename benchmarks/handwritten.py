@@ -1,7 +1,9 @@
-"""Hand-written reference networks, as a performance-minded PyTorch engineer writes them.
+"""Hand-written reference networks, as PyTorch engineers write them, to measure dpc's code against.
 
-Used by the speed benchmarks to measure dpc's generated code against. Not generated,
-not imported by dpc.
+HandLISTA is the idiomatic version (one parameter per layer in ParameterLists, products
+and a sign/relu shrink); TunedLISTA adds the tricks a performance-minded engineer reaches
+for (addmm fusing product and sum, soft threshold as v - clamp(v, -t, t)).
+Not generated, not imported by dpc.
 """
 import torch
 from torch import nn
@@ -16,9 +18,9 @@ class HandLISTA(nn.Module):
         n = D.shape[1]
         W = D.T / L
         S = torch.eye(n, dtype=D.dtype, device=D.device) - D.T @ D / L
-        self.W = nn.Parameter(W.repeat(steps, 1, 1))
-        self.S = nn.Parameter(S.repeat(steps, 1, 1))
-        self.theta = nn.Parameter((lam / L).repeat(steps))
+        self.W = nn.ParameterList([nn.Parameter(W.clone()) for _ in range(steps)])
+        self.S = nn.ParameterList([nn.Parameter(S.clone()) for _ in range(steps)])
+        self.theta = nn.ParameterList([nn.Parameter((lam / L).clone()) for _ in range(steps)])
         self.steps = steps
 
     def forward(self, x):
@@ -33,8 +35,7 @@ class HandLISTA(nn.Module):
 
 
 class TunedLISTA(HandLISTA):
-    """The same network with the tricks a performance-minded engineer reaches for:
-    addmm fuses the two products and the sum, and soft threshold is v - clamp(v, -t, t)."""
+    """The same network, tuned: addmm fuses the second product with the sum; shrink in two kernels."""
 
     def forward(self, x):
         z = self.shrink(x @ self.W[0].T, self.theta[0])
