@@ -8,12 +8,13 @@ import sys
 import types
 
 from dpc.errors import DpcError
-from dpc.pipeline import compile_program, parse_overrides
 
 
 def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
     """.dp source -> the generated PyTorch module's source (deterministic)."""
+    # imported here so that loading an already generated .py needs neither lark nor sympy
     from dpc.backends.torch.emit import emit_module
+    from dpc.pipeline import compile_program, parse_overrides
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     program = compile_program(text, file, overrides)

@@ -251,3 +251,204 @@ def _scalar_only(args):
 
 
 show_shape = _show
+
+
+# --- relaxations and closed forms (passes/relax.py, passes/closed.py) ---------
+
+class Entropy(ScalarAtom):
+    """entropy(v) = -sum_i v_i log v_i (with 0 log 0 = 0): Shannon entropy of a distribution."""
+
+    dp_name = "entropy"
+
+
+class BinaryEntropy(ScalarAtom):
+    """bentropy(v) = -sum_i (v_i log v_i + (1 - v_i) log(1 - v_i)): entropies of independent bits."""
+
+    dp_name = "bentropy"
+
+
+class Sparsemax(VectorAtom):
+    """sparsemax(v): the Euclidean projection of v onto the probability simplex."""
+
+    dp_name = "sparsemax"
+
+
+class Normalize(VectorAtom):
+    """normalize(v) = v / ||v||_2."""
+
+    dp_name = "normalize"
+
+
+class RowNormalize(VectorAtom):
+    """rownormalize(A): every row of A divided by its Euclidean norm (same shape as A)."""
+
+    dp_name = "rownormalize"
+
+
+class RowSqNorm(MatrixExpr):
+    """rowsqnorm(A): the vector of squared row norms, entry j = ||A[j]||^2; A (k x d) -> k x 1."""
+
+    dp_name = "rowsqnorm"
+
+    def __new__(cls, matrix):
+        return Basic.__new__(cls, sp.sympify(matrix))
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.S.One)
+
+
+class Solve(MatrixExpr):
+    """solve(A, b) = A^-1 b, computed by a linear solve (never an explicit inverse); args (A, b)."""
+
+    dp_name = "solve"
+
+    def __new__(cls, matrix, rhs):
+        return Basic.__new__(cls, sp.sympify(matrix), sp.sympify(rhs))
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+
+class IndexVector(MatrixExpr):
+    """[body]_j: the vector whose entry j is the scalar body; args (body, j, dim). No syntax of its own:
+    passes build it (the cost vector c[j] = body of sum_j s[j] * body)."""
+
+    def __new__(cls, body, index, dim):
+        return Basic.__new__(cls, body, index, sp.sympify(dim))
+
+    @property
+    def shape(self):
+        return (self.args[2], sp.S.One)
+
+
+class Ones(MatrixExpr):
+    """ones(n): the all-ones vector as a value of its own (sympy's OneMatrix only broadcasts a scalar);
+    a bias that is constant across units, c * ones(k), is a k-vector."""
+
+    dp_name = "ones"
+
+    def __new__(cls, dim):
+        return Basic.__new__(cls, sp.sympify(dim))
+
+    @property
+    def shape(self):
+        return (self.args[0], sp.S.One)
+
+
+def _matrix_rows(args):
+    _one(args)
+    if len(args[0]) != 2:
+        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
+    return (args[0][0],)
+
+
+def _matrix_same(args):
+    _one(args)
+    if len(args[0]) != 2:
+        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
+    return args[0]
+
+
+def _solve(args):
+    if len(args) != 2:
+        raise ShapeError(f"takes 2 arguments, got {len(args)}")
+    a, b = args
+    if len(a) != 2 or a[0] != a[1]:
+        raise ShapeError(f"needs a square matrix first, got {_show(a)}")
+    if len(b) != 1 or b[0] != a[0]:
+        raise ShapeError(f"needs a vector of size {a[0]} second, got {_show(b)}")
+    return b
+
+
+ATOMS.update({a.name: a for a in [
+    AtomSpec("entropy", "entropy(v)", _vector_to_scalar, Entropy, "-sum_i v_i log v_i"),
+    AtomSpec("bentropy", "bentropy(v)", _vector_to_scalar, BinaryEntropy,
+             "-sum_i (v_i log v_i + (1 - v_i) log(1 - v_i))"),
+    AtomSpec("sparsemax", "sparsemax(v)", _vector_same, Sparsemax, "projection onto the simplex"),
+    AtomSpec("normalize", "normalize(v)", _vector_same, Normalize, "v / ||v||_2"),
+    AtomSpec("rownormalize", "rownormalize(A)", _matrix_same, RowNormalize, "rows of A scaled to unit norm"),
+    AtomSpec("rowsqnorm", "rowsqnorm(A)", _matrix_rows, RowSqNorm, "squared norm of every row of A"),
+    AtomSpec("solve", "solve(A, b)", _solve, Solve, "A^-1 b by a linear solve"),
+]})
+
+
+# --- the LISTA family (passes/adapt_support.py, adapt_gates.py, learn_coupled.py) ---
+
+LAYER = sp.Symbol("_layer", integer=True, positive=True)  # the layer number t = 1..T; the emitter binds it
+
+
+class SoftSS(VectorAtom):
+    """softss(v, t, p, pmax): soft threshold with support selection (LISTA-CPSS, Chen et al. 2018).
+
+    args (v, t, p, pmax, layer). At layer number `layer` the share p_t = min(layer * p, pmax) percent:
+    in each sample the k = floor(p_t * len(v) / 100) largest |v_i| pass unshrunk where |v_i| > t
+    (the selection mask carries no gradient); every other entry is soft-thresholded.
+    """
+
+    dp_name = "softss"
+
+
+class Analytic(MatrixExpr):
+    """analytic(D): ALISTA's analytic weight (Liu et al. 2019), the same shape as D.
+
+    W = argmin ||off-diagonal of W.T @ D||_F subject to diag(W.T @ D) = 1; column i is
+    G^+ D_i / (D_i.T G^+ D_i) with G = D @ D.T, the exact minimiser.
+    """
+
+    dp_name = "analytic"
+
+    def __new__(cls, matrix):
+        return Basic.__new__(cls, sp.sympify(matrix))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+
+class InitialValue(MatrixExpr):
+    """A learned weight's starting value that is no function of the program: args (rows, cols)."""
+
+    def __new__(cls, rows, cols):
+        return Basic.__new__(cls, sp.sympify(rows), sp.sympify(cols))
+
+    @property
+    def shape(self):
+        return self.args
+
+
+class Zeros(InitialValue):
+    """zeros(rows, cols): all zero."""
+
+    dp_name = "zeros"
+
+
+class Xavier(InitialValue):
+    """xavier(rows, cols): uniform on [-a, a], a = sqrt(6 / (rows + cols)) (Glorot & Bengio 2010), drawn at
+    construction from torch's generator."""
+
+    dp_name = "xavier"
+
+
+def _softss(args):
+    if len(args) != 4:
+        raise ShapeError(f"takes 4 arguments, got {len(args)}")
+    if len(args[0]) != 1:
+        raise ShapeError(f"needs a vector first, got {_show(args[0])}")
+    return _with_scalars(3)(args)
+
+
+def _analytic(args):
+    _one(args)
+    if len(args[0]) != 2:
+        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
+    return args[0]
+
+
+THRESHOLD_ATOMS = THRESHOLD_ATOMS + (SoftSS,)
+ATOMS.update({a.name: a for a in [
+    AtomSpec("softss", "softss(v, t, p, pmax)", _softss, lambda v, t, p, pmax: SoftSS(v, t, p, pmax, LAYER),
+             "soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk"),
+    AtomSpec("analytic", "analytic(D)", _analytic, Analytic, "ALISTA's analytic weight for D"),
+]})

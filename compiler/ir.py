@@ -176,6 +176,7 @@ class Directive:
     count: int | None = None        # unroll
     span: Span = field(default=NO_SPAN, compare=False)
     name_span: Span = field(default=NO_SPAN, compare=False)
+    target_span: Span = field(default=NO_SPAN, compare=False)  # relax: where the target is written
 
     def kwarg(self, key: str):
         for k, v, _ in self.kwargs:

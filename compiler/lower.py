@@ -477,6 +477,7 @@ class _Lowering:
             count=s.count,
             span=s.span,
             name_span=s.name.span if s.name is not None else s.span,
+            target_span=s.target.span if s.target is not None else s.span,
         ))
 
 

@@ -64,8 +64,15 @@ def _lookup(directive: Directive, program: Program):
 
 
 def _order(directives: list[Directive]) -> list[Directive]:
-    """Source order, but output last: it only names the result."""
-    return [d for d in directives if d.kind != "output"] + [d for d in directives if d.kind == "output"]
+    """Source order, but output last: it only names the result; and `adapt gates` after any later
+    `learn`: it gates the learned cell z <- soft(W x + S z, theta), whichever line comes first."""
+    ordered = [d for d in directives if d.kind != "output"]
+    for gates in [d for d in ordered if (d.kind, d.name) == ("adapt", "gates")]:
+        learns = [i for i, d in enumerate(ordered) if d.kind == "learn" and i > ordered.index(gates)]
+        if learns:
+            ordered.remove(gates)
+            ordered.insert(learns[-1], gates)  # just after the last learn (indices shifted by the removal)
+    return ordered + [d for d in directives if d.kind == "output"]
 
 
 def _finish(program: Program) -> Program:

@@ -55,6 +55,22 @@ class MathPrinter(StrPrinter):
             return f"-{self.parenthesize(-coeff, PRECEDENCE['Mul'])}*{body}"
         return f"{self.parenthesize(coeff, PRECEDENCE['Mul'])}*{body}"
 
+    def _print_Add(self, expr, order=None):
+        # t - 1, not -1 + t: symbols first, then numbers; subtractions after additions
+        terms = sorted(expr.args, key=lambda t: (t.is_number, t.could_extract_minus_sign()))
+        out = []
+        for i, t in enumerate(terms):
+            negative = t.could_extract_minus_sign()
+            s = self._print(-t if negative else t)
+            if self._needs_parens_in_add(-t if negative else t):
+                s = f"({s})"
+            out.append((" - " if negative else " + ") + s if i else ("-" + s if negative else s))
+        return "".join(out)
+
+    @staticmethod
+    def _needs_parens_in_add(term):
+        return isinstance(term, sp.Add)
+
     def _print_Mul(self, expr):
         coeff, rest = expr.as_coeff_Mul()
         if isinstance(coeff, sp.Rational) and not coeff.is_Integer and coeff.q != 1 and decimal(abs(coeff)).find("/") < 0:
@@ -112,6 +128,10 @@ class MathPrinter(StrPrinter):
             return super()._print_Function(expr)
         return f"{name}({', '.join(self._print(a) for a in expr.args)})"
 
+    def _print_IndexVector(self, expr):
+        body, index, _ = expr.args
+        return f"[{self._print(body)}]_{self._print(index)}"
+
     def _print_Basic(self, expr):
         name = atom_name(type(expr))
         if isinstance(expr, atoms.Row):
@@ -144,6 +164,21 @@ class MathPrinter(StrPrinter):
 for _cls in (atoms.Soft, atoms.SoftPos, atoms.Hard, atoms.Clamp, atoms.Relu, atoms.Sigmoid, atoms.Tanh, atoms.Exp,
              atoms.Log, atoms.Abs, atoms.Softmax, atoms.Row):
     setattr(MathPrinter, f"_print_{_cls.__name__}", MathPrinter._print_Basic)
+
+
+def _print_softss(self, expr):
+    """softss(v, t, p, pmax) as written: the layer number, its last argument, is implicit in .dp."""
+    return f"softss({', '.join(self._print(a) for a in expr.args[:4])})"
+
+
+def _print_initial(self, expr):
+    """zeros(n) for a vector, xavier(n, m) for a matrix."""
+    rows, cols = expr.args
+    return f"{expr.dp_name}({self._print(rows)}{'' if cols == 1 else ', ' + self._print(cols)})"
+
+
+MathPrinter._print_SoftSS = _print_softss
+MathPrinter._print_InitialValue = _print_initial
 
 _PRINTER = MathPrinter({"order": "none"})
 

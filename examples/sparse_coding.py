@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -223,12 +224,14 @@ def _adam(params, lr):
 
 
 class _Progress:
-    """tqdm when installed, otherwise a line every `every` steps."""
+    """tqdm on a terminal when installed; otherwise a line every `every` steps
+    (only at steps that report stats; never when `every` is None)."""
 
     def __init__(self, total, desc, every=100, quiet=False):
         self.desc, self.every, self.quiet, self.i = desc, every, quiet, 0
         self.bar = None
-        if tqdm is not None and not quiet:
+        # tqdm only on a terminal: redirected to a file its redraws become noise
+        if tqdm is not None and not quiet and sys.stderr.isatty():
             self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     def update(self, **stats):
@@ -237,13 +240,38 @@ class _Progress:
             self.bar.update(1)
             if stats:
                 self.bar.set_postfix(stats, refresh=False)
-        elif not self.quiet and stats and self.i % self.every == 0:
+        elif not self.quiet and self.every and stats and self.i % self.every == 0:
             text = " ".join(f"{k}={v}" for k, v in stats.items())
             print(f"  {self.desc} step {self.i}: {text}", flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+class _Truncated:
+    """Context manager: run only the first t layers of `net` while layer t trains.
+
+    dpc-generated modules loop over `range(self.steps)`, so lowering `steps`
+    to t skips the forward cost of layers t+1..T, which do not influence
+    layer t's output anyway.  This is only a speed-up: callers index the trace
+    with [t-1], which is right whether or not the module honours `steps`.
+    """
+
+    def __init__(self, net, t):
+        self.net, self.t, self.saved = net, t, None
+
+    def __enter__(self):
+        steps = getattr(self.net, "steps", None)
+        if isinstance(steps, int) and not isinstance(steps, bool) and steps >= self.t:
+            self.saved = steps
+            self.net.steps = self.t
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.net.steps = self.saved
+        return False
 
 
 def _num_layers(net, problem):
@@ -255,7 +283,9 @@ def _stacked(net, T):
     """Trainable parameters split into per-layer stacks (leading dim T) and tied ones.
 
     A parameter counts as per-layer when its first dimension has size T, i.e.
-    its slice [k] belongs to layer k+1 (W[k], S[k], theta[k] for LISTA).
+    its slice [k] belongs to layer k+1 (W[k], S[k], theta[k] for LISTA).  (A
+    tied parameter whose first dimension happens to equal T would be taken
+    for a stack; build the network with a different depth if that matters.)
     """
     params = [p for p in net.parameters() if p.requires_grad]
     return params, [p for p in params if p.dim() >= 1 and p.shape[0] == T]
@@ -269,33 +299,42 @@ def _val_nmse(net, problem, layer):
 
 def train_end_to_end(net, problem, steps=2000, lr=5e-4, batch=64,
                      lr_factors=(1.0, 0.2, 0.02), stage_fractions=(0.6, 0.25, 0.15),
-                     val_every=100, quiet=False):
+                     deep_supervision=False, val_every=100, quiet=False):
     """Train all layers at once on the MSE of the last layer's output.
 
-    Adam for `steps` steps on fresh batches.  The learning rate follows the
+    Adam for `steps` steps on fresh batches.  With `deep_supervision` the loss
+    is the mean of every layer's MSE instead, which gives early layers a
+    direct training signal.  The learning rate follows the
     LISTA-CPSS decay lr -> lr*0.2 -> lr*0.02, spending `stage_fractions` of
-    the steps at each value.  The parameters with the best validation NMSE
-    (checked every `val_every` steps) are restored at the end.
+    the steps at each value.  The parameters with the best last-layer
+    validation NMSE (checked every `val_every` steps) are restored at the end.
 
     Returns a history list of (step, val_nmse_db).
     """
     params = [p for p in net.parameters() if p.requires_grad]
     opt = _adam(params, lr)
     bounds = np.cumsum(stage_fractions) / np.sum(stage_fractions) * steps
-    best = (_val_nmse(net, problem, _num_layers(net, problem)), copy.deepcopy(net.state_dict()))
+    T = _num_layers(net, problem)
+    best = (_val_nmse(net, problem, T), copy.deepcopy(net.state_dict()))
     history = [(0, best[0])]
-    bar = _Progress(steps, "end-to-end", quiet=quiet)
+    # without tqdm: about five progress lines, at validation steps
+    bar = _Progress(steps, "end-to-end", every=val_every * max(1, steps // val_every // 5),
+                    quiet=quiet)
     for step in range(1, steps + 1):
         stage = min(int(np.searchsorted(bounds, step - 1, side="right")), len(lr_factors) - 1)
         for group in opt.param_groups:
             group["lr"] = lr * lr_factors[stage]
         y, x = problem.batch(batch)
-        loss = torch.nn.functional.mse_loss(net(y), x)
+        if deep_supervision:
+            zs = net(y, trace=True)
+            loss = sum(torch.nn.functional.mse_loss(z, x) for z in zs) / len(zs)
+        else:
+            loss = torch.nn.functional.mse_loss(net(y), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % val_every == 0 or step == steps:
-            v = _val_nmse(net, problem, _num_layers(net, problem))
+            v = _val_nmse(net, problem, T)
             history.append((step, v))
             if v < best[0]:
                 best = (v, copy.deepcopy(net.state_dict()))
@@ -367,15 +406,16 @@ def train_layerwise(net, problem, lr=5e-4, batch=64, max_iters=2000, patience=5,
     layers = T if layers is None else min(layers, T)
     params, stacked = _stacked(net, T)
     history = []
-    bar = _Progress(layers * len(lr_factors) * max_iters, "layer-wise",
-                    every=check_every, quiet=quiet)
+    # without tqdm the per-layer lines below are the progress report
+    bar = _Progress(layers * len(lr_factors) * max_iters, "layer-wise", every=None, quiet=quiet)
     start = time.perf_counter()
     for t in range(1, layers + 1):
-        for stage, factor in enumerate(lr_factors):
-            lo = t - 1 if stage == 0 else 0
-            v, iters = _train_stage(net, problem, t, params, stacked, lo, lr * factor,
-                                    batch, max_iters, patience, check_every, bar)
-            history.append((t, stage, iters, v))
+        with _Truncated(net, t):
+            for stage, factor in enumerate(lr_factors):
+                lo = t - 1 if stage == 0 else 0  # stage 0: the new layer alone
+                v, iters = _train_stage(net, problem, t, params, stacked, lo, lr * factor,
+                                        batch, max_iters, patience, check_every, bar)
+                history.append((t, stage, iters, v))
         if bar.bar is None and not quiet:
             print(f"  layer {t:2d}: val NMSE {v:7.2f} dB  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -160,3 +160,45 @@ def _ista(D, x, lam, T):
     for _ in range(T):
         z = soft(z - (z @ D.T - x) @ D / L, lam / L)
     return z
+
+
+def _project_simplex(v):
+    """Euclidean projection onto the probability simplex by bisection on the shift (independent of sparsemax)."""
+    lo, hi = v.min() - 1, v.max()
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.maximum(v - mid, 0).sum() > 1 else (lo, mid)
+    return np.maximum(v - (lo + hi) / 2, 0)
+
+
+def test_simplex_constrained_least_squares_converges_to_projected_gradient():
+    Net = build("""
+network SimplexLS
+dims m, n
+input b : R[m]
+param A : R[m, n]
+var z : R[n] = 0
+minimize 0.5 * sqnorm(A @ z - b)
+subject to z in simplex
+derive fista
+unroll 3000
+""")
+    rng = np.random.default_rng(5)
+    A, b = rng.standard_normal((20, 8)), rng.standard_normal((3, 20))
+    got = Net(A=torch.tensor(A))(torch.tensor(b)).numpy()
+    L = np.linalg.norm(A, 2) ** 2
+    for i in range(3):
+        z = np.full(8, 1 / 8)
+        for _ in range(4000):
+            z = _project_simplex(z - A.T @ (A @ z - b[i]) / L)
+        assert np.abs(got[i] - z).max() < 1e-7 and abs(got[i].sum() - 1) < 1e-12 and got[i].min() >= 0
+
+
+def test_learned_param_does_not_alias_the_callers_tensor():
+    Net = build(LASSO.format(name="LearnD", extra="", method="proxgrad", T=2) + "learn D\n")
+    D = torch.tensor(dictionary(6, 10))
+    before = D.clone()
+    net = Net(D=D)
+    with torch.no_grad():
+        net.D.add_(1.0)
+    assert torch.equal(D, before)

@@ -121,3 +121,36 @@ def test_torch_compile_inductor_matches_eager(LISTA):
     compiled = torch.compile(net)
     xt = torch.tensor(x)
     assert torch.allclose(compiled(xt), net(xt), atol=1e-10)
+
+
+def test_forward_can_run_the_first_layers_only(LISTA):
+    D = dictionary(10, 20)
+    x, _ = sparse_batch(D, 3)
+    net = LISTA(D=torch.tensor(D), lam=0.1, steps=6)
+    assert net.per_layer_parameters == ("W", "S", "theta")
+    for t in (1, 3, 6):
+        got = net(torch.tensor(x), steps=t).detach().numpy()
+        assert np.abs(got - ista_iterates(D, x, 0.1, t)[-1]).max() < 1e-9
+    assert len(net(torch.tensor(x), trace=True, steps=4)) == 4
+    with pytest.raises(ValueError, match="between 1 and 6"):
+        net(torch.tensor(x), steps=7)
+
+
+def test_a_negative_learned_threshold_acts_as_zero(LISTA):
+    D = dictionary(10, 20)
+    x, _ = sparse_batch(D, 3)
+    net = LISTA(D=torch.tensor(D), lam=0.1, steps=1)
+    with torch.no_grad():
+        net.theta[0] = -0.1
+    got = net(torch.tensor(x)).detach().numpy()
+    want = x @ (D / np.linalg.norm(D, 2) ** 2)  # W x with no shrinkage
+    assert np.abs(got - want).max() < 1e-12
+
+
+def test_load_a_generated_file(LISTA, tmp_path):
+    from dpc.api import compile_file
+    path = tmp_path / "lista.py"
+    path.write_text(compile_file(str(EXAMPLES / "lista.dp")))
+    Loaded = dpc.load(path)
+    D = torch.tensor(dictionary(6, 9))
+    assert torch.allclose(Loaded(D=D)(torch.ones(2, 6)), LISTA(D=D)(torch.ones(2, 6)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import MatrixExpr
 
-from dpc import __version__, graph
+from dpc import __version__, atoms, graph
 from dpc.algebra import is_zero
 from dpc.backends.torch.names import Namespace
 from dpc.backends.torch.printer import TorchPrinter, Unsupported
@@ -22,7 +22,9 @@ from dpc.printing import format_step, math
 
 HELPERS = {
     "_soft": '''def _soft(v, t):
-    """Soft threshold sign(v) * max(|v| - t, 0), as v - clamp(v, -t, t): two kernels, exact gradients."""
+    """Soft threshold sign(v) * max(|v| - t, 0), as v - clamp(v, -t, t): two kernels, exact gradients.
+    A threshold is at least 0 (a learned one that goes negative acts as 0: no shrinkage)."""
+    t = t.clamp_min(0) if isinstance(t, torch.Tensor) else max(t, 0.0)
     return v - torch.clamp(v, -t, t)''',
     "_hard": '''def _hard(v, t):
     """Hard threshold: keep v where |v| > t, else 0."""
@@ -30,6 +32,34 @@ HELPERS = {
     "_layers": '''def _layers(value, steps):
     """One copy of an initial value per layer (untied weights), stacked on a new first axis."""
     return value.expand(steps, *value.shape).clone()''',
+    "_sparsemax": '''def _sparsemax(v):
+    """Euclidean projection of every row of v onto the probability simplex (Martins & Astudillo, 2016)."""
+    z = torch.sort(v, dim=-1, descending=True).values
+    cumsum = z.cumsum(-1) - 1
+    rank = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
+    support = (rank * z > cumsum).sum(-1, keepdim=True)
+    threshold = cumsum.gather(-1, support - 1) / support.to(v.dtype)
+    return torch.clamp(v - threshold, min=0)''',
+    "_entr": '''def _entr(v):
+    """-v * log(v), 0 at v = 0, like torch.special.entr but with a finite gradient where v underflows to 0
+    (the log reads v clamped to the smallest normal number), so entropies of softmax outputs backpropagate."""
+    return -v * v.clamp_min(torch.finfo(v.dtype).tiny).log()''',
+    "_softss": '''def _softss(v, t, p, pmax, layer):
+    """Soft threshold with support selection (LISTA-CPSS): at layer number `layer` the largest
+    min(layer * p, pmax) percent of |v| in each sample (k entries, k = floor of that share) pass
+    unshrunk where |v| > t; the rest are soft-thresholded. The selection carries no gradient."""
+    k = min(int(min(layer * p, pmax) * v.shape[-1] / 100 + 1e-6), v.shape[-1])
+    shrunk = v - torch.clamp(v, -t, t)
+    if k < 1:
+        return shrunk
+    magnitude = v.abs()
+    top = torch.zeros_like(v, dtype=torch.bool).scatter_(-1, magnitude.topk(k, dim=-1).indices, True)
+    return torch.where(top & (magnitude > t), v, shrunk)''',
+    "_analytic": '''def _analytic(D):
+    """ALISTA's analytic weight (Liu et al. 2019): W minimising ||W.T @ D||_F off the diagonal subject to
+    diag(W.T @ D) = 1. The problem splits by columns; column i is G^+ D_i / (D_i.T G^+ D_i), G = D @ D.T."""
+    Z = torch.linalg.pinv(D @ D.mT, hermitian=True) @ D
+    return Z / (D * Z).sum(0)''',
 }
 
 
@@ -98,10 +128,12 @@ class Emitter:
         for d in self.p.decls:
             if d.kind in ("param", "hyper", "weight") or (d.kind == "let" and d.name not in self.trainable_deps):
                 names[d.name] = f"self.{d.name}"
-                if d.per_layer and layer is not None:
-                    names[d.name] += f"[{layer}]"
+                if d.per_layer and layer is not None:  # the tuple of layer slices taken in forward
+                    names[d.name] = f"{d.name}[{layer}]"
             else:
                 names[d.name] = d.name
+        if layer is not None:  # the layer number t = 1..T (support selection's schedule)
+            names[atoms.LAYER.name] = "1" if layer == "0" else f"({layer} + 1)"
         return names
 
     def batched(self, step: Step | None = None) -> set[str]:
@@ -126,7 +158,7 @@ class Emitter:
         out("import torch.nn.functional as F")
         out("from torch import nn")
         out()
-        for name in ("_soft", "_hard", "_layers"):
+        for name in ("_soft", "_hard", "_layers", "_sparsemax", "_softss", "_analytic", "_entr"):
             if name in self.used_helpers:
                 out()
                 out(HELPERS[name])
@@ -164,6 +196,11 @@ class Emitter:
         out(f"class {self.p.name}(nn.Module):")
         out(f'"""{_doc_escape(self.class_doc())}"""', 1)
         out()
+        per_layer = tuple(d.name for d in self.weights if d.per_layer)
+        if per_layer:
+            out("# parameters with a leading layer axis: layer k uses W[k] (for layer-wise training)", 1)
+            out(f"per_layer_parameters = {per_layer!r}", 1)
+            out()
         self.emit_init(out)
         out()
         self.emit_forward(out)
@@ -251,12 +288,14 @@ class Emitter:
         for w in self.weights:
             value = self.expr(printer, w.value, w)
             tensor = value
-            if not graph.names_in(w.value) & self.tensor_names:  # a number: give it the params' dtype
+            if not graph.names_in(w.value) & self.tensor_names and not isinstance(w.value, atoms.InitialValue):
+                # a number: give it the params' dtype
                 tensor = f"torch.as_tensor({value}, dtype={self.like()}.dtype, device={self.like()}.device)"
             if w.per_layer:
                 self.used_helpers.add("_layers")
                 out(f"self.{w.name} = nn.Parameter(_layers({tensor}, steps))", 2)
             else:
+                tensor = tensor if tensor.isidentifier() else f"({tensor})"  # 2 * C / tau: clone the whole value
                 out(f"self.{w.name} = nn.Parameter({tensor}.clone())", 2)
 
     def names_used_after_init(self) -> set[str]:
@@ -277,7 +316,8 @@ class Emitter:
 
     def emit_param_check(self, out: _Lines, d, bound: dict[str, str]):
         name, shape = d.name, d.shape
-        out(f"{name} = torch.as_tensor({name})", 2)
+        # a copy: training a learned param must not write into the caller's tensor
+        out(f"{name} = torch.as_tensor({name}).detach().clone()", 2)
         out(f"if not {name}.is_floating_point():", 2)
         out(f"{name} = {name}.to(torch.get_default_dtype())", 3)
         kind = {0: "a scalar", 1: "a vector", 2: "a matrix"}[len(shape)]
@@ -308,14 +348,21 @@ class Emitter:
     # --- forward ---
     def emit_forward(self, out: _Lines):
         inputs = [d.name for d in self.inputs]
-        out(f"def forward(self, {', '.join(inputs + ['trace=False'])}):", 1)
+        iterative = not self.p.closed_form
+        out(f"def forward(self, {', '.join(inputs + ['trace=False'] + (['steps=None'] if iterative else []))}):", 1)
         out_name = self.p.output
         shape_doc = ", ".join(f"{d.name}: (batch, {', '.join(d.shape)})" for d in self.inputs)
         out_decl = self.p.decl(out_name)
         layers = "every layer's" if self.p.layers else "the"
         out(f'"""{shape_doc} -> {out_name}: (batch, {", ".join(out_decl.shape)}); '
-            f'trace=True returns the list of {layers} {out_name}."""', 2)
+            f'trace=True returns the list of {layers} {out_name}.', 2)
+        if iterative:
+            out("", 2)
+            out("steps: run only the first `steps` layers (default: all of them, self.steps).", 2)
+        out('"""', 2)
         self.emit_input_checks(out)
+        if iterative:
+            self.emit_steps_check(out)
         names = self.self_names(None)
         base_printer = TorchPrinter(names, self.batched(), keepdim=True, like=inputs[0] if inputs else "_like")
         for name in self.forward_lets():
@@ -337,16 +384,30 @@ class Emitter:
                 out(f"{d.name} = {self.start_code(d, base_printer, batch)}", 2)
         for name, expr in hoisted:
             out(f"{name} = {self.expr(base_printer, expr)}  # the same in every layer: computed once", 2)
+        per_layer = [d.name for d in self.weights if d.per_layer]
+        if per_layer:
+            out("# one slice per layer, taken once: self.W[k] in the loop would make backward build a", 2)
+            out("# zero gradient of the whole stack for every layer", 2)
+            out(f"{', '.join(per_layer)} = {', '.join(f'self.{n}.unbind(0)' for n in per_layer)}", 2)
         trace_list = self.ns.fresh(f"{out_name}s")
         out(f"{trace_list} = []", 2)
         self.emit_step(out, first, "0", 2, names_extra={h: h for h, _ in hoisted})
         out(f"if trace:", 2)
         out(f"{trace_list}.append({out_name})", 3)
-        out(f"for {self.loop} in range(1, self.steps):", 2)
+        out(f"for {self.loop} in range(1, steps):", 2)
         self.emit_step(out, step, self.loop, 3, names_extra={h: h for h, _ in hoisted})
         out(f"if trace:", 3)
         out(f"{trace_list}.append({out_name})", 4)
         out(f"return {trace_list} if trace else {out_name}", 2)
+
+    def emit_steps_check(self, out: _Lines):
+        out("steps = self.steps if steps is None else int(steps)", 2)
+        if any(d.per_layer for d in self.weights):  # untied: only the layers built exist
+            out("if not 1 <= steps <= self.steps:", 2)
+            out('raise ValueError(f"steps must be between 1 and {self.steps} (the layers built), got {steps}")', 3)
+        else:
+            out("if steps < 1:", 2)
+            out('raise ValueError(f"steps must be at least 1, got {steps}")', 3)
 
     def emit_input_checks(self, out: _Lines):
         first = None

@@ -89,14 +89,7 @@ class TorchPrinter:
         return "-float('inf')", UNARY
 
     def _Add(self, e):
-        terms = sorted(e.args, key=lambda t: t.could_extract_minus_sign())
-        out = self.wrap(terms[0], ADD)
-        for t in terms[1:]:
-            if t.could_extract_minus_sign():
-                out += " - " + self.wrap(-t, ADD + 1)
-            else:
-                out += " + " + self.wrap(t, ADD)
-        return out, ADD
+        return self._sum(list(e.args))
 
     def _Mul(self, e):
         if e.could_extract_minus_sign():
@@ -307,6 +300,64 @@ class TorchPrinter:
 
     def _Softmax(self, e):
         return f"torch.softmax({self(e.args[0])}, dim=-1)", CALL
+
+    # --- relaxations and closed forms (passes/relax.py, passes/closed.py) ---
+    def _Sparsemax(self, e):
+        self.helpers.add("_sparsemax")
+        return self._call("_sparsemax", e.args[0])
+
+    def _Normalize(self, e):
+        return f"F.normalize({self(e.args[0])}, dim=-1)", CALL
+
+    def _RowNormalize(self, e):
+        return f"F.normalize({self(e.args[0])}, dim=-1)", CALL
+
+    def _RowSqNorm(self, e):
+        return f"{self.wrap(e.args[0], CALL)}.square().sum(-1)", CALL
+
+    def _Entropy(self, e):  # _entr: -v log v with a finite gradient where v underflows to 0
+        self.helpers.add("_entr")
+        return self._reduce(f"_entr({self(e.args[0])})")
+
+    def _BinaryEntropy(self, e):
+        self.helpers.add("_entr")
+        v = e.args[0]
+        return self._reduce(f"(_entr({self(v)}) + _entr(1 - {self.wrap(v, ADD + 1)}))")
+
+    def _Ones(self, e):
+        return f"torch.ones({self(e.args[0])}, dtype={self.like}.dtype, device={self.like}.device)", CALL
+
+    def _Solve(self, e):
+        matrix, rhs = e.args
+        return f"torch.linalg.solve({self(matrix)}, {self.wrap(rhs, CALL)}.unsqueeze(-1)).squeeze(-1)", CALL
+
+    def _IndexSum(self, e):
+        from dpc.backends.torch.indexed import print_index_sum
+        return print_index_sum(self, e)
+
+    def _IndexVector(self, e):
+        from dpc.backends.torch.indexed import print_index_vector
+        return print_index_vector(self, e)
+
+    # --- the LISTA family (passes/adapt_support.py, adapt_gates.py; ALISTA's analytic weight) ---
+    def _SoftSS(self, e):
+        self.helpers.add("_softss")
+        return self._call("_softss", *e.args)
+
+    def _Analytic(self, e):
+        self.helpers.add("_analytic")
+        return self._call("_analytic", e.args[0])
+
+    def _sizes(self, e):
+        rows, cols = e.shape
+        sizes = self(rows) if cols == 1 else f"{self(rows)}, {self(cols)}"  # row form: a vector is (n,)
+        return f"{sizes}, dtype={self.like}.dtype, device={self.like}.device"
+
+    def _Zeros(self, e):
+        return f"torch.zeros({self._sizes(e)})", CALL
+
+    def _Xavier(self, e):
+        return f"nn.init.xavier_uniform_(torch.empty({self._sizes(e)}))", CALL
 
 
 def _negative(term) -> bool:

@@ -4,6 +4,8 @@ A method of "" means the kind takes no method name (unroll, learn, output).
 """
 from __future__ import annotations
 
+from dpc.passes.adapt_gates import adapt_gates
+from dpc.passes.adapt_support import adapt_support
 from dpc.passes.fista import derive_fista
 from dpc.passes.fold_start import fold_start
 from dpc.passes.gd import derive_gd
@@ -11,6 +13,9 @@ from dpc.passes.learn import learn
 from dpc.passes.output import output
 from dpc.passes.proxgrad import derive_proxgrad
 from dpc.passes.unroll import unroll
+from dpc.passes.closed import derive_closed
+from dpc.passes.relax import relax
+from dpc.relaxations import methods as relax_methods
 
 PASSES = {
     ("derive", "proxgrad"): derive_proxgrad,
@@ -19,7 +24,11 @@ PASSES = {
     ("unroll", ""): unroll,
     ("learn", ""): learn,
     ("output", ""): output,
+    ("derive", "closed"): derive_closed,
+    ("adapt", "gates"): adapt_gates,
+    ("adapt", "support"): adapt_support,
 }
+PASSES.update({("relax", method): relax for method in relax_methods()})  # one pass, rules in relaxations.py
 
 # Run after the program's own directives, in this order.
 IMPLICIT = (("fold start", fold_start),)

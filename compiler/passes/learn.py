@@ -18,6 +18,8 @@ import sympy as sp
 from dpc import algebra, atoms
 from dpc.errors import DpcError
 from dpc.ir import Decl, Directive, Program, Step, make_symbol
+from dpc.passes.learn_coupled import learn_coupled
+from dpc.passes.learn_stepsizes import learn_stepsizes
 from dpc.printing import math
 
 TYING = {"tied": True, "untied": False}
@@ -26,7 +28,11 @@ TYING = {"tied": True, "untied": False}
 def learn(program: Program, directive: Directive) -> Program:
     for item in directive.items:
         words = [w for w, _ in item]
-        if words[0] == "weights":
+        if words[0] == "weights" and "coupled" in words[1:]:  # LISTA-CP: z + W (x - D z)
+            program = learn_coupled(program, directive, item)
+        elif words[0] == "stepsizes":  # ALISTA: a step size and a threshold per layer
+            program = learn_stepsizes(program, directive, item)
+        elif words[0] == "weights":
             program = _learn_weights(program, directive, item)
         else:
             if len(item) > 1:
@@ -54,8 +60,12 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
     tied = False
     for word, span in item[1:]:
         if word not in TYING:
-            raise _fail(program, f"unknown option '{word}' for learn weights", span, "write tied or untied")
+            raise _fail(program, f"unknown option '{word}' for learn weights", span,
+                        "write tied or untied (or coupled)")
         tied = TYING[word]
+    if program.step is None and program.closed_form:  # derive closed: free the layer's weight and bias
+        from dpc.passes.closed import learn_closed_weights
+        return learn_closed_weights(program, directive)
     if program.step is None:
         raise _fail(program, "learn weights needs an update", directive.span,
                     "put it after derive (or write an update)")

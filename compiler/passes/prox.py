@@ -10,6 +10,8 @@ Rules (each exact, elementwise):
   b*norm0                 hard(v, sqrt(2*s*b))          (keep v where v^2/2 > s*b)
   z >= 0                  relu(v)
   box(lo, hi)             clamp(v, lo, hi)
+  z in simplex            sparsemax(v)                  (Euclidean projection onto the simplex; a*norm1
+                                                          is the constant a there and drops out)
   c*sqnorm(z) (ridge)     prox_{s g}(v) = prox_{s' h}(v / (1 + 2 s c)), s' = s / (1 + 2 s c)
                           for g = h + c*||z||^2: a scaling around any rule above.
 """
@@ -58,7 +60,7 @@ def is_nonsmooth(term, var) -> bool:
 
 
 def build_prox(penalties: list[Penalty], box, step):
-    """-> (prox: v -> expr, description). box is (lo, hi) or None."""
+    """-> (prox: v -> expr, description). box is (lo, hi), "simplex" or None."""
     weights = {"norm1": sp.Integer(0), "norm0": sp.Integer(0), "ridge": sp.Integer(0)}
     first = {}
     for p in penalties:
@@ -68,12 +70,16 @@ def build_prox(penalties: list[Penalty], box, step):
     if a != 0 and b != 0:
         raise NoProx(first["norm0"], "norm1 and norm0 together have no closed-form proximal operator here")
     if b != 0 and box is not None:
-        raise NoProx(first["norm0"], "norm0 with a box constraint has no closed-form proximal operator here")
+        raise NoProx(first["norm0"], "norm0 with a constraint has no closed-form proximal operator here")
+    if box == "simplex":
+        a = sp.Integer(0)  # norm1 is 1 on the simplex: a constant, no effect on the minimiser
 
     scale = 1 + 2 * step * c if c != 0 else sp.Integer(1)
     s = step / scale
 
     def core(v):
+        if box == "simplex":
+            return atoms.Sparsemax(v)
         if a != 0:
             if box is not None and box[0] == 0 and box[1] == sp.oo:
                 return atoms.SoftPos(v, s * a)
@@ -91,12 +97,14 @@ def build_prox(penalties: list[Penalty], box, step):
         return core(v * (1 / scale) if c != 0 else v)
 
     parts = []
-    if a != 0:
+    if a != 0 and box != "simplex":
         parts.append("soft threshold" if box is None else
                      ("shifted relu" if box == (0, sp.oo) else "soft threshold, then clip to the box"))
     if b != 0:
         parts.append("hard threshold")
-    if a == 0 and b == 0 and box is not None:
+    if box == "simplex":
+        parts.append("projection onto the simplex (sparsemax)")
+    elif a == 0 and b == 0 and box is not None:
         parts.append("projection onto the box" if box != (0, sp.oo) else "projection onto z >= 0 (relu)")
     if c != 0:
         parts.append("scaled by 1/(1 + 2*step*c) for the ridge term")

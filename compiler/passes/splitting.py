@@ -100,15 +100,20 @@ def _span_containing(program, sub):
     return None
 
 
+RELAX_HINTS = {"onehot": "relax onehot -> softmax(tau) (or sparsemax), then derive closed",
+               "binary": "relax binary -> sigmoid(tau), then derive closed"}
+
+
 def _box(program, directive, var):
+    """The var's feasible set for the prox: a box (lo, hi), "simplex", or None."""
     box = None
     for c in program.constraints:
         if c.var != var.name:
             continue
-        if c.set != "box":
+        if c.set not in ("box", "simplex"):
             raise fail(program, f"derive {directive.name} has no projection for `{format_constraint(c)}`", c.span,
-                       f"relax {c.set} first (e.g. relax {c.set} -> softmax(tau))")
-        box = c.args
+                       RELAX_HINTS.get(c.set))
+        box = c.args if c.set == "box" else "simplex"
     return box
 
 
@@ -143,7 +148,9 @@ def _lipschitz(hessian):
 
 def describe(s: Splitting) -> list[str]:
     g_terms = [math(p.term) for p in s.penalties]
-    if s.box is not None:
+    if s.box == "simplex":
+        g_terms.append(f"[{s.var.name} in simplex]")
+    elif s.box is not None:
         from dpc.ir import Constraint
         g_terms.append(f"[{format_constraint(Constraint(s.var.name, 'box', s.box))}]")
     return [f"f({s.var.name}) = {math(s.smooth)}    (smooth)",

@@ -1,0 +1,339 @@
+"""The LISTA family on Chen et al. (2018)'s synthetic sparse coding, every network compiled by dpc.
+
+Setting (Chen, Liu, Wang & Yin, NeurIPS 2018; Open-L2O): A (250 x 500), A_ij ~ N(0, 1/m) with
+unit-norm columns; codes x = Bernoulli(0.1) * N(0, 1); y = A x, noiseless or at SNR 20 dB;
+16 layers; lambda = 0.4 for ISTA/FISTA and for every network's starting thresholds.
+
+Training, per network, layer-wise as in the LISTA-CPSS code: for t = 1..16, layer t's own
+parameters alone at lr 5e-4, then layers 1..t together at 1e-4 and at 1e-5 (tied parameters
+train in every stage); every stage minimises the MSE of layer t's output on fresh batches of 64
+(Adam) and stops when the NMSE on a fixed validation set (1000 samples, 250 with --quick) stops
+improving, or at its iteration cap, or when its share of the network's time budget is spent; the
+best parameters seen are kept. NMSE (dB) is pooled over a fixed 1000-sample test set, per layer.
+
+    python benchmarks/sparse_coding.py --quick [--threads 1]        # CPU, noiseless, a few minutes
+    python benchmarks/sparse_coding.py --full --device cuda --out runs/sparse_coding   # both settings
+
+Writes OUT/results.md (tables, rewritten after every network), OUT/results.json, OUT/log.txt and
+OUT/nmse.png (with matplotlib); exits with status 1 unless every learned network is below both ISTA
+and FISTA at every depth. On a machine without dpc's compiler dependencies (lark), compile here and
+carry the modules, which need nothing but torch:
+    python benchmarks/sparse_coding.py --emit-modules runs/modules                            # here
+    python3 benchmarks/sparse_coding.py --full --device cuda --modules runs/modules --out OUT  # there
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+import time
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _examples_module():
+    """examples/sparse_coding.py (data, ISTA/FISTA, NMSE), imported by path: this file shares its name."""
+    spec = importlib.util.spec_from_file_location("sparse_coding_examples", ROOT / "examples" / "sparse_coding.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sc = _examples_module()
+
+NETWORKS = (  # name, example file
+    ("LISTA", "lista.dp"),
+    ("LISTA-CP", "lista_cp.dp"),
+    ("LISTA-CPSS", "lista_cpss.dp"),
+    ("ALISTA", "alista.dp"),
+    ("LFISTA", "lfista.dp"),
+    ("SC2Net", "sc2net.dp"),
+)
+CLASSICAL = ("ISTA", "FISTA")
+# Layer 16, noiseless, as reported by Open-L2O (Chen et al. 2021) for this setting.
+PUBLISHED = {"ISTA": -6, "FISTA": -8, "LISTA": -35, "LISTA-CP": -30, "LISTA-CPSS": -63, "ALISTA": -78,
+             "LFISTA": -29}
+
+MODES = {
+    # iters: caps per stage (lr 5e-4, 1e-4, 1e-5); budget: seconds per network and setting, shared out
+    # over layers (in proportion to their depth) and stages; total: seconds of training for the whole run
+    "quick": dict(settings=(None,), iters=(60, 30, 10), check_every=10, patience=3, n_val=250,
+                  budget=None, total=None),
+    "full": dict(settings=(None, 20.0), iters=(6000, 3000, 1500), check_every=50, patience=10, n_val=1000,
+                 budget=40.0, total=450.0),
+}
+LR, LR_FACTORS, STAGE_SHARE, BATCH = 5e-4, (1.0, 0.2, 0.02), (0.5, 0.3, 0.2), 64
+
+
+# --- networks -----------------------------------------------------------------------
+
+def load_class(file: str, modules: pathlib.Path | None):
+    """The generated nn.Module class: compiled from examples/FILE by dpc, or imported from a module
+    compiled earlier (--modules), which needs nothing but torch."""
+    if modules is None:
+        return _dpc().load(ROOT / "examples" / file)
+    path = modules / (pathlib.Path(file).stem + ".py")
+    spec = importlib.util.spec_from_file_location(f"dpc_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    classes = [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == spec.name]
+    return classes[0]
+
+
+def _dpc():
+    """dpc, pip-installed or straight from this checkout (its packages live in compiler/, grammar/, backends/)."""
+    try:
+        import dpc
+        return dpc
+    except ImportError:
+        spec = importlib.util.spec_from_file_location("dpc", ROOT / "compiler" / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / "compiler"), str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dpc"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+def emit_modules(directory: pathlib.Path):
+    from dpc.api import compile_file
+    _dpc()
+    directory.mkdir(parents=True, exist_ok=True)
+    for _, file in NETWORKS:
+        target = directory / (pathlib.Path(file).stem + ".py")
+        target.write_text(compile_file(str(ROOT / "examples" / file)))
+        print(f"wrote {target}")
+
+
+def per_layer_parameters(cls, net, A, lam):
+    """Names of the parameters stacked per layer: their first axis follows `steps`."""
+    other = cls(D=A, lam=lam, steps=net.steps + 1)
+    shapes = {n: p.shape for n, p in other.named_parameters()}
+    return {n for n, p in net.named_parameters() if p.dim() and shapes[n][0] == p.shape[0] + 1}
+
+
+# --- training -----------------------------------------------------------------------
+
+@torch.no_grad()
+def val_nmse(net, problem):
+    y, x = problem.val
+    return sc.nmse_db(net(y), x)
+
+
+def train_layerwise(net, per_layer, problem, cfg, budget, log):
+    """Layer-wise training (LISTA-CPSS's schedule) within `budget` seconds (None: iteration caps only);
+    `net.steps` is lowered to t while layer t trains, so no stage pays for the layers after it."""
+    T = net.steps
+    params = [p for p in net.parameters() if p.requires_grad]
+    stacked = [p for n, p in net.named_parameters() if n in per_layer]
+    start = time.perf_counter()
+    iterations = 0
+    try:
+        for t in range(1, T + 1):
+            net.steps = t
+            for stage, factor in enumerate(LR_FACTORS):
+                lo = t - 1 if stage == 0 else 0  # stage 0: the new layer only
+                share = math.inf if budget is None else budget * t / (T * (T + 1) / 2) * STAGE_SHARE[stage]
+                deadline = time.perf_counter() + share
+                iterations += _stage(net, params, stacked, lo, problem, LR * factor, cfg["iters"][stage],
+                                     deadline, cfg)
+            log(f"    layer {t:2d}: val {val_nmse(net, problem):7.2f} dB  ({time.perf_counter() - start:5.1f} s)")
+    finally:
+        net.steps = T
+    return iterations, time.perf_counter() - start
+
+
+def _stage(net, params, stacked, lo, problem, lr, cap, deadline, cfg):
+    """Adam on the MSE of the last layer's output until the validation NMSE stops improving
+    (`patience` checks), `cap` iterations or the deadline; keeps the best parameters seen."""
+    opt = torch.optim.Adam(params, lr=lr)
+    best, best_state, stale, it = val_nmse(net, problem), _copy(net), 0, 0
+    for it in range(1, cap + 1):
+        y, x = problem.batch(BATCH)
+        loss = torch.nn.functional.mse_loss(net(y), x)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        for p in stacked:  # fresh Adam, zero gradient: those slices do not move
+            if p.grad is not None:
+                p.grad[:lo].zero_()
+        opt.step()
+        last = it == cap or time.perf_counter() > deadline
+        if it % cfg["check_every"] == 0 or last:
+            v = val_nmse(net, problem)
+            if v < best - 1e-3:
+                best, best_state, stale = v, _copy(net), 0
+            else:
+                stale += 1
+            if stale >= cfg["patience"]:
+                break
+        if last:
+            break
+    net.load_state_dict(best_state)
+    return it
+
+
+def _copy(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+# --- one setting ------------------------------------------------------------------------
+
+def run_setting(snr, classes, cfg, device, lam, layers, log, budget, curves, info, save):
+    """ISTA, FISTA and every network on one setting, into curves and info; budget(): seconds for the
+    next network; save() after each, so a run stopped early still leaves its tables."""
+    problem = sc.make_problem(m=250, n=500, p=0.1, snr_db=snr, seed=0, n_val=cfg["n_val"], n_test=1000,
+                              dtype=torch.float32, device=device)
+    y, x = problem.test
+    curves["ISTA"] = [sc.nmse_db(z, x) for z in sc.ista(problem.A, y, lam, layers)]
+    curves["FISTA"] = [sc.nmse_db(z, x) for z in sc.fista(problem.A, y, lam, layers)]
+    save()
+    for name, cls in classes.items():
+        torch.manual_seed(0)  # SC2Net's Xavier gates
+        net = cls(D=problem.A, lam=lam, steps=layers).to(device)
+        per_layer = per_layer_parameters(cls, net, problem.A, lam)
+        count = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        log(f"  {name}: {count:,} learned numbers ({len(per_layer)} tensors per layer)")
+        untrained = sc.nmse_per_layer(net, y, x)
+        iterations, seconds = train_layerwise(net, per_layer, problem, cfg, budget(), log)
+        curves[name] = sc.nmse_per_layer(net, y, x)
+        info[name] = dict(parameters=count, iterations=iterations, seconds=round(seconds, 1),
+                          untrained_last=untrained[-1])
+        save()
+
+
+def beats_classical(curves) -> list[str]:
+    """The learned networks that are not below both ISTA and FISTA at every depth."""
+    bound = [min(a, b) for a, b in zip(curves["ISTA"], curves["FISTA"])]
+    return [n for n in curves if n not in CLASSICAL and any(v >= b for v, b in zip(curves[n], bound))]
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+def setting_name(snr):
+    return "noiseless" if snr is None else f"SNR {snr:g} dB"
+
+
+def markdown(results, mode, device, cfg) -> str:
+    lines = [f"# LISTA family, Chen et al. 2018 setting ({mode} run on {device})", "",
+             f"Schedule: {cfg}; lr {LR} then x{LR_FACTORS[1]}, x{LR_FACTORS[2]}; batch {BATCH}.", ""]
+    for setting, (curves, info) in results.items():
+        names = list(curves)
+        lines += [f"## {setting}: test NMSE (dB) per layer", "",
+                  "| layer | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+        for k in range(len(curves["ISTA"])):
+            lines.append(f"| {k + 1} | " + " | ".join(f"{curves[n][k]:.2f}" for n in names) + " |")
+        if setting == "noiseless" and len(curves["ISTA"]) == 16:
+            lines.append("| published (16) | " + " | ".join(
+                f"{PUBLISHED[n]}" if n in PUBLISHED else "-" for n in names) + " |")
+        lines.append("")
+        lines += ["| network | learned numbers | iterations | seconds |", "| --- | --- | --- | --- |"]
+        lines += [f"| {n} | {i['parameters']:,} | {i['iterations']} | {i['seconds']} |" for n, i in info.items()]
+        losers = beats_classical(curves)
+        lines += ["", "Every learned network below ISTA and FISTA at every depth: "
+                  + ("yes" if not losers else "no (" + ", ".join(losers) + ")"), ""]
+    return "\n".join(lines)
+
+
+def plot(results, path: pathlib.Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.8), squeeze=False)
+    for ax, (setting, (curves, _)) in zip(axes[0], results.items()):
+        for name, values in curves.items():
+            style = "--" if name in CLASSICAL else "-"
+            ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3, label=name)
+        ax.set_title(setting)
+        ax.set_xlabel("layer (iteration)")
+        ax.set_ylabel("test NMSE (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const="quick",
+                      help="noiseless only, small budgets: minutes on 2 CPU cores (the default)")
+    mode.add_argument("--full", action="store_const", dest="mode", const="full",
+                      help="noiseless and SNR 20 dB, sized for about 9 minutes on one H100")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "sparse_coding")
+    ap.add_argument("--modules", type=pathlib.Path, help="import compiled modules from here instead of compiling")
+    ap.add_argument("--emit-modules", type=pathlib.Path, metavar="DIR", help="compile the examples into DIR and stop")
+    ap.add_argument("--budget", type=float, help="seconds per network and setting (overrides the mode's)")
+    ap.add_argument("--iters", type=int, help="iteration cap of the first stage of a layer; the others get 1/2, 1/6")
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--lam", type=float, default=0.4)
+    ap.add_argument("--only", help="comma-separated network names")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    args = ap.parse_args(argv)
+    if args.emit_modules:
+        emit_modules(args.emit_modules)
+        return 0
+    cfg = dict(MODES[args.mode or "quick"])
+    if args.budget is not None:
+        cfg["budget"] = args.budget
+    if args.iters is not None:
+        cfg["iters"] = (args.iters, args.iters // 2, args.iters // 6)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wanted = set(args.only.split(",")) if args.only else None
+    classes = {name: load_class(file, args.modules) for name, file in NETWORKS if not wanted or name in wanted}
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_file = open(args.out / "log.txt", "w")
+
+    def log(text):
+        print(text, flush=True)
+        log_file.write(text + "\n")
+
+    log(f"{args.mode or 'quick'} run on {args.device} (torch {torch.__version__}): {cfg}")
+    start = time.perf_counter()
+    runs = [0]
+
+    def budget():
+        """The mode's seconds per network, less if the run's total would not otherwise hold."""
+        runs[0] += 1
+        if cfg["total"] is None:
+            return cfg["budget"]
+        left = cfg["total"] - (time.perf_counter() - start)
+        return max(1.0, min(cfg["budget"], left / (len(cfg["settings"]) * len(classes) - runs[0] + 1)))
+
+    results = {}
+
+    def save():
+        text = markdown(results, args.mode or "quick", args.device, cfg)
+        (args.out / "results.md").write_text(text)
+        (args.out / "results.json").write_text(json.dumps(
+            {"mode": args.mode or "quick", "device": args.device, "config": cfg, "lam": args.lam,
+             "results": {s: {"nmse_db": c, "info": i} for s, (c, i) in results.items()}}, indent=1))
+        return text
+
+    for snr in cfg["settings"]:
+        log(f"== {setting_name(snr)}")
+        results[setting_name(snr)] = curves, info = {}, {}
+        run_setting(snr, classes, cfg, args.device, args.lam, args.layers, log, budget, curves, info, save)
+    text = save()
+    plotted = plot(results, args.out / "nmse.png")
+    log(text)
+    log(f"total {time.perf_counter() - start:.0f} s; wrote {args.out / 'results.md'}"
+        + (f" and {args.out / 'nmse.png'}" if plotted else " (no matplotlib: no plot)"))
+    log_file.close()
+    return 0 if not any(beats_classical(c) for c, _ in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""What the LISTA-family passes share (not a pass itself): finding the thresholding atoms of an
+update, seeing through its temporaries, and declaring the weights they learn."""
+from __future__ import annotations
+
+from dpc import atoms
+from dpc.errors import DpcError
+from dpc.ir import Decl, Program, Step, make_symbol
+
+TYING = {"tied": True, "untied": False}
+
+
+def fail(program: Program, message: str, span, hint: str | None = None) -> DpcError:
+    return DpcError(message, span, hint).with_source(program.source)
+
+
+def tying(program: Program, item, allowed: tuple[str, ...] = ()) -> bool:
+    """tied/untied among a learn item's option words (untied by default); other words must be allowed."""
+    tied = False
+    for word, span in item[1:]:
+        if word in TYING:
+            tied = TYING[word]
+        elif word not in allowed:
+            options = ", ".join(tuple(TYING) + allowed)
+            raise fail(program, f"unknown option '{word}' for learn {item[0][0]}", span, f"options: {options}")
+    return tied
+
+
+def map_thresholds(step: Step, fn) -> tuple[Step, int]:
+    """Rewrite every thresholding atom (soft, softss, softpos, hard) of the step with fn(atom, index)."""
+    count = [0]
+
+    def visit(expr):
+        if isinstance(expr, atoms.THRESHOLD_ATOMS):
+            count[0] += 1
+            return fn(expr, count[0])
+        if not expr.args:
+            return expr
+        new = [visit(a) for a in expr.args]
+        return expr if all(a is b for a, b in zip(new, expr.args)) else expr.func(*new)
+
+    return step.map(visit), count[0]
+
+
+def inline_temps(program: Program, expr):
+    """expr with the update's temporaries replaced by their definitions, to a fixed point."""
+    temps = {make_symbol(n, program.decl(n).shape): e for n, e in program.step.lets}
+    while temps and any(expr.has(t) for t in temps):
+        expr = expr.xreplace(temps)
+    return expr
+
+
+def weight(program: Program, base: str, shape, value, directive, per_layer: bool, taken: set) -> Decl:
+    """A learned weight named base (numbered if taken), initialised to value."""
+    name = program.fresh_name(base)
+    i = 1
+    while name in taken:
+        name = program.fresh_name(f"{base}{i}")
+        i += 1
+    taken.add(name)
+    return Decl(name, "weight", tuple(shape), value, directive.span, trainable=True, per_layer=per_layer)
