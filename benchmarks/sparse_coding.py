@@ -112,7 +112,10 @@ def emit_modules(directory: pathlib.Path):
 
 
 def per_layer_parameters(cls, net, A, lam):
-    """Names of the parameters stacked per layer: their first axis follows `steps`."""
+    """Names of the parameters stacked per layer (layer k uses P[k]): the generated class lists them;
+    for a module that does not, those whose first axis follows `steps`."""
+    if hasattr(cls, "per_layer_parameters"):
+        return set(cls.per_layer_parameters)
     other = cls(D=A, lam=lam, steps=net.steps + 1)
     shapes = {n: p.shape for n, p in other.named_parameters()}
     return {n for n, p in net.named_parameters() if p.dim() and shapes[n][0] == p.shape[0] + 1}
@@ -121,42 +124,39 @@ def per_layer_parameters(cls, net, A, lam):
 # --- training -----------------------------------------------------------------------
 
 @torch.no_grad()
-def val_nmse(net, problem):
+def val_nmse(net, problem, t):
     y, x = problem.val
-    return sc.nmse_db(net(y), x)
+    return sc.nmse_db(net(y, steps=t), x)
 
 
 def train_layerwise(net, per_layer, problem, cfg, budget, log):
     """Layer-wise training (LISTA-CPSS's schedule) within `budget` seconds (None: iteration caps only);
-    `net.steps` is lowered to t while layer t trains, so no stage pays for the layers after it."""
+    while layer t trains the network runs its first t layers (forward(steps=t)), so no stage pays for
+    the layers after it."""
     T = net.steps
     params = [p for p in net.parameters() if p.requires_grad]
     stacked = [p for n, p in net.named_parameters() if n in per_layer]
     start = time.perf_counter()
     iterations = 0
-    try:
-        for t in range(1, T + 1):
-            net.steps = t
-            for stage, factor in enumerate(LR_FACTORS):
-                lo = t - 1 if stage == 0 else 0  # stage 0: the new layer only
-                share = math.inf if budget is None else budget * t / (T * (T + 1) / 2) * STAGE_SHARE[stage]
-                deadline = time.perf_counter() + share
-                iterations += _stage(net, params, stacked, lo, problem, LR * factor, cfg["iters"][stage],
-                                     deadline, cfg)
-            log(f"    layer {t:2d}: val {val_nmse(net, problem):7.2f} dB  ({time.perf_counter() - start:5.1f} s)")
-    finally:
-        net.steps = T
+    for t in range(1, T + 1):
+        for stage, factor in enumerate(LR_FACTORS):
+            lo = t - 1 if stage == 0 else 0  # stage 0: the new layer only
+            share = math.inf if budget is None else budget * t / (T * (T + 1) / 2) * STAGE_SHARE[stage]
+            deadline = time.perf_counter() + share
+            iterations += _stage(net, params, stacked, lo, t, problem, LR * factor, cfg["iters"][stage],
+                                 deadline, cfg)
+        log(f"    layer {t:2d}: val {val_nmse(net, problem, t):7.2f} dB  ({time.perf_counter() - start:5.1f} s)")
     return iterations, time.perf_counter() - start
 
 
-def _stage(net, params, stacked, lo, problem, lr, cap, deadline, cfg):
-    """Adam on the MSE of the last layer's output until the validation NMSE stops improving
+def _stage(net, params, stacked, lo, t, problem, lr, cap, deadline, cfg):
+    """Adam on the MSE of layer t's output until the validation NMSE stops improving
     (`patience` checks), `cap` iterations or the deadline; keeps the best parameters seen."""
     opt = torch.optim.Adam(params, lr=lr)
-    best, best_state, stale, it = val_nmse(net, problem), _copy(net), 0, 0
+    best, best_state, stale, it = val_nmse(net, problem, t), _copy(net), 0, 0
     for it in range(1, cap + 1):
         y, x = problem.batch(BATCH)
-        loss = torch.nn.functional.mse_loss(net(y), x)
+        loss = torch.nn.functional.mse_loss(net(y, steps=t), x)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         for p in stacked:  # fresh Adam, zero gradient: those slices do not move
@@ -165,7 +165,7 @@ def _stage(net, params, stacked, lo, problem, lr, cap, deadline, cfg):
         opt.step()
         last = it == cap or time.perf_counter() > deadline
         if it % cfg["check_every"] == 0 or last:
-            v = val_nmse(net, problem)
+            v = val_nmse(net, problem, t)
             if v < best - 1e-3:
                 best, best_state, stale = v, _copy(net), 0
             else:

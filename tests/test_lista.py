@@ -136,15 +136,19 @@ def test_forward_can_run_the_first_layers_only(LISTA):
         net(torch.tensor(x), steps=7)
 
 
-def test_a_negative_learned_threshold_acts_as_zero(LISTA):
+def test_soft_threshold_formula_holds_for_any_threshold(LISTA):
+    """soft(v, t) = relu(v - t) - relu(-v - t): the soft threshold for t >= 0, continuous if a learned t < 0."""
     D = dictionary(10, 20)
     x, _ = sparse_batch(D, 3)
     net = LISTA(D=torch.tensor(D), lam=0.1, steps=1)
-    with torch.no_grad():
-        net.theta[0] = -0.1
-    got = net(torch.tensor(x)).detach().numpy()
-    want = x @ (D / np.linalg.norm(D, 2) ** 2)  # W x with no shrinkage
-    assert np.abs(got - want).max() < 1e-12
+    v = x @ (D / np.linalg.norm(D, 2) ** 2)  # W x, the first layer's pre-activation
+    for t in (0.05, 0.0, -0.1):
+        with torch.no_grad():
+            net.theta[0] = t
+        got = net(torch.tensor(x)).detach().numpy()
+        assert np.abs(got - (np.maximum(v - t, 0) - np.maximum(-v - t, 0))).max() < 1e-12
+        if t >= 0:
+            assert np.abs(got - soft(v, t)).max() < 1e-12
 
 
 def test_load_a_generated_file(LISTA, tmp_path):

@@ -22,10 +22,9 @@ from dpc.printing import format_step, math
 
 HELPERS = {
     "_soft": '''def _soft(v, t):
-    """Soft threshold sign(v) * max(|v| - t, 0), as v - clamp(v, -t, t): two kernels, exact gradients.
-    A threshold is at least 0 (a learned one that goes negative acts as 0: no shrinkage)."""
-    t = t.clamp_min(0) if isinstance(t, torch.Tensor) else max(t, 0.0)
-    return v - torch.clamp(v, -t, t)''',
+    """Soft threshold sign(v) * max(|v| - t, 0) for t >= 0, as relu(v - t) - relu(-v - t): measured the
+    fastest forward+backward of the usual forms (clamp with a tensor bound is slow to differentiate)."""
+    return torch.relu(v - t) - torch.relu(-v - t)''',
     "_hard": '''def _hard(v, t):
     """Hard threshold: keep v where |v| > t, else 0."""
     return v * (v.abs() > t)''',
@@ -47,9 +46,11 @@ HELPERS = {
     "_softss": '''def _softss(v, t, p, pmax, layer):
     """Soft threshold with support selection (LISTA-CPSS): at layer number `layer` the largest
     min(layer * p, pmax) percent of |v| in each sample (k entries, k = floor of that share) pass
-    unshrunk where |v| > t; the rest are soft-thresholded. The selection carries no gradient."""
+    unshrunk where |v| > t; the rest are soft-thresholded (as _soft does). The selection carries no
+    gradient. A learned threshold that goes below 0 acts as 0."""
+    t = t.clamp_min(0) if isinstance(t, torch.Tensor) else max(t, 0.0)
     k = min(int(min(layer * p, pmax) * v.shape[-1] / 100 + 1e-6), v.shape[-1])
-    shrunk = v - torch.clamp(v, -t, t)
+    shrunk = torch.relu(v - t) - torch.relu(-v - t)
     if k < 1:
         return shrunk
     magnitude = v.abs()

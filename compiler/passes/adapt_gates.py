@@ -49,7 +49,8 @@ def adapt_gates(program: Program, directive: Directive) -> Program:
         raise fail(program, "adapt gates needs an update", directive.span,
                    "put it after derive and learn weights, e.g. derive proxgrad(step = 1/L)")
     cells = [(name, e) for name, e in step.assigns if type(e) in (atoms.Soft, atoms.SoftSS)]
-    if len(cells) != 1 or any(isinstance(a, atoms.THRESHOLD_ATOMS) for _, e in step.lets for a in sp.preorder_traversal(e)):
+    in_lets = any(isinstance(a, atoms.THRESHOLD_ATOMS) for _, e in step.lets for a in sp.preorder_traversal(e))
+    if len(cells) != 1 or in_lets:
         raise fail(program, "adapt gates needs an update with one soft threshold, z <- soft(u, theta)",
                    directive.span, "write it as one state's update (ISTA or LISTA), not FISTA's")
     z_name, soft = cells[0]

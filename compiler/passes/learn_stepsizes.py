@@ -17,7 +17,7 @@ import sympy as sp
 from sympy import MatAdd, MatMul
 
 from dpc import algebra
-from dpc.ir import Directive, Program, make_symbol
+from dpc.ir import Directive, Program
 from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight
 from dpc.printing import math
 
