@@ -14,7 +14,6 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 
 import torch
 
@@ -92,7 +91,7 @@ def main():
                     fn = net if mode == "eager" else torch.compile(net)
                     try:
                         with torch.no_grad():
-                            t = cuda_time(lambda: fn(x), 5)
+                            t = cuda_time(lambda fn=fn, x=x: fn(x), 5)
                     except torch.cuda.OutOfMemoryError:
                         print(f"| {n} | {m} | {batch} | {precision} | {mode} | out of memory | | |", flush=True)
                         torch.cuda.empty_cache()

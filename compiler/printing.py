@@ -5,7 +5,7 @@ Used by `dpc explain`, the derivation notes and the generated module's docstring
 from __future__ import annotations
 
 import sympy as sp
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from dpc import atoms

@@ -24,7 +24,6 @@ def _float64():
 
 def build(text: str, name: str = "prog.dp", overrides=None):
     """Compile .dp source and exec the generated module; returns the network class."""
-    import dpc
     from dpc.api import compile_source
     source = compile_source(text, name, overrides)
     namespace: dict = {"__name__": "dpc_test_generated"}

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import EXAMPLES, ROOT, run_dpc
+from conftest import EXAMPLES, run_dpc
 
 
 def test_compile_never_imports_torch(tmp_path):

@@ -393,11 +393,11 @@ class Emitter:
         trace_list = self.ns.fresh(f"{out_name}s")
         out(f"{trace_list} = []", 2)
         self.emit_step(out, first, "0", 2, names_extra={h: h for h, _ in hoisted})
-        out(f"if trace:", 2)
+        out("if trace:", 2)
         out(f"{trace_list}.append({out_name})", 3)
         out(f"for {self.loop} in range(1, steps):", 2)
         self.emit_step(out, step, self.loop, 3, names_extra={h: h for h, _ in hoisted})
-        out(f"if trace:", 3)
+        out("if trace:", 3)
         out(f"{trace_list}.append({out_name})", 4)
         out(f"return {trace_list} if trace else {out_name}", 2)
 

@@ -10,9 +10,8 @@ broadcast against vectors) and without it in the objective (one number per sampl
 from __future__ import annotations
 
 import sympy as sp
-from sympy import HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose, ZeroMatrix
+from sympy import Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
 
-from dpc import atoms
 from dpc.errors import DpcError
 
 ATOM, CALL, POW, UNARY, MUL, ADD = 100, 90, 60, 50, 40, 30
@@ -128,9 +127,6 @@ class TorchPrinter:
 
     def _log(self, e):
         return f"torch.log(torch.as_tensor({self(e.args[0])}))", CALL
-
-    def _Abs(self, e):
-        return f"abs({self(e.args[0])})", CALL
 
     def _tanh(self, e):
         return f"torch.tanh(torch.as_tensor({self(e.args[0])}))", CALL
@@ -293,7 +289,7 @@ class TorchPrinter:
     def _Log(self, e):
         return self._call("torch.log", e.args[0])
 
-    def _Abs(self, e):
+    def _Abs(self, e):  # sympy's Abs of a scalar and the elementwise atom share the class name
         if isinstance(e, sp.Abs):
             return f"abs({self(e.args[0])})", CALL
         return self._call("torch.abs", e.args[0])

@@ -10,14 +10,12 @@ default: every layer its own W_t and theta_t. For ISTA on the LASSO, A = step*D.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import sympy as sp
 from sympy import Identity, MatAdd, MatMul
 
 from dpc import algebra
 from dpc.ir import Directive, Program, make_symbol
-from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight
+from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight, with_learned
 from dpc.printing import math
 
 
@@ -61,10 +59,8 @@ def learn_coupled(program: Program, directive: Directive, item) -> Program:
     if not count:
         raise fail(program, "learn weights coupled found no soft/softss/softpos/hard threshold in the update",
                    directive.span)
-    p = replace(program, step=step, tied=tied)
-    for d in learned:
-        p = p.with_decl(d)
-    return p.noted(directive.label(), *lines, f"weights: {'shared by all layers' if tied else 'one copy per layer'}",
+    return with_learned(program, step, tied, learned).noted(
+        directive.label(), *lines, f"weights: {'shared by all layers' if tied else 'one copy per layer'}",
                    *[f"{name} <- {math(e)}" for name, e in step.lets + step.assigns])
 
 

@@ -11,14 +11,12 @@ default: 2 numbers per layer, 2T in all (Liu et al. 2019).
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import sympy as sp
 from sympy import MatAdd, MatMul
 
 from dpc import algebra
 from dpc.ir import Directive, Program
-from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight
+from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight, with_learned
 from dpc.printing import math
 
 
@@ -55,11 +53,8 @@ def learn_stepsizes(program: Program, directive: Directive, item) -> Program:
     if not count:
         raise fail(program, "learn stepsizes found no soft/softss/softpos/hard threshold in the update",
                    directive.span)
-    p = replace(program, step=step, tied=tied)
-    for d in learned:
-        p = p.with_decl(d)
     per = "shared by all layers" if tied else f"one copy per layer: {len(learned)} numbers a layer"
-    return p.noted(directive.label(), *lines, f"step sizes and thresholds: {per}",
+    return with_learned(program, step, tied, learned).noted(directive.label(), *lines, f"step sizes and thresholds: {per}",
                    *[f"{name} <- {math(e)}" for name, e in step.lets + step.assigns])
 
 

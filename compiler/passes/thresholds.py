@@ -2,6 +2,8 @@
 update, seeing through its temporaries, and declaring the weights they learn."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dpc import atoms
 from dpc.errors import DpcError
 from dpc.ir import Decl, Program, Step, make_symbol
@@ -58,3 +60,11 @@ def weight(program: Program, base: str, shape, value, directive, per_layer: bool
         i += 1
     taken.add(name)
     return Decl(name, "weight", tuple(shape), value, directive.span, trainable=True, per_layer=per_layer)
+
+
+def with_learned(program: Program, step: Step, tied: bool, learned) -> Program:
+    """The program with its rewritten update, its tying and the weights it learns declared."""
+    p = replace(program, step=step, tied=tied)
+    for d in learned:
+        p = p.with_decl(d)
+    return p
