@@ -207,7 +207,7 @@ def format_program(p: Program) -> str:
             continue
         head = f"  {d.kind} {d.name}" + (f" : {show_shape(d.shape)}" if d.shape or d.kind == "var" else "")
         if d.kind == "weight":
-            sharing = "one per layer" if d.per_layer else "shared by all layers"
+            sharing = "one per layer" if d.per_layer else ("shared by all layers" if p.layers else "one layer")
             out.append(f"{head} = {math(d.value)}    # learned, {sharing}")
             continue
         if d.value is not None and not (d.kind == "var" and _is_zero(d.value) and False):

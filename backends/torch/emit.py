@@ -260,8 +260,8 @@ class Emitter:
             out("if steps < 1:", 2)
             out('raise ValueError(f"steps must be at least 1, got {steps}")', 3)
             out("self.steps = steps", 2)
-        if not self.params:
-            out("_like = torch.empty(0)  # no tensor given: default dtype, cpu", 2)
+        if not self.params and (self.weights or any(d.trainable for d in self.hypers)):
+            out("_like = torch.empty(0)  # no tensor given: new tensors take the default dtype, on the cpu", 2)
         printer = TorchPrinter(self.init_names(), set(), keepdim=False, like=self.like())
         for d in self.hypers:
             if d.trainable:
@@ -355,12 +355,15 @@ class Emitter:
         shape_doc = ", ".join(f"{d.name}: (batch, {', '.join(d.shape)})" for d in self.inputs)
         out_decl = self.p.decl(out_name)
         layers = "every layer's" if self.p.layers else "the"
-        out(f'"""{shape_doc} -> {out_name}: (batch, {", ".join(out_decl.shape)}); '
-            f'trace=True returns the list of {layers} {out_name}.', 2)
+        traced = f"the list of {layers} {out_name}" if iterative else f"[{out_name}]"
+        summary = f'{shape_doc} -> {out_name}: (batch, {", ".join(out_decl.shape)}); trace=True returns {traced}.'
         if iterative:
+            out(f'"""{summary}', 2)
             out("", 2)
             out("steps: run only the first `steps` layers (default: all of them, self.steps).", 2)
-        out('"""', 2)
+            out('"""', 2)
+        else:
+            out(f'"""{summary}"""', 2)
         self.emit_input_checks(out)
         if iterative:
             self.emit_steps_check(out)

@@ -202,6 +202,8 @@ class TorchPrinter:
     def _product(self, mats):
         mats = [m for m in mats if not isinstance(m, Identity)] or mats
         if mats[-1].shape[1] != 1:  # a matrix: plain products
+            if len(mats) == 1:
+                return self.p(mats[0])
             return " @ ".join(self.wrap(m, MUL + 1) for m in mats), MUL
         code, prec = self.p(mats[-1])
         for m in reversed(mats[:-1]):
