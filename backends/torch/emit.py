@@ -10,7 +10,6 @@ deterministic: the same program gives the same bytes. Layout of the class:
 from __future__ import annotations
 
 import sympy as sp
-from sympy import MatrixExpr
 
 from dpc import __version__, atoms, graph
 from dpc.algebra import is_zero
@@ -464,13 +463,22 @@ class Emitter:
         inputs = {d.name for d in self.inputs}
         found: dict = {}
 
+        def invariant(e):
+            return not graph.names_in(e) & varying
+
+        def hoisted(e):
+            if e not in found:
+                found[e] = self.ns.fresh(_hoist_name(e, inputs))
+            return make_symbol(found[e], (str(e.shape[0]),))
+
         def visit(e):
-            if isinstance(e, MatrixExpr) and e.shape[1] == 1 and not isinstance(e, sp.MatrixSymbol):
-                used = graph.names_in(e)
-                if used & inputs and not used & varying and isinstance(e, sp.MatMul):
-                    if e not in found:
-                        found[e] = self.ns.fresh("".join(sorted(used - inputs)) + "".join(sorted(used & inputs)))
-                    return make_symbol(found[e], (str(e.shape[0]),))
+            if isinstance(e, sp.MatAdd):  # U x + V z + b: the invariant terms U x + b together
+                fixed = [a for a in e.args if invariant(a)]
+                if len(fixed) >= 2 and graph.names_in(sp.MatAdd(*fixed)) & inputs:
+                    rest = [visit(a) for a in e.args if a not in fixed]
+                    return sp.MatAdd(hoisted(sp.MatAdd(*fixed)), *rest) if rest else hoisted(sp.MatAdd(*fixed))
+            if isinstance(e, sp.MatMul) and e.shape[1] == 1 and invariant(e) and graph.names_in(e) & inputs:
+                return hoisted(e)
             if not e.args:
                 return e
             new = [visit(a) for a in e.args]
@@ -478,7 +486,9 @@ class Emitter:
 
         if self.p.tied is not True:
             return first, step, []
-        step2, first2 = step.map(visit), first.map(visit)
+        step2 = step.map(visit)  # hoisting pays only in the loop; layer 0 reuses what was hoisted
+        reuse = {e: make_symbol(name, (str(e.shape[0]),)) for e, name in found.items()}
+        first2 = first.map(lambda e: e.xreplace(reuse))
         return first2, step2, [(name, e) for e, name in found.items()]
 
     # --- objective ---
@@ -494,6 +504,14 @@ class Emitter:
                 decl = self.p.decl(name)
                 out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
         out(f"return {self.expr(printer, self.p.objective)}", 2)
+
+
+def _hoist_name(expr, inputs) -> str:
+    """Wx for W @ x, U_ix_b_i for U_i @ x + b_i: the names read, matrices before the input."""
+    if isinstance(expr, sp.MatAdd):
+        return "_".join(_hoist_name(a, inputs) for a in expr.args)
+    names = graph.names_in(expr)
+    return "".join(sorted(names - inputs)) + "".join(sorted(names & inputs))
 
 
 def _number(value) -> str:
