@@ -144,7 +144,6 @@ class Row(MatrixExpr):
 # Atoms that are proximal/elementwise non-linearities whose scalar arguments
 # after the first are thresholds (learn weights makes them parameters).
 THRESHOLD_ATOMS = (Soft, SoftPos, Hard)
-ELEMENTWISE = (Soft, SoftPos, Hard, Clamp, Relu, Sigmoid, Tanh, Exp, Log, Abs)
 
 
 # --- the table the checker reads ---------------------------------------------

@@ -15,7 +15,6 @@ from sympy import MatrixSymbol
 
 from dpc.grammar.ast import NO_SPAN, Span
 
-DECL_KINDS = ("input", "param", "hyper", "let", "var", "weight")
 
 
 def dim_symbol(name: str) -> sp.Expr:

@@ -325,6 +325,7 @@ class _Lowering:
         if decl.name in atoms.ATOMS:
             raise DpcError(f"'{decl.name}' is a function name and cannot be declared", ident.span)
         if decl.name in RESERVED or decl.name.startswith("_"):
+            self.decls.append(decl)  # still declared, so its uses do not cascade into more errors
             raise DpcError(f"'{decl.name}' cannot name a value in the generated PyTorch module "
                            "(a Python keyword or builtin, or an nn.Module attribute)", ident.span,
                            f"rename it, e.g. {decl.name.strip('_')}_ or my_{decl.name.strip('_')}")
