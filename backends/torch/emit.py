@@ -46,8 +46,7 @@ HELPERS = {
     """Soft threshold with support selection (LISTA-CPSS): at layer number `layer` the largest
     min(layer * p, pmax) percent of |v| in each sample (k entries, k = floor of that share) pass
     unshrunk where |v| > t; the rest are soft-thresholded (as _soft does). The selection carries no
-    gradient. A learned threshold that goes below 0 acts as 0."""
-    t = t.clamp_min(0) if isinstance(t, torch.Tensor) else max(t, 0.0)
+    gradient."""
     k = min(int(min(layer * p, pmax) * v.shape[-1] / 100 + 1e-6), v.shape[-1])
     shrunk = torch.relu(v - t) - torch.relu(-v - t)
     if k < 1:
