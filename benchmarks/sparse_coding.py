@@ -275,7 +275,10 @@ def main(argv=None):
     ap.add_argument("--modules", type=pathlib.Path, help="import compiled modules from here instead of compiling")
     ap.add_argument("--emit-modules", type=pathlib.Path, metavar="DIR", help="compile the examples into DIR and stop")
     ap.add_argument("--budget", type=float, help="seconds per network and setting (overrides the mode's)")
+    ap.add_argument("--total", type=float, help="seconds of training for the whole run (overrides the mode's)")
     ap.add_argument("--iters", type=int, help="iteration cap of the first stage of a layer; the others get 1/2, 1/6")
+    ap.add_argument("--patience", type=int, help="validation checks without improvement that end a stage")
+    ap.add_argument("--noiseless", action="store_true", help="the noiseless setting only")
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--lam", type=float, default=0.4)
     ap.add_argument("--only", help="comma-separated network names")
@@ -287,8 +290,14 @@ def main(argv=None):
     cfg = dict(MODES[args.mode or "quick"])
     if args.budget is not None:
         cfg["budget"] = args.budget
+    if args.total is not None:
+        cfg["total"] = args.total
     if args.iters is not None:
         cfg["iters"] = (args.iters, args.iters // 2, args.iters // 6)
+    if args.patience is not None:
+        cfg["patience"] = args.patience
+    if args.noiseless:
+        cfg["settings"] = (None,)
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = set(args.only.split(",")) if args.only else None
