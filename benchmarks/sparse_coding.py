@@ -267,7 +267,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick",
-                      help="noiseless only, small budgets: minutes on 2 CPU cores (the default)")
+                      help="small budgets, minutes on 2 CPU cores; noiseless unless --snr (the default)")
     mode.add_argument("--full", action="store_const", dest="mode", const="full",
                       help="noiseless and SNR 20 dB, sized for about 9 minutes on one H100")
     ap.add_argument("--device", default="cpu")
@@ -278,7 +278,9 @@ def main(argv=None):
     ap.add_argument("--total", type=float, help="seconds of training for the whole run (overrides the mode's)")
     ap.add_argument("--iters", type=int, help="iteration cap of the first stage of a layer; the others get 1/2, 1/6")
     ap.add_argument("--patience", type=int, help="validation checks without improvement that end a stage")
-    ap.add_argument("--noiseless", action="store_true", help="the noiseless setting only")
+    setting = ap.add_mutually_exclusive_group()
+    setting.add_argument("--noiseless", action="store_true", help="the noiseless setting only")
+    setting.add_argument("--snr", type=float, metavar="DB", help="this SNR only (dB), instead of the mode's settings")
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--lam", type=float, default=0.4)
     ap.add_argument("--only", help="comma-separated network names")
@@ -298,6 +300,8 @@ def main(argv=None):
         cfg["patience"] = args.patience
     if args.noiseless:
         cfg["settings"] = (None,)
+    if args.snr is not None:
+        cfg["settings"] = (args.snr,)
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = set(args.only.split(",")) if args.only else None
