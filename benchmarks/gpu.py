@@ -14,7 +14,6 @@ a square matmul of the same precision timed in the same process. torch._dynamo.r
 runs between compiled configurations (dynamo falls back to eager after 8 recompiles).
 """
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
@@ -22,7 +21,8 @@ import time
 
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from perf_common import ROOT, load_generated  # noqa: E402
 PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -70,10 +70,7 @@ def load_lista(module: str | None):
     if module is None:
         import dpc
         return dpc.load(ROOT / "examples" / "lista.dp")
-    spec = importlib.util.spec_from_file_location("dpc_gpu_lista", module)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return next(v for v in vars(loaded).values() if isinstance(v, type) and v.__module__ == spec.name)
+    return load_generated(module, "dpc_gpu_lista")
 
 
 def int_list(text):

@@ -1,4 +1,4 @@
-"""Helpers shared by peers.py, compile_time.py and scaling.py: machine description, timing,
+"""Helpers shared by the benchmark scripts: machine description, timing,
 loading examples/sparse_coding.py and compiled modules by path. Measures; asserts nothing."""
 import importlib.util
 import os
@@ -72,6 +72,12 @@ def load_path(path, name):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_generated(path, name):
+    """The network class of a module dpc compiled, imported by path (it needs nothing but torch)."""
+    module = load_path(path, name)
+    return next(v for v in vars(module).values() if isinstance(v, type) and v.__module__ == name)
 
 
 def sparse_coding():

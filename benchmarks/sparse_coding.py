@@ -33,19 +33,11 @@ import time
 
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from perf_common import ROOT, load_generated, sparse_coding  # noqa: E402
 
 
-def _examples_module():
-    """examples/sparse_coding.py (data, ISTA/FISTA, NMSE), imported by path: this file shares its name."""
-    spec = importlib.util.spec_from_file_location("sparse_coding_examples", ROOT / "examples" / "sparse_coding.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sc = _examples_module()
+sc = sparse_coding()
 
 NETWORKS = (  # name, example file
     ("LISTA", "lista.dp"),
@@ -78,13 +70,8 @@ def load_class(file: str, modules: pathlib.Path | None):
     compiled earlier (--modules), which needs nothing but torch."""
     if modules is None:
         return _dpc().load(ROOT / "examples" / file)
-    path = modules / (pathlib.Path(file).stem + ".py")
-    spec = importlib.util.spec_from_file_location(f"dpc_bench_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    classes = [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == spec.name]
-    return classes[0]
+    stem = pathlib.Path(file).stem
+    return load_generated(modules / f"{stem}.py", f"dpc_bench_{stem}")
 
 
 def _dpc():
