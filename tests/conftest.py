@@ -34,6 +34,15 @@ def build(text: str, name: str = "prog.dp", overrides=None):
     return classes[0]
 
 
+def load_benchmark(name: str):
+    """benchmarks/NAME.py imported by path (the scripts are not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def dictionary(m=20, n=40, seed=0):
     rng = np.random.default_rng(seed)
     D = rng.standard_normal((m, n)) / np.sqrt(m)

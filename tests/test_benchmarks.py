@@ -1,32 +1,22 @@
 """The prepared GPU script runs end to end: CI has no GPU, so it is smoke-tested on the CPU at toy
 sizes (its numbers mean nothing there; only that every configuration runs and is written)."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 import torch
 
+from conftest import EXAMPLES, load_benchmark
 from dpc.api import compile_file
-
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("precompiled", [False, True], ids=["dpc", "module"])
 def test_gpu_script_smoke_runs_on_cpu(tmp_path, precompiled):
-    gpu = load_script("gpu")
+    gpu = load_benchmark("gpu")
     args = ["--device", "cpu", "--sizes", "20", "--batches", "8,16", "--layers", "3", "--peak-size", "64",
             "--no-compile", "--out", str(tmp_path / "out")]
     if precompiled:  # as on a GPU machine without lark: a module compiled here, imported there
         module = tmp_path / "lista.py"
-        module.write_text(compile_file(str(BENCHMARKS.parent / "examples" / "lista.dp")))
+        module.write_text(compile_file(str(EXAMPLES / "lista.dp")))
         args += ["--module", str(module)]
     threads = torch.get_num_threads()
     try:
@@ -46,4 +36,4 @@ def test_gpu_script_refuses_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-        load_script("gpu").main(["--sizes", "20"])
+        load_benchmark("gpu").main(["--sizes", "20"])

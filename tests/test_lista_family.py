@@ -5,7 +5,6 @@ the LISTA-CPSS code: the top p_t percent of magnitudes per sample, above the thr
 shrinkage), ALISTA's analytic weight by projected gradient, and the Sparse LSTM cell.
 """
 import math
-import pathlib
 import re
 from fractions import Fraction
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 import dpc
-from conftest import EXAMPLES, build, dictionary, soft, sparse_batch
+from conftest import EXAMPLES, build, dictionary, load_benchmark, soft, sparse_batch
 from dpc.api import compile_file
 from dpc.errors import DpcError
 from dpc.pipeline import run_text
@@ -441,12 +440,8 @@ def test_family_errors_name_the_problem(body, passes, message):
 
 def test_benchmark_runs_end_to_end_on_a_tiny_schedule(tmp_path):
     """benchmarks/sparse_coding.py: two layers, a few iterations; it writes the table and the numbers."""
-    import importlib.util
     import json
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sparse_coding.py"
-    spec = importlib.util.spec_from_file_location("benchmark_sparse_coding", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("sparse_coding")
     threads = torch.get_num_threads()
     try:
         bench.main(["--quick", "--layers", "2", "--iters", "6", "--only", "ALISTA,LISTA-CP", "--threads", "1",
