@@ -38,36 +38,64 @@ class SqNorm(ScalarAtom):
     """sqnorm(v) = ||v||_2^2."""
 
 
+SqNorm.reference = staticmethod(lambda np, v: np.sum(v * v))
+
+
 class Norm1(ScalarAtom):
     """norm1(v) = sum |v_i|."""
+
+
+Norm1.reference = staticmethod(lambda np, v: np.sum(np.abs(v)))
 
 
 class Norm2(ScalarAtom):
     """norm2(v) = ||v||_2."""
 
 
+Norm2.reference = staticmethod(lambda np, v: np.sqrt(np.sum(v * v)))
+
+
 class Norm0(ScalarAtom):
     """norm0(v) = number of non-zero entries."""
+
+
+Norm0.reference = staticmethod(lambda np, v: np.float64(np.count_nonzero(v)))
 
 
 class SumAll(ScalarAtom):
     """sum(v) = sum of the entries."""
 
 
+SumAll.reference = staticmethod(lambda np, v: np.sum(v))
+
+
 class Dot(ScalarAtom):
     """v @ w for two vectors: the inner product."""
+
+
+Dot.reference = staticmethod(lambda np, a, b: np.sum(a * b))
 
 
 class OpNorm(ScalarAtom):
     """opnorm(A): the largest singular value of A."""
 
 
+OpNorm.reference = staticmethod(lambda np, A: np.linalg.norm(A, 2))  # the largest singular value
+
+
 class Entry(ScalarAtom):
     """s[j]: entry j of a vector, j a sum index."""
 
 
+Entry.reference = staticmethod(lambda np, v, j: v[j, 0])  # j: the sum index's value
+
+
 class IndexSum(ScalarAtom):
     """sum_j body: args are (body, j, dim) with j ranging over dim."""
+
+
+# body: a function of the index's value (reference.py binds j); dim: an int
+IndexSum.reference = staticmethod(lambda np, body, dim: sum(body(j) for j in range(dim)))
 
 
 # --- vector- and matrix-valued atoms -----------------------------------------
@@ -90,44 +118,77 @@ class Soft(VectorAtom):
     """soft(v, t) = sign(v) * max(|v| - t, 0): the prox of t*norm1."""
 
 
+Soft.reference = staticmethod(lambda np, v, t: np.sign(v) * np.maximum(np.abs(v) - t, 0))
+
+
 class Hard(VectorAtom):
     """hard(v, t) = v * [|v| > t]: the prox of (t^2/2)*norm0."""
+
+
+Hard.reference = staticmethod(lambda np, v, t: v * (np.abs(v) > t))
 
 
 class SoftPos(VectorAtom):
     """softpos(v, t) = max(v - t, 0): the prox of t*norm1 restricted to v >= 0."""
 
 
+SoftPos.reference = staticmethod(lambda np, v, t: np.maximum(v - t, 0))
+
+
 class Clamp(VectorAtom):
     """clamp(v, lo, hi) = min(max(v, lo), hi): projection onto a box."""
+
+
+Clamp.reference = staticmethod(lambda np, v, lo, hi: np.minimum(np.maximum(v, lo), hi))
 
 
 class Relu(VectorAtom):
     """relu(v) = max(v, 0)."""
 
 
+Relu.reference = staticmethod(lambda np, v: np.maximum(v, 0))
+
+
 class Sigmoid(VectorAtom):
     """sigmoid(v) = 1 / (1 + exp(-v))."""
+
+
+Sigmoid.reference = staticmethod(lambda np, v: 1 / (1 + np.exp(-v)))
 
 
 class Tanh(VectorAtom):
     """tanh(v), elementwise."""
 
 
+Tanh.reference = staticmethod(lambda np, v: np.tanh(v))
+
+
 class Exp(VectorAtom):
     """exp(v), elementwise."""
+
+
+Exp.reference = staticmethod(lambda np, v: np.exp(v))
 
 
 class Log(VectorAtom):
     """log(v), elementwise."""
 
 
+Log.reference = staticmethod(lambda np, v: np.log(v))
+
+
 class Abs(VectorAtom):
     """abs(v), elementwise."""
 
 
+Abs.reference = staticmethod(lambda np, v: np.abs(v))
+
+
 class Softmax(VectorAtom):
     """softmax(v) = exp(v) / sum(exp(v))."""
+
+
+Softmax.reference = staticmethod(lambda np, v: np.exp(v - v.max()) / np.sum(np.exp(v - v.max())))
 
 
 class Row(MatrixExpr):
@@ -139,6 +200,9 @@ class Row(MatrixExpr):
     @property
     def shape(self):
         return (self.args[0].shape[1], sp.S.One)
+
+
+Row.reference = staticmethod(lambda np, C, j: C[j].reshape(-1, 1))  # row j as a column vector
 
 
 # Atoms that are proximal/elementwise non-linearities whose scalar arguments
@@ -260,10 +324,21 @@ class Entropy(ScalarAtom):
     dp_name = "entropy"
 
 
+def _xlogx(np, v):
+    """v log v elementwise, 0 where v = 0."""
+    return np.where(v == 0, 0.0, v * np.log(np.where(v == 0, 1.0, v)))
+
+
+Entropy.reference = staticmethod(lambda np, v: -np.sum(_xlogx(np, v)))
+
+
 class BinaryEntropy(ScalarAtom):
     """bentropy(v) = -sum_i (v_i log v_i + (1 - v_i) log(1 - v_i)): entropies of independent bits."""
 
     dp_name = "bentropy"
+
+
+BinaryEntropy.reference = staticmethod(lambda np, v: -np.sum(_xlogx(np, v) + _xlogx(np, 1 - v)))
 
 
 class Sparsemax(VectorAtom):
@@ -272,16 +347,36 @@ class Sparsemax(VectorAtom):
     dp_name = "sparsemax"
 
 
+def _sparsemax_reference(np, v):
+    """max(v - tau, 0) with tau such that the entries sum to 1: sort descending, the support is every
+    k with 1 + k z_k > z_1 + ... + z_k (Held, Wolfe & Crowder 1974; Michelot 1986)."""
+    z = np.sort(v.ravel())[::-1]
+    cumsum = np.cumsum(z)
+    k = np.arange(1, z.size + 1)
+    support = k[1 + k * z > cumsum].max(initial=0)
+    tau = (cumsum[support - 1] - 1) / support
+    return np.maximum(v - tau, 0)
+
+
+Sparsemax.reference = staticmethod(_sparsemax_reference)
+
+
 class Normalize(VectorAtom):
     """normalize(v) = v / ||v||_2."""
 
     dp_name = "normalize"
 
 
+Normalize.reference = staticmethod(lambda np, v: v / np.sqrt(np.sum(v * v)))
+
+
 class RowNormalize(VectorAtom):
     """rownormalize(A): every row of A divided by its Euclidean norm (same shape as A)."""
 
     dp_name = "rownormalize"
+
+
+RowNormalize.reference = staticmethod(lambda np, A: A / np.sqrt(np.sum(A * A, axis=1, keepdims=True)))
 
 
 class RowSqNorm(MatrixExpr):
@@ -297,6 +392,9 @@ class RowSqNorm(MatrixExpr):
         return (self.args[0].shape[0], sp.S.One)
 
 
+RowSqNorm.reference = staticmethod(lambda np, A: np.sum(A * A, axis=1, keepdims=True))
+
+
 class Solve(MatrixExpr):
     """solve(A, b) = A^-1 b, computed by a linear solve (never an explicit inverse); args (A, b)."""
 
@@ -308,6 +406,9 @@ class Solve(MatrixExpr):
     @property
     def shape(self):
         return self.args[1].shape
+
+
+Solve.reference = staticmethod(lambda np, A, b: np.linalg.solve(A, b))
 
 
 class IndexVector(MatrixExpr):
@@ -322,18 +423,30 @@ class IndexVector(MatrixExpr):
         return (self.args[2], sp.S.One)
 
 
+# body: a function of the index's value (reference.py binds j); dim: an int
+IndexVector.reference = staticmethod(lambda np, body, dim: np.array([[body(j)] for j in range(dim)], dtype=float))
+
+
 class Ones(MatrixExpr):
-    """ones(n): the all-ones vector as a value of its own (sympy's OneMatrix only broadcasts a scalar);
-    a bias that is constant across units, c * ones(k), is a k-vector."""
+    """ones(rows[, cols]): the all-ones vector (or matrix) as a value of its own. Every scalar that meets a
+    vector or matrix becomes c * Ones(shape) when lowered (x + 1, a start value 0.5, c - D @ z), so the
+    algebra never mistakes a broadcast scalar for a scalar: D @ (c * ones(n)) is c * D @ ones(n), the row
+    sums of D, not c * D. (sympy's OneMatrix is not used for this: its products simplify as a scalar's.)"""
 
     dp_name = "ones"
 
-    def __new__(cls, dim):
-        return Basic.__new__(cls, sp.sympify(dim))
+    def __new__(cls, rows, cols=1):
+        return Basic.__new__(cls, sp.sympify(rows), sp.sympify(cols))
 
     @property
     def shape(self):
-        return (self.args[0], sp.S.One)
+        return (self.args[0], self.args[1])
+
+    def _eval_transpose(self):
+        return Ones(self.args[1], self.args[0])
+
+
+Ones.reference = staticmethod(lambda np, rows, cols: np.ones((int(rows), int(cols))))
 
 
 def _matrix_rows(args):
@@ -389,6 +502,20 @@ class SoftSS(VectorAtom):
     dp_name = "softss"
 
 
+def _softss_reference(np, v, t, p, pmax, layer):
+    """soft(v, t), except that the k = floor(min(layer * p, pmax) * n / 100) entries of largest |v| (ties:
+    the lower index first) pass unshrunk where |v| > t."""
+    n = v.size
+    k = min(int(np.floor(min(layer * p, pmax) * n / 100 + 1e-6)), n)  # 1e-6: a share rounded just below k is k
+    top = np.zeros(n, dtype=bool)
+    top[np.argsort(-np.abs(v.ravel()), kind="stable")[:max(k, 0)]] = True
+    keep = top.reshape(v.shape) & (np.abs(v) > t)
+    return np.where(keep, v, np.sign(v) * np.maximum(np.abs(v) - t, 0))
+
+
+SoftSS.reference = staticmethod(_softss_reference)
+
+
 class Analytic(MatrixExpr):
     """analytic(D): ALISTA's analytic weight (Liu et al. 2019), the same shape as D.
 
@@ -404,6 +531,15 @@ class Analytic(MatrixExpr):
     @property
     def shape(self):
         return self.args[0].shape
+
+
+def _analytic_reference(np, D):
+    """Column i of W is G^+ D_i / (D_i.T G^+ D_i), G = D D.T (the docstring above)."""
+    pinv = np.linalg.pinv(D @ D.T, hermitian=True)
+    return np.column_stack([pinv @ d / (d @ pinv @ d) for d in D.T])
+
+
+Analytic.reference = staticmethod(_analytic_reference)
 
 
 class InitialValue(MatrixExpr):
@@ -423,11 +559,17 @@ class Zeros(InitialValue):
     dp_name = "zeros"
 
 
+Zeros.reference = staticmethod(lambda np, rows, cols: np.zeros((int(rows), int(cols))))
+
+
 class Xavier(InitialValue):
     """xavier(rows, cols): uniform on [-a, a], a = sqrt(6 / (rows + cols)) (Glorot & Bengio 2010), drawn at
     construction from torch's generator."""
 
     dp_name = "xavier"
+
+
+Xavier.reference = None  # random: reference.evaluate needs the weight's value given (weights=)
 
 
 def _softss(args):

@@ -33,7 +33,11 @@ _MODULE_ATTRIBUTES = {
     "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty",
     "train", "training", "type", "xpu", "zero_grad", "objective", "steps", "trace",
 }
-RESERVED = set(keyword.kwlist) | set(dir(builtins)) | _MODULE_ATTRIBUTES | {"torch", "nn", "F", "self"}
+# Module-level names of a generated module: its imports and helpers (a class named `torch` would shadow them).
+MODULE_NAMES = {"torch", "nn", "F"}
+RESERVED = (set(keyword.kwlist) | set(dir(builtins)) | _MODULE_ATTRIBUTES | MODULE_NAMES
+            | {"self", "per_layer_parameters"})
+CLASS_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | MODULE_NAMES
 
 SETS = {"nonneg": 0, "box": 2, "onehot": 0, "simplex": 0, "binary": 0}
 
@@ -48,16 +52,26 @@ class _Entry:
 class _Env:
     """Names visible to an expression: declarations, update temporaries, sum indices."""
 
-    def __init__(self, entries: dict[str, _Entry], dims: tuple[str, ...], where: str):
+    def __init__(self, entries: dict[str, _Entry], dims: tuple[str, ...], where: str, failed=frozenset()):
         self.entries = dict(entries)
         self.dims = dims
         self.where = where          # for messages: "in the objective", ...
         self.indices: dict[str, str | None] = {}
+        self.failed = failed        # names whose declaration had an error: uses are not errors again
 
     def child(self) -> "_Env":
-        env = _Env(self.entries, self.dims, self.where)
+        env = _Env(self.entries, self.dims, self.where, self.failed)
         env.indices = dict(self.indices)
         return env
+
+
+class FollowOn(DpcError):
+    """A use of a name whose declaration already failed: reported once, at the declaration, so the
+    error list carries nothing for it (no cascade of 'undefined name' errors)."""
+
+    def __init__(self):
+        super().__init__("follow-on error")
+        self.diagnostics = []
 
 
 def _err(message: str, node, hint: str | None = None) -> DpcError:
@@ -65,8 +79,28 @@ def _err(message: str, node, hint: str | None = None) -> DpcError:
 
 
 def _broadcast(scalar, shape_expr):
+    """A scalar meeting a vector or matrix: an explicit all-ones value of that shape, scaled, so that
+    no pass mistakes it for a scalar (D @ (c * ones) is c times the row sums of D, not c * D)."""
     rows, cols = shape_expr
-    return scalar * OneMatrix(rows, cols)
+    if scalar == 0:
+        return ZeroMatrix(rows, cols)
+    return scalar * atoms.Ones(rows, cols)
+
+
+def lower_each(nodes, env):
+    """Lower several independent subexpressions, reporting every one that fails (not just the first)."""
+    results, diagnostics = [], []
+    for node in nodes:
+        try:
+            results.append(_lower(node, env))
+        except DpcError as e:
+            diagnostics.extend(e.diagnostics)
+            results.append(None)
+    if any(r is None for r in results):
+        if not diagnostics:
+            raise FollowOn()
+        raise DpcError(diagnostics[0].message, diagnostics=diagnostics)
+    return results
 
 
 def _number(text: str):
@@ -110,6 +144,8 @@ def _name(node: ast.Name, env: _Env):
     entry = env.entries.get(node.id)
     if entry is not None:
         return entry.symbol, entry.shape
+    if node.id in env.failed:
+        raise FollowOn()
     if node.id in env.dims:
         raise _err(f"'{node.id}' is a dim (a size), not a value", node, "use eye(n) for an identity of size n")
     if node.id in env.indices:
@@ -121,8 +157,7 @@ def _name(node: ast.Name, env: _Env):
 
 
 def _binop(node: ast.BinOp, env: _Env):
-    left, ls = _lower(node.left, env)
-    right, rs = _lower(node.right, env)
+    (left, ls), (right, rs) = lower_each((node.left, node.right), env)
     op = node.op
     if op in "+-":
         if ls != rs and ls != () and rs != ():
@@ -188,7 +223,7 @@ def _call(node: ast.Call, env: _Env):
         raise _err(f"{spec.signature} takes no keyword arguments", node)
     if node.func == "eye":
         return _eye(node, env)
-    lowered = [_lower(a, env) for a in node.args]
+    lowered = lower_each(node.args, env)
     try:
         shape = spec.rule([s for _, s in lowered])
     except ShapeError as e:
@@ -278,6 +313,7 @@ class _Lowering:
         self.constraints: list[Constraint] = []
         self.step = None
         self.directives: list[Directive] = []
+        self.failed: set[str] = set()   # names whose declaration had an error
 
     # helpers
     def program(self) -> Program:
@@ -287,14 +323,18 @@ class _Lowering:
                        directive_spans=tuple((d.kind, d.span) for d in self.directives))
 
     def env(self, kinds, where, extra=None):
-        return _env(self.program(), kinds, where, extra)
+        env = _env(self.program(), kinds, where, extra)
+        env.failed = frozenset(self.failed)
+        return env
 
     def check_type(self, t: ast.TypeSpec):
         if len(t.dims) > 2:
             raise DpcError(f"types have at most two dims, got {len(t.dims)}", t.span)
+        errors = ErrorList()
         for d in t.dims:
             if not d.isdigit() and d not in self.dims:
-                raise DpcError(f"'{d}' is not a declared dim", t.span, f"add it to `dims`, e.g. dims {d}")
+                errors.add(f"'{d}' is not a declared dim", t.span, f"add it to `dims`, e.g. dims {d}")
+        errors.raise_if_any()
         return tuple(t.dims)
 
     def run(self) -> tuple[Program, list[Directive]]:
@@ -306,14 +346,22 @@ class _Lowering:
         if self.name is None:
             self.errors.add("the program has no `network NAME` line",
                             ast.Span(self.tree.file, 1, 1, 1, 2), "start it with e.g. `network LISTA`")
-        if not any(d.kind == "var" for d in self.decls) and self.name is not None:
+        if self.name is not None and not self.declared("var"):
             self.errors.add("the program declares no `var` (what is solved for, or the state)",
                             ast.Span(self.tree.file, 1, 1, 1, 2))
+        if self.name is not None and not self.declared("input"):
+            self.errors.add("the program declares no `input`: a network maps a batch of inputs to outputs",
+                            ast.Span(self.tree.file, 1, 1, 1, 2), "declare one, e.g. input x : R[m]")
         if self.objective is None and self.step is None and not self.errors.items:
             self.errors.add("the program has neither `minimize` nor `update`",
                             ast.Span(self.tree.file, 1, 1, 1, 2))
         self.errors.raise_if_any(self.tree.source)
         return self.program(), self.directives
+
+    def declared(self, kind: str) -> bool:
+        """Whether a declaration of this kind was written (even one with an error)."""
+        return any(d.kind == kind for d in self.decls) or any(
+            isinstance(s, ast.DeclStmt) and s.kind == kind for s in self.tree.statements)
 
     def statement(self, s):
         handler = getattr(self, "_" + type(s).__name__)
@@ -335,9 +383,13 @@ class _Lowering:
     def _NetworkStmt(self, s: ast.NetworkStmt):
         if self.name is not None:
             raise DpcError("a program names one network", s.span)
-        if not s.name.id.isidentifier() or s.name.id.startswith("_"):
-            raise DpcError(f"'{s.name.id}' cannot name a class", s.name.span)
-        self.name = s.name.id
+        name = s.name.id
+        if not name.isidentifier() or name.startswith("_") or name in CLASS_RESERVED:
+            self.name = "Network"  # go on checking the rest of the program
+            raise DpcError(f"'{name}' cannot name the network's class: it is a Python keyword or builtin, or "
+                           "a name the generated module uses itself (torch, nn, F)", s.name.span,
+                           f"rename it, e.g. {name.strip('_').capitalize() or 'Net'}Net")
+        self.name = name
 
     def _DimsStmt(self, s: ast.DimsStmt):
         for ident in s.names:
@@ -348,8 +400,23 @@ class _Lowering:
             self.dims.append(ident.id)
 
     def _DeclStmt(self, s: ast.DeclStmt):
+        try:
+            self._declaration(s)
+        except DpcError:
+            if not any(d.name == s.name.id for d in self.decls):
+                self.failed.add(s.name.id)  # later uses of the name are not errors of their own
+            raise
+
+    def _declaration(self, s: ast.DeclStmt):
         kind, name = s.kind, s.name.id
-        if kind in ("input", "param"):
+        if kind == "input":
+            shape = self.check_type(s.type)
+            if len(shape) != 1:
+                raise DpcError(f"input {name} is {show_shape(shape)}; inputs are vectors R[n], one per sample "
+                               "(a batch of them is a (batch, n) tensor)", s.type.span if s.type else s.span,
+                               f"declare it as a vector, e.g. input {name} : R[{shape[0] if shape else 'n'}]")
+            self._declare(Decl(name, kind, shape, None, s.name.span), s.name)
+        elif kind == "param":
             shape = self.check_type(s.type)
             self._declare(Decl(name, kind, shape, None, s.name.span), s.name)
         elif kind == "hyper":
@@ -376,8 +443,6 @@ class _Lowering:
         value, vshape = _lower(node, self.env(("input", "param", "hyper", "let", "var"),
                                               f"in the start of {name}"))
         if vshape == () and shape != ():
-            if value == 0:
-                return ZeroMatrix(*make_symbol(name, shape).shape)
             return _broadcast(value, make_symbol(name, shape).shape)
         if vshape != shape:
             raise _err(f"var {name} : {show_shape(shape)} cannot start at a {show_shape(vshape)}", node)
@@ -390,13 +455,23 @@ class _Lowering:
             raise DpcError("a program is either `minimize` or `update`, not both", s.span)
         env = self.env(("input", "param", "hyper", "let", "var"), "in the objective")
         total = sp.Integer(0)
+        errors, failed = ErrorList(), False
         for sign, term in _terms(s.expr):
-            value, shape = _lower(term, env)
-            if shape != ():
-                raise _err(f"the objective must be a scalar; this term is {show_shape(shape)}", term,
-                           "wrap vectors in sqnorm(), norm1(), sum(), ...")
+            try:
+                value, shape = _lower(term, env)
+                if shape != ():
+                    raise _err(f"the objective must be a scalar; this term is {show_shape(shape)}", term,
+                               "wrap vectors in sqnorm(), norm1(), sum(), ...")
+            except DpcError as e:  # every term's errors, not just the first term's
+                errors.items.extend(e.diagnostics)
+                failed = True
+                continue
             self.term_spans.append((sign * value, term.span))
             total = total + sign * value
+        if failed:
+            self.objective = sp.Integer(0)  # one objective was written: do not also report it missing
+            errors.raise_if_any()
+            raise FollowOn()
         vars_ = {d.name for d in self.decls if d.kind == "var"}
         if not depends_on(total, vars_):
             raise _err("the objective does not depend on any var", s.expr)
@@ -404,12 +479,22 @@ class _Lowering:
 
     def _SubjectToStmt(self, s: ast.SubjectToStmt):
         env = self.env(("param", "hyper", "let"), "in a constraint")
+        errors = ErrorList()
         for c in s.constraints:
-            self.constraints.append(self._constraint(c, env))
+            try:
+                self.constraints.append(self._constraint(c, env))
+            except FollowOn:
+                pass
+            except DpcError as e:
+                errors.items.extend(e.diagnostics)
         self.constraints = _merge_boxes(self.constraints)
+        errors.raise_if_any()
 
     def _constraint(self, c, env) -> Constraint:
         vars_ = {d.name: d for d in self.decls if d.kind == "var"}
+        for ident in (c.var,) if isinstance(c, ast.Member) else ():
+            if ident.id in self.failed:
+                raise FollowOn()
         if isinstance(c, ast.Member):
             if c.var.id not in vars_:
                 raise DpcError(f"'{c.var.id}' is not a var; constraints apply to vars", c.var.span)
@@ -440,32 +525,52 @@ class _Lowering:
             raise DpcError("a program is either `minimize` or `update`, not both", s.span)
         vars_ = {d.name: d for d in self.decls if d.kind == "var"}
         extra, lets, assigns, seen = {}, [], [], set()
+        errors, failed = ErrorList(), set(self.failed)
         for item in s.body:
             env = self.env(("input", "param", "hyper", "let", "var"), "in the update", extra)
-            if isinstance(item, ast.DeclStmt):
-                name = item.name.id
-                if name in env.entries:
-                    raise DpcError(f"'{name}' is already declared", item.name.span)
-                value, shape = _lower(item.value, env)
-                extra[name] = _Entry(make_symbol(name, shape), shape, "temp")
-                lets.append((name, value))
-            else:
-                name = item.target.id
-                if name not in vars_:
-                    raise DpcError(f"'{name}' is not a var; only vars are updated", item.target.span,
-                                   f"declare it: var {name} : R[...] = 0")
-                if name in seen:
-                    raise DpcError(f"'{name}' is updated twice", item.target.span)
-                seen.add(name)
-                value, shape = _lower(item.expr, env)
-                if shape != vars_[name].shape:
-                    raise _err(f"{name} is {show_shape(vars_[name].shape)} but its update computes "
-                               f"{show_shape(shape)}", item.expr)
-                assigns.append((name, value))
+            env.failed = frozenset(failed)
+            try:  # every line's errors are reported; a failed temporary is not reported again where used
+                self._update_item(item, env, vars_, extra, lets, assigns, seen)
+            except DpcError as e:
+                errors.items.extend(e.diagnostics)
+                if isinstance(item, ast.DeclStmt):
+                    failed.add(item.name.id)
+        if errors.items or len(failed) > len(self.failed):
+            self.step = Step()  # an update was written: do not also report it missing
+            errors.raise_if_any()
+            raise FollowOn()
         # temporaries become symbols of the step; keep their shapes for the emitter
         for name, entry in extra.items():
             self.decls.append(Decl(name, "temp", entry.shape, None, s.span))
         self.step = Step(tuple(lets), tuple(assigns))
+
+    def _update_item(self, item, env, vars_, extra, lets, assigns, seen):
+        if isinstance(item, ast.DeclStmt):
+            name = item.name.id
+            if name in env.entries or name in self.dims:
+                raise DpcError(f"'{name}' is already declared", item.name.span)
+            if name in RESERVED or name.startswith("_") or name in atoms.ATOMS:
+                raise DpcError(f"'{name}' cannot name a value in the generated PyTorch module "
+                               "(a Python keyword or builtin, a function, or an nn.Module attribute)",
+                               item.name.span, f"rename it, e.g. {name.strip('_')}_ or my_{name.strip('_')}")
+            value, shape = _lower(item.value, env)
+            extra[name] = _Entry(make_symbol(name, shape), shape, "temp")
+            lets.append((name, value))
+            return
+        name = item.target.id
+        if name not in vars_:
+            if name in env.failed:
+                raise FollowOn()
+            raise DpcError(f"'{name}' is not a var; only vars are updated", item.target.span,
+                           f"declare it: var {name} : R[...] = 0")
+        if name in seen:
+            raise DpcError(f"'{name}' is updated twice", item.target.span)
+        seen.add(name)
+        value, shape = _lower(item.expr, env)
+        if shape != vars_[name].shape:
+            raise _err(f"{name} is {show_shape(vars_[name].shape)} but its update computes "
+                       f"{show_shape(shape)}", item.expr)
+        assigns.append((name, value))
 
     def _DirectiveStmt(self, s: ast.DirectiveStmt):
         self.directives.append(Directive(

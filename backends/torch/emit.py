@@ -14,7 +14,7 @@ import sympy as sp
 from dpc import __version__, atoms, graph
 from dpc.algebra import is_zero
 from dpc.backends.torch.names import Namespace
-from dpc.backends.torch.printer import TorchPrinter, Unsupported
+from dpc.backends.torch.printer import CALL, TorchPrinter, Unsupported
 from dpc.errors import DpcError
 from dpc.ir import Program, Step, make_symbol
 from dpc.printing import format_step, math
@@ -110,6 +110,19 @@ class Emitter:
 
     def fixed_lets(self) -> list[str]:
         return [n for n in graph.ordered(self.p, ("let",)) if n not in self.trainable_deps]
+
+    def init_lets(self) -> list[str]:
+        """Lets computed in __init__: the fixed ones, and any that a learned weight's initial value reads
+        (with `learn D`, L = opnorm(D)^2 is recomputed in forward but W starts at D.T / L)."""
+        wanted = set(self.fixed_lets())
+        frontier = set().union(*(graph.names_in(w.value) for w in self.weights)) if self.weights else set()
+        lets = {d.name for d in self.p.of_kind("let")}
+        while frontier:
+            name = frontier.pop()
+            if name in lets and name not in wanted:
+                wanted.add(name)
+                frontier |= graph.names_in(self.p.decl(name).value)
+        return [n for n in graph.ordered(self.p, ("let",)) if n in wanted]
 
     def like(self) -> str:
         return self.params[0].name if self.params else "_like"
@@ -273,10 +286,11 @@ class Emitter:
             else:
                 out(f'self.register_buffer("{d.name}", {d.name})', 2)
         needed = self.names_used_after_init()
-        for name in self.fixed_lets():
+        fixed = set(self.fixed_lets())
+        for name in self.init_lets():
             decl = self.p.decl(name)
             out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
-            if name not in needed:
+            if name not in needed or name not in fixed:  # a let of a learned value is recomputed in forward
                 continue
             if name in self.tensor_names:
                 out(f'self.register_buffer("{name}", torch.as_tensor({name}))', 2)
@@ -372,7 +386,7 @@ class Emitter:
             out(f"{name} = {self.expr(base_printer, decl.value, decl)}", 2)
         if self.p.closed_form:
             for name, expr in self.p.closed_form:
-                out(f"{name} = {self.expr(base_printer, expr)}", 2)
+                out(f"{name} = {self.batch_shaped(base_printer, name, expr)}", 2)
             out(f"return [{out_name}] if trace else {out_name}", 2)
             return
         step, first = self.p.step, self.p.first_step or self.p.step
@@ -446,13 +460,24 @@ class Emitter:
         for name, expr in step.lets:
             out(f"{name} = {self.expr(printer, expr)}", indent)
         order = graph.step_order(step)
-        assigns = dict(step.assigns)
+        assigns = {name: self.batch_shaped(printer, name, expr) for name, expr in step.assigns}
         if order is None:
             targets = [n for n, _ in step.assigns]
-            out(f"{', '.join(targets)} = {', '.join(self.expr(printer, assigns[n]) for n in targets)}", indent)
+            out(f"{', '.join(targets)} = {', '.join(assigns[n] for n in targets)}", indent)
         else:
             for name in order:
-                out(f"{name} = {self.expr(printer, assigns[name])}", indent)
+                out(f"{name} = {assigns[name]}", indent)
+
+    def batch_shaped(self, printer: TorchPrinter, name: str, expr) -> str:
+        """A state's new value, (batch, n) even where it folded to something that reads no input
+        (z <- soft(0, t) in the first layer, or an update constant in the sample)."""
+        code = self.expr(printer, expr)
+        shape = self.p.decl(name).shape
+        if not shape or printer.is_batched(expr):
+            return code
+        size = ", ".join(f"self.{dim}" if not dim.isdigit() else dim for dim in shape)
+        wrapped = printer.wrap(expr, CALL)  # the same code, parenthesised unless it is a call or a name
+        return f"{wrapped}.expand({self.inputs[0].name}.shape[0], {size})"
 
     def hoist(self, first: Step, step: Step):
         """Vector subexpressions that read inputs and nothing that changes between layers

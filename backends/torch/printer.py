@@ -12,6 +12,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
 
+from dpc import atoms
 from dpc.errors import DpcError
 
 ATOM, CALL, POW, UNARY, MUL, ADD = 100, 90, 60, 50, 40, 30
@@ -70,6 +71,8 @@ class TorchPrinter:
         return self._name(e.name), ATOM
 
     def _Integer(self, e):
+        if abs(e) > 2 ** 31:  # a Python int this large overflows torch's int64 scalars: print it as a float
+            return repr(float(e)), ATOM if e >= 0 else UNARY
         return str(int(e)), ATOM if e >= 0 else UNARY
 
     def _Rational(self, e):
@@ -168,18 +171,14 @@ class TorchPrinter:
     def _Identity(self, e):
         return f"torch.eye({self(e.rows)}, dtype={self.like}.dtype, device={self.like}.device)", CALL
 
-    def _ZeroMatrix(self, e):
-        return "0", ATOM
+    def _ZeroMatrix(self, e):  # a whole vector or matrix that folded to zero keeps its shape
+        return f"torch.zeros({self._sizes(e)})", CALL
 
     def _OneMatrix(self, e):
-        return "1", ATOM
+        return f"torch.ones({self._sizes(e)})", CALL
 
     def _MatMul(self, e):
         coeff, mats = e.as_coeff_matrices()
-        if len(mats) == 2 and isinstance(mats[1], OneMatrix):  # a scalar broadcast over a vector
-            mats = mats[:1]
-        if len(mats) == 1 and isinstance(mats[0], OneMatrix):
-            return self.p(coeff)
         if coeff.could_extract_minus_sign():
             inner, prec = self._scaled(-coeff, mats)
             return f"-{inner if prec > UNARY else f'({inner})'}", UNARY
@@ -205,7 +204,13 @@ class TorchPrinter:
             if len(mats) == 1:
                 return self.p(mats[0])
             return " @ ".join(self.wrap(m, MUL + 1) for m in mats), MUL
-        code, prec = self.p(mats[-1])
+        if len(mats) >= 2 and _is_ones(mats[-1]):  # A @ ones: the row sums of A (A.T @ ones: column sums)
+            matrix = mats[-2]
+            code = (f"{self.wrap(matrix.arg, CALL)}.sum(0)" if isinstance(matrix, Transpose)
+                    else f"{self.wrap(matrix, CALL)}.sum(-1)")
+            prec, mats = CALL, mats[:-1]
+        else:
+            code, prec = self.p(mats[-1])
         for m in reversed(mats[:-1]):
             code, prec = self._apply(m, code, prec)
         return code, prec
@@ -218,15 +223,22 @@ class TorchPrinter:
 
     def _MatAdd(self, e):
         terms = list(e.args)
+        if any(_broadcast_scalar(t) is None for t in terms):
+            # c * ones beside a whole vector: torch broadcasts the scalar c itself (x + 1, not x + torch.ones(m))
+            terms = [_broadcast_scalar(t) if _broadcast_scalar(t) is not None else t for t in terms]
         products = [t for t in terms if self._is_batched_product(t)]
-        # fuse only when the rest is added as it is: addmm(-x, ...) would cost a negation
-        if products and len(terms) >= 2 and not all(_negative(t) for t in terms if t is not products[-1]):
+        rest = [t for t in terms if products and t is not products[-1]]
+        # fuse only when the rest is a tensor added as it is: addmm(-x, ...) would cost a negation,
+        # and addmm takes no Python number as its first argument
+        if rest and not all(_negative(t) for t in rest) and any(isinstance(t, sp.MatrixExpr) for t in rest):
             return self._addmm(terms, products)
         return self._sum(terms)
 
     def _sum(self, terms):
-        # batched terms first so a constant never decides the result's shape
-        terms = sorted(terms, key=lambda t: (not self.is_batched(t), _negative(t)))
+        # vectors before broadcast scalars, positive terms before negative ones (D.sum(-1) - x, not -x + ...),
+        # batched before constant; torch broadcasts either way, this is for the reader
+        terms = sorted(terms, key=lambda t: (not isinstance(t, sp.MatrixExpr), _negative(t),
+                                             not self.is_batched(t)))
         out = self.wrap(terms[0], ADD)
         for t in terms[1:]:
             if _negative(t):
@@ -247,7 +259,12 @@ class TorchPrinter:
         """A @ v + rest -> torch.addmm(rest, v, A.mT): one fused kernel per product."""
         last = products[-1]
         rest = [t for t in terms if t is not last]
-        base = self(MatAdd(*rest)) if len(rest) > 1 else self(rest[0])
+        if len(rest) == 1:
+            base = self(rest[0])
+        elif all(isinstance(t, sp.MatrixExpr) for t in rest):
+            base = self(MatAdd(*rest))
+        else:  # a broadcast scalar among the rest: no MatAdd can hold it
+            base = self._sum(rest)[0]
         _, (matrix, vector) = last.as_coeff_matrices()
         return f"torch.addmm({base}, {self(vector)}, {self.wrap(matrix, CALL)}.mT)", CALL
 
@@ -323,7 +340,7 @@ class TorchPrinter:
         return self._reduce(f"(_entr({self(v)}) + _entr(1 - {self.wrap(v, ADD + 1)}))")
 
     def _Ones(self, e):
-        return f"torch.ones({self(e.args[0])}, dtype={self.like}.dtype, device={self.like}.device)", CALL
+        return f"torch.ones({self._sizes(e)})", CALL
 
     def _Solve(self, e):
         matrix, rhs = e.args
@@ -356,6 +373,21 @@ class TorchPrinter:
 
     def _Xavier(self, e):
         return f"nn.init.xavier_uniform_(torch.empty({self._sizes(e)}))", CALL
+
+
+def _is_ones(expr) -> bool:
+    return isinstance(expr, (atoms.Ones, OneMatrix))
+
+
+def _broadcast_scalar(term):
+    """c for a scalar broadcast to a vector or matrix (c * ones), else None."""
+    if _is_ones(term):
+        return sp.Integer(1)
+    if isinstance(term, MatMul):
+        coeff, mats = term.as_coeff_matrices()
+        if len(mats) == 1 and _is_ones(mats[0]):
+            return coeff
+    return None
 
 
 def _negative(term) -> bool:

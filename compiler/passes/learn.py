@@ -26,6 +26,11 @@ def learn(program: Program, directive: Directive) -> Program:
     for item in directive.items:
         form = LEARN_FORMS.get(item[0][0])
         if form is not None:
+            learned = [d.name for d in program.of_kind("weight")]
+            if learned:  # linearising an update a second time would learn copies of the learned weights
+                raise fail(program, f"learn {item[0][0]}: the update's weights are already learned "
+                           f"({', '.join(learned)})", item[0][1],
+                           "say learn weights (or stepsizes, or coupled) once")
             program = form(program, directive, item)
         elif len(item) > 1:
             raise fail(program, f"'{' '.join(w for w, _ in item)}': name one param or hyper per list entry",
