@@ -49,7 +49,11 @@ def gradient(expr, var: MatrixSymbol):
     m = as_matrix(expr, var)
     if m is None:
         return ZeroMatrix(*var.shape)
+    # sympy's matrix calculus knows OneMatrix but recurses forever on atoms it does not know: differentiate
+    # with the broadcasts as OneMatrix, then make every all-ones value explicit again
+    m = m.replace(lambda e: isinstance(e, atoms.Ones), lambda e: OneMatrix(*e.shape))
     g = sp.expand(m.diff(var))
+    g = g.replace(lambda e: isinstance(e, OneMatrix), lambda e: atoms.Ones(*e.shape))
     if isinstance(g, ZeroMatrix) or g == 0:
         return ZeroMatrix(*var.shape)
     return factor_left(g)

@@ -45,7 +45,7 @@ class VectorForm:
         """The whole vector, the constant broadcast over j (for maps that are not shift invariant)."""
         const = self.constant
         parts = ([self.vector] if self.vector is not None else []) + \
-                ([const * OneMatrix(self.dim, 1)] if const != 0 else [])
+                ([const * atoms.Ones(self.dim)] if const != 0 else [])
         return sp.MatAdd(*parts).doit() if len(parts) > 1 else (parts[0] if parts else sp.ZeroMatrix(self.dim, 1))
 
 

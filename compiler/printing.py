@@ -52,8 +52,12 @@ class MathPrinter(StrPrinter):
         if coeff == -1:
             return "-" + body
         if coeff.could_extract_minus_sign():
-            return f"-{self.parenthesize(-coeff, PRECEDENCE['Mul'])}*{body}"
-        return f"{self.parenthesize(coeff, PRECEDENCE['Mul'])}*{body}"
+            return f"-{self._coefficient(-coeff)}*{body}"
+        return f"{self._coefficient(coeff)}*{body}"
+
+    def _coefficient(self, coeff):
+        """0.1*D.T, not (0.1)*D.T: a number needs no parentheses."""
+        return self._print(coeff) if coeff.is_Number else self.parenthesize(coeff, PRECEDENCE["Mul"])
 
     def _print_Add(self, expr, order=None):
         # t - 1, not -1 + t: symbols first, then numbers; subtractions after additions
@@ -177,6 +181,13 @@ def _print_initial(self, expr):
     return f"{expr.dp_name}({self._print(rows)}{'' if cols == 1 else ', ' + self._print(cols)})"
 
 
+def _print_ones(self, expr):
+    """ones(n) for a vector, ones(m, n) for a matrix: a scalar broadcast is written out."""
+    rows, cols = expr.args
+    return f"ones({self._print(rows)}{'' if cols == 1 else ', ' + self._print(cols)})"
+
+
+MathPrinter._print_Ones = _print_ones
 MathPrinter._print_SoftSS = _print_softss
 MathPrinter._print_InitialValue = _print_initial
 

@@ -74,7 +74,7 @@ def adapt_gates(program: Program, directive: Directive) -> Program:
         b = _weight(p, decls, f"b_{gate}", (rows,), "zeros", per_layer, directive)
         pre = MatAdd(*terms, V * z.symbol, b)
         gate_value = atoms.Sigmoid(pre)
-        ones = OneMatrix(*z.symbol.shape)
+        ones = atoms.Ones(*z.symbol.shape)
         if init == "ista":
             a = _weight(p, decls, f"a_{gate}", (rows,), "zeros", per_layer, directive)
             gate_value = (ones + HadamardProduct(a, gate_value - ones) if gate == "i"

@@ -177,7 +177,7 @@ def _linear_cost(term, var):
             return None
         return Cost(None, coef * other, math(coef * other))
     if isinstance(rest, atoms.SumAll) and rest.args[0] == var:
-        ones = coef * OneMatrix(var.shape[0], 1)
+        ones = coef * atoms.Ones(var.shape[0])
         return Cost(None, ones, f"{math(coef)}*ones")
     return None
 
@@ -191,7 +191,7 @@ def _accumulate(vec: VectorForm, piece: Cost):
         vec.constants += part.constants
         vec.expanded += part.expanded
         vec.per_index += part.per_index
-    elif isinstance(value, MatMul) and any(isinstance(m, OneMatrix) for m in value.args):
+    elif isinstance(value, MatMul) and any(isinstance(m, (OneMatrix, atoms.Ones)) for m in value.args):
         vec.constants.append((value.as_coeff_matrices()[0], ""))
     else:
         vec.add_vector(value)
@@ -248,7 +248,7 @@ def _affine(program, directive, argument):
         terms.append(make_symbol(name, shape) * u)
         lines.append(f"weight {name} = {math(coeffs[u])}")
     if bias is not None and not algebra.is_zero(bias):
-        bias = bias.xreplace({OneMatrix(argument.shape[0], 1): atoms.Ones(argument.shape[0])})
+        bias = bias.replace(lambda e: isinstance(e, OneMatrix), lambda e: atoms.Ones(*e.shape))
         name = program.fresh_name("b")
         program = program.with_decl(Decl(name, "let", (rows,), bias, directive.span, note=LAYER_NOTE))
         terms.append(make_symbol(name, (rows,)))
