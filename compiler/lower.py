@@ -19,6 +19,7 @@ from dpc.atoms import ShapeError, show_shape
 from dpc.errors import DpcError, ErrorList
 from dpc.grammar import ast
 from dpc.ir import Constraint, Decl, Directive, Program, Step, dim_symbol, make_symbol
+from dpc.literals import FLOAT_MAX, FLOAT_MIN_NORMAL, LiteralError, parse_number
 
 # Names a generated module cannot give a value: Python's keywords and builtins, what the
 # module's code itself uses, and nn.Module's attributes (a param called `eval` would break it).
@@ -103,8 +104,12 @@ def lower_each(nodes, env):
     return results
 
 
-def _number(text: str):
-    return sp.Rational(text) if any(c in text for c in ".eE") else sp.Integer(int(text))
+def _number(node: ast.Number):
+    """A literal's exact value; one float64 cannot hold is an error at the literal."""
+    try:
+        return parse_number(node.text)
+    except LiteralError as e:
+        raise _err(e.message, node, e.hint) from None
 
 
 def _is_zero(expr) -> bool:
@@ -115,14 +120,14 @@ def _is_zero(expr) -> bool:
 
 def _lower(node: ast.Expr, env: _Env):
     if isinstance(node, ast.Number):
-        return _number(node.text), ()
+        return _number(node), ()
     if isinstance(node, ast.Name):
         return _name(node, env)
     if isinstance(node, ast.Neg):
         expr, shape = _lower(node.operand, env)
         return -expr, shape
     if isinstance(node, ast.BinOp):
-        return _binop(node, env)
+        return _checked_number(node, *_binop(node, env))
     if isinstance(node, ast.Transpose):
         expr, shape = _lower(node.operand, env)
         if len(shape) == 2:
@@ -132,12 +137,29 @@ def _lower(node: ast.Expr, env: _Env):
         raise _err(f"cannot transpose a vector ({show_shape(shape)})", node,
                    "vectors are columns; write v @ w for an inner product, A.T @ v for a product with A^T")
     if isinstance(node, ast.Call):
-        return _call(node, env)
+        return _checked_number(node, *_call(node, env))
     if isinstance(node, ast.Index):
         return _index(node, env)
     if isinstance(node, ast.IndexSum):
         return _index_sum(node, env)
     raise _err(f"unsupported expression {type(node).__name__}", node)
+
+
+def _checked_number(node, value, shape):
+    """Arithmetic on literals is done while lowering (sympy folds 2 * 0.5 to 1): what it gives must be a
+    number float64 holds, like any literal."""
+    if shape != () or not value.is_number:
+        return value, shape
+    if value.has(sp.zoo, sp.nan) or value.is_real is False:
+        raise _err("this arithmetic on literals has no finite real value (a division by zero, the log of 0, "
+                   "or a root or log of a negative number)", node)
+    if not value.is_finite or abs(value) > FLOAT_MAX:
+        raise _err("this arithmetic on literals gives a number float64 cannot hold", node,
+                   "write a smaller number (or rescale the problem)")
+    if value != 0 and abs(value) < FLOAT_MIN_NORMAL:
+        raise _err("this arithmetic on literals gives a number too small for float64 (it would round to 0)",
+                   node, "write 0 if you mean zero, or rescale the problem")
+    return value, shape
 
 
 def _name(node: ast.Name, env: _Env):
