@@ -82,6 +82,22 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """What a derivation assumed of a value known only at construction (a hyper, a let of params).
+
+    expr, a scalar of hypers, params and lets, must be `positive` (finite, > 0), `nonnegative`
+    (finite, >= 0) or `nonzero`; `why` says what it is ("the weight of lam*norm1(z)"). The pipeline
+    checks the defaults at compile time (dpc.requirements); the generated constructor checks the values
+    it is given and raises a ValueError naming them.
+    """
+
+    expr: sp.Basic
+    relation: str
+    why: str
+    span: Span = field(default=NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True)
 class Note:
     """One line of the derivation, shown by `dpc explain` and in the module docstring."""
 
@@ -107,6 +123,7 @@ class Program:
     notes: tuple[Note, ...] = ()
     term_spans: tuple[tuple[sp.Basic, Span], ...] = ()  # objective terms -> where written
     directive_spans: tuple[tuple[str, Span], ...] = ()
+    requirements: tuple[Requirement, ...] = ()           # what the derivation assumed of hypers and lets
 
     # --- lookups ---
     def decl(self, name: str) -> Decl:
@@ -143,6 +160,13 @@ class Program:
         if self.has(decl.name):
             return replace(self, decls=tuple(decl if d.name == decl.name else d for d in self.decls))
         return replace(self, decls=self.decls + (decl,))
+
+    def requiring(self, expr, relation: str, why: str, span: Span | None = None) -> "Program":
+        """The program with one more requirement on a value (see Requirement)."""
+        req = Requirement(sp.sympify(expr), relation, why, span or NO_SPAN)
+        if req in self.requirements:
+            return self
+        return replace(self, requirements=self.requirements + (req,))
 
     def noted(self, pass_name: str, *lines: str) -> "Program":
         return replace(self, notes=self.notes + tuple(Note(pass_name, line) for line in lines))

@@ -12,8 +12,10 @@ import sympy as sp
 from dpc.errors import DpcError
 from dpc.grammar import parse
 from dpc.ir import Directive, Program
+from dpc.literals import MAX_UNROLL, LiteralError, parse_count, parse_value
 from dpc.lower import lower_program
 from dpc.passes import IMPLICIT, PASSES, methods
+from dpc.requirements import check_defaults
 
 SETTABLE = "unroll=T, or NAME=VALUE for a hyper's default"
 
@@ -37,21 +39,27 @@ def parse_overrides(items) -> dict[str, str]:
 def _apply_overrides(program: Program, directives: list[Directive], overrides: dict[str, str]):
     for key, value in overrides.items():
         if key == "unroll":
-            if not value.isdigit() or int(value) < 1:
-                raise DpcError(f"--set unroll needs a positive integer, got '{value}'")
+            count = _override("unroll", value, lambda v: parse_count(v, "--set unroll", MAX_UNROLL))
             found = [d for d in directives if d.kind == "unroll"]
             if not found:
                 raise DpcError("--set unroll: the program has no `unroll` to override")
-            directives = [replace(d, count=int(value)) if d.kind == "unroll" else d for d in directives]
+            directives = [replace(d, count=count) if d.kind == "unroll" else d for d in directives]
         elif program.has(key) and program.decl(key).kind == "hyper":
-            try:
-                number = sp.Rational(value)
-            except (TypeError, ValueError, SyntaxError):
-                raise DpcError(f"--set {key} needs a number, got '{value}'") from None
+            number = _override(key, value, parse_value)
             program = program.with_decl(replace(program.decl(key), value=number))
         else:
             raise DpcError(f"--set: unknown key '{key}'", hint=SETTABLE)
     return program, directives
+
+
+def _override(key: str, value: str, parse):
+    """`--set key=value` parsed by `parse`; its LiteralError as a DpcError naming the option."""
+    try:
+        return parse(value)
+    except LiteralError as err:
+        # parse_count's message already names `--set unroll`
+        message = err.message if key == "unroll" else f"--set {key}: {err.message}"
+        raise DpcError(message, hint=err.hint) from None
 
 
 def _lookup(directive: Directive, program: Program):
@@ -103,6 +111,7 @@ def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None
                 program = folded
                 stages.append(Stage(label, program))
         program = _finish(program)
+        check_defaults(program)
         stages[-1] = Stage(stages[-1].label, program)
         return stages
     except DpcError as e:

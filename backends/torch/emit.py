@@ -18,12 +18,22 @@ from dpc.backends.torch.printer import CALL, TorchPrinter, Unsupported
 from dpc.errors import DpcError
 from dpc.ir import Program, Step, make_symbol
 from dpc.printing import format_step, math
+from dpc.requirements import RELATIONS, all_requirements
 
 HELPERS = {
     "_soft": '''def _soft(v, t):
     """Soft threshold sign(v) * max(|v| - t, 0) for t >= 0, as relu(v - t) - relu(-v - t): measured the
     fastest forward+backward of the usual forms (clamp with a tensor bound is slow to differentiate)."""
     return torch.relu(v - t) - torch.relu(-v - t)''',
+    "_layer_count": '''def _layer_count(steps):
+    """steps as an int >= 1: a float or a bool is refused, not truncated (2.7 layers is a mistake)."""
+    try:
+        count = steps.__index__() if not isinstance(steps, bool) else None  # int, numpy and torch integers
+    except (AttributeError, TypeError, RuntimeError):
+        count = None
+    if count is None or count < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return count''',
     "_hard": '''def _hard(v, t):
     """Hard threshold: keep v where |v| > t, else 0."""
     return v * (v.abs() > t)''',
@@ -170,7 +180,7 @@ class Emitter:
         out("import torch.nn.functional as F")
         out("from torch import nn")
         out()
-        for name in ("_soft", "_hard", "_layers", "_sparsemax", "_softss", "_analytic", "_entr"):
+        for name in ("_layer_count", "_soft", "_hard", "_layers", "_sparsemax", "_softss", "_analytic", "_entr"):
             if name in self.used_helpers:
                 out()
                 out(HELPERS[name])
@@ -267,10 +277,8 @@ class Emitter:
             if dim in bound:
                 out(f"self.{dim} = {dim}", 2)
         if self.p.layers:
-            out("steps = int(steps)", 2)
-            out("if steps < 1:", 2)
-            out('raise ValueError(f"steps must be at least 1, got {steps}")', 3)
-            out("self.steps = steps", 2)
+            self.used_helpers.add("_layer_count")
+            out("self.steps = steps = _layer_count(steps)", 2)
         if not self.params and (self.weights or any(d.trainable for d in self.hypers)):
             out("_like = torch.empty(0)  # no tensor given: new tensors take the default dtype, on the cpu", 2)
         printer = TorchPrinter(self.init_names(), set(), keepdim=False, like=self.like())
@@ -287,9 +295,14 @@ class Emitter:
                 out(f'self.register_buffer("{d.name}", {d.name})', 2)
         needed = self.names_used_after_init()
         fixed = set(self.fixed_lets())
+        checks = all_requirements(self.p)
+        known = {d.name for d in self.params + self.hypers}
+        checks = self.emit_checks(out, printer, checks, known)
         for name in self.init_lets():
             decl = self.p.decl(name)
             out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
+            known.add(name)
+            checks = self.emit_checks(out, printer, checks, known)
             if name not in needed or name not in fixed:  # a let of a learned value is recomputed in forward
                 continue
             if name in self.tensor_names:
@@ -310,6 +323,24 @@ class Emitter:
             else:
                 tensor = tensor if tensor.isidentifier() else f"({tensor})"  # 2 * C / tau: clone the whole value
                 out(f"self.{w.name} = nn.Parameter({tensor}.clone())", 2)
+
+    def emit_checks(self, out: _Lines, printer: TorchPrinter, checks: list, known: set[str]) -> list:
+        """The requirements on hypers and lets (dpc.requirements) whose values are known by now, each a
+        ValueError naming the value; returns those still waiting for a let."""
+        waiting = []
+        for req in checks:
+            names = graph.names_in(req.expr)
+            if not names <= known:
+                waiting.append(req)
+                continue
+            value = f"float({self.expr(printer, req.expr)})"
+            condition = {"positive": f'not 0 < {value} < float("inf")',
+                         "nonnegative": f'not 0 <= {value} < float("inf")',
+                         "nonzero": f"{value} == 0"}[req.relation]
+            text = _fstring_text(f"{math(req.expr)} must be {RELATIONS[req.relation]} ({req.why}), got ")
+            out(f"if {condition}:", 2)
+            out(f'raise ValueError(f"{text}{{{value}}}")', 3)
+        return waiting
 
     def names_used_after_init(self) -> set[str]:
         """What forward and objective read (directly or through lets computed in forward)."""
@@ -417,13 +448,11 @@ class Emitter:
         out(f"return {trace_list} if trace else {out_name}", 2)
 
     def emit_steps_check(self, out: _Lines):
-        out("steps = self.steps if steps is None else int(steps)", 2)
+        self.used_helpers.add("_layer_count")
+        out("steps = self.steps if steps is None else _layer_count(steps)", 2)
         if any(d.per_layer for d in self.weights):  # untied: only the layers built exist
-            out("if not 1 <= steps <= self.steps:", 2)
+            out("if steps > self.steps:", 2)
             out('raise ValueError(f"steps must be between 1 and {self.steps} (the layers built), got {steps}")', 3)
-        else:
-            out("if steps < 1:", 2)
-            out('raise ValueError(f"steps must be at least 1, got {steps}")', 3)
 
     def emit_input_checks(self, out: _Lines):
         first = None
@@ -434,11 +463,25 @@ class Emitter:
                                 for i, dim in enumerate(d.shape) if dim in self.p.dims or dim.isdigit()])
             out(f"if {cond}:", 2)
             out(f'raise ValueError(f"{d.name} must have shape (batch, {dims}), got {{tuple({d.name}.shape)}}")', 3)
+            self.emit_dtype_check(out, d.name)
             if first is None:
                 first = d.name
             else:
                 out(f"if {d.name}.shape[0] != {first}.shape[0]:", 2)
                 out(f'raise ValueError("{first} and {d.name} must have the same batch size")', 3)
+
+    def emit_dtype_check(self, out: _Lines, name: str):
+        """Inputs in the module's dtype (that of its first tensor): a float32 batch into a float64 module
+        would fail deep inside a matmul, an integer one would be silently rounded."""
+        tensors = [d.name for d in self.params] + [d.name for d in self.weights]
+        if not tensors:
+            out(f"if not {name}.is_floating_point():", 2)
+            out(f'raise ValueError(f"{name} must be a floating-point tensor, got dtype {{{name}.dtype}}")', 3)
+            return
+        ref = f"self.{tensors[0]}"
+        out(f"if {name}.dtype != {ref}.dtype:", 2)
+        out(f'raise ValueError(f"{name} must have dtype {{{ref}.dtype}} (the dtype of {tensors[0]}), '
+            f'got {{{name}.dtype}}")', 3)
 
     def start_code(self, d, printer, batch) -> str:
         if not d.shape:
@@ -536,6 +579,11 @@ def _hoist_name(expr, inputs) -> str:
         return "_".join(_hoist_name(a, inputs) for a in expr.args)
     names = graph.names_in(expr)
     return "".join(sorted(names - inputs)) + "".join(sorted(names & inputs))
+
+
+def _fstring_text(text: str) -> str:
+    """Text to put inside f"...": braces doubled, quotes and backslashes escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("{", "{{").replace("}", "}}")
 
 
 def _number(value) -> str:

@@ -23,7 +23,7 @@ def _fail(program: Program, message: str, span, hint: str | None = None) -> DpcE
 
 def relax(program: Program, directive: Directive) -> Program:
     rule = _rule(program, directive)
-    args = _arguments(program, directive, rule)
+    program, args = _arguments(program, directive, rule)
     if program.objective is None:
         raise _fail(program, "relax needs a `minimize` objective", directive.span)
     if rule.kind == "atom":
@@ -43,7 +43,8 @@ def _rule(program: Program, directive: Directive) -> relaxations.Rule:
                 f"{method} relaxes " + ", ".join(relaxations.targets_for(method)))
 
 
-def _arguments(program: Program, directive: Directive, rule: relaxations.Rule) -> dict:
+def _arguments(program: Program, directive: Directive, rule: relaxations.Rule) -> tuple[Program, dict]:
+    """The rule's arguments as lowered, each required positive (a temperature) at construction."""
     names = [n for n, _ in rule.params]
     signature = f"{rule.method}({', '.join(names)})" if names else rule.method
     if len(directive.args) > len(names):
@@ -68,7 +69,8 @@ def _arguments(program: Program, directive: Directive, rule: relaxations.Rule) -
         if value.is_number and not value > 0:
             raise _fail(program, f"{name} must be positive, got {math(value)}", given[name].span)
         values[name] = value
-    return values
+        program = program.requiring(value, "positive", f"{rule.method}'s {name}", given[name].span)
+    return program, values
 
 
 def _relax_set(program: Program, directive: Directive, rule: relaxations.Rule, args: dict) -> Program:

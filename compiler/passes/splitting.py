@@ -77,6 +77,7 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
                    _span_containing(program, e.term) or directive.span,
                    "smooth terms are sqnorm(...), inner products and sums of affine expressions") from None
     program, step = _step(program, directive, var, grad)
+    program = _requirements(program, directive, penalties, box, step)
     try:
         prox, text = build_prox(penalties, box, step)
     except NoProx as e:
@@ -84,6 +85,27 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
                    program.span_of_term(e.term) or directive.span,
                    "keep one of norm1/norm0 on the var; other terms must be smooth") from None
     return Splitting(program, var, smooth, grad, tuple(penalties), box, step, prox, text)
+
+
+def _requirements(program, directive, penalties, box, step):
+    """What the prox and the step assume of hypers and lets (checked at construction)."""
+    for p in penalties:
+        program = program.requiring(p.weight, "nonnegative", f"the weight of {math(p.term)}",
+                                    program.span_of_term(p.term) or directive.span)
+    if isinstance(box, tuple) and box[0].is_finite is not False and box[1].is_finite is not False:
+        program = program.requiring(box[1] - box[0], "nonnegative", "the box's upper bound minus its lower bound",
+                                    program.constraints[0].span)
+    if isinstance(step, sp.Pow) and step.exp == -1 and isinstance(step.base, sp.Symbol):
+        # step = 1/L: L itself is what must be positive (and a check of 1/L would divide by zero first)
+        derived = program.has(step.base.name) and program.decl(step.base.name).note == LIPSCHITZ_NOTE
+        if not derived:
+            program = program.requiring(step.base, "positive", f"the step is 1/{step.base.name}", directive.span)
+    else:
+        program = program.requiring(step, "positive", "the step", directive.span)
+    return program
+
+
+LIPSCHITZ_NOTE = "Lipschitz constant of grad f"
 
 
 def _no_prox(program, term, var):
@@ -132,7 +154,9 @@ def _step(program, directive, var, grad):
         raise fail(program, f"derive {directive.name} needs step = ...", directive.span)
     name = program.fresh_name("L")
     value = _lipschitz(hessian)
-    program = program.with_decl(Decl(name, "let", (), value, directive.span)).noted(
+    program = program.with_decl(Decl(name, "let", (), value, directive.span, note=LIPSCHITZ_NOTE)).requiring(
+        sp.Symbol(name, real=True), "positive", f"{name} is the Lipschitz constant of grad f; the step is 1/{name}",
+        directive.span).noted(
         directive.label(), f"no step given: step = 1/{name}, {name} = {math(value)} (Lipschitz constant of grad f)")
     return program, 1 / sp.Symbol(name, real=True)
 
