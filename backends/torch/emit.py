@@ -85,7 +85,14 @@ class _Lines:
 
 
 def _doc_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    """Source text made safe inside a triple-quoted docstring: backslashes and quotes escaped, and control
+    characters (a NUL makes a module unimportable, a CR would turn into a newline) written as \\xNN."""
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    return "".join(f"\\x{ord(c):02x}" if _is_control(c) else c for c in text)
+
+
+def _is_control(c: str) -> bool:
+    return c not in "\n\t" and (ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F)
 
 
 class Emitter:
