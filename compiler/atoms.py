@@ -115,10 +115,16 @@ class VectorAtom(MatrixExpr):
 
 
 class Soft(VectorAtom):
-    """soft(v, t) = sign(v) * max(|v| - t, 0): the prox of t*norm1."""
+    """soft(v, t) = max(v - t, 0) - max(-v - t, 0); for t >= 0 this is sign(v) * max(|v| - t, 0), the prox of
+    t*norm1. A learned threshold can go below 0 in training: there the formula gives 2v for |v| < -t, which is
+    continuous, where sign(v) * max(|v| - t, 0) would jump at v = 0. The formula is the definition."""
 
 
-Soft.reference = staticmethod(lambda np, v, t: np.sign(v) * np.maximum(np.abs(v) - t, 0))
+def _soft_reference(np, v, t):
+    return np.maximum(v - t, 0) - np.maximum(-v - t, 0)
+
+
+Soft.reference = staticmethod(_soft_reference)
 
 
 class Hard(VectorAtom):
@@ -260,6 +266,8 @@ def _with_scalars(count):
     def rule(args):
         if len(args) != 1 + count:
             raise ShapeError(f"takes {1 + count} arguments, got {len(args)}")
+        if args[0] == ():
+            raise ShapeError("needs a vector or matrix first (it acts entrywise), got a scalar")
         for a in args[1:]:
             if a != ():
                 raise ShapeError(f"needs scalar thresholds/bounds after the first argument, got {_show(a)}")
@@ -510,7 +518,7 @@ def _softss_reference(np, v, t, p, pmax, layer):
     top = np.zeros(n, dtype=bool)
     top[np.argsort(-np.abs(v.ravel()), kind="stable")[:max(k, 0)]] = True
     keep = top.reshape(v.shape) & (np.abs(v) > t)
-    return np.where(keep, v, np.sign(v) * np.maximum(np.abs(v) - t, 0))
+    return np.where(keep, v, _soft_reference(np, v, t))
 
 
 SoftSS.reference = staticmethod(_softss_reference)

@@ -22,8 +22,9 @@ from dpc.requirements import RELATIONS, all_requirements
 
 HELPERS = {
     "_soft": '''def _soft(v, t):
-    """Soft threshold sign(v) * max(|v| - t, 0) for t >= 0, as relu(v - t) - relu(-v - t): measured the
-    fastest forward+backward of the usual forms (clamp with a tensor bound is slow to differentiate)."""
+    """Soft threshold relu(v - t) - relu(-v - t), which is sign(v) * max(|v| - t, 0) for t >= 0 (and stays
+    continuous if a learned t goes below 0): measured the fastest forward+backward of the usual forms (clamp
+    with a tensor bound is slow to differentiate)."""
     return torch.relu(v - t) - torch.relu(-v - t)''',
     "_layer_count": '''def _layer_count(steps):
     """steps as an int >= 1: a float or a bool is refused, not truncated (2.7 layers is a mistake)."""

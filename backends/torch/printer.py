@@ -200,6 +200,7 @@ class TorchPrinter:
 
     def _product(self, mats):
         mats = [m for m in mats if not isinstance(m, Identity)] or mats
+        mats = [f for m in mats for f in _powers_expanded(m)]
         if mats[-1].shape[1] != 1:  # a matrix: plain products
             if len(mats) == 1:
                 return self.p(mats[0])
@@ -267,6 +268,16 @@ class TorchPrinter:
             base = self._sum(rest)[0]
         _, (matrix, vector) = last.as_coeff_matrices()
         return f"torch.addmm({base}, {self(vector)}, {self.wrap(matrix, CALL)}.mT)", CALL
+
+    def _HadamardPower(self, e):  # z * z is sympy's HadamardPower(z, 2): entrywise
+        base, exponent = e.args
+        if exponent == 2:
+            return f"{self.wrap(base, CALL)}.square()", CALL
+        return f"{self.wrap(base, POW + 1)} ** {self.wrap(exponent, POW + 1)}", POW
+
+    def _MatPow(self, e):  # a matrix power that is not applied to a vector (G @ G as a value)
+        base, exponent = e.args
+        return f"torch.linalg.matrix_power({self(base)}, {self(exponent)})", CALL
 
     def _HadamardProduct(self, e):
         return " * ".join(self.wrap(a, MUL + 1) for a in e.args), MUL
@@ -373,6 +384,16 @@ class TorchPrinter:
 
     def _Xavier(self, e):
         return f"nn.init.xavier_uniform_(torch.empty({self._sizes(e)}))", CALL
+
+
+def _powers_expanded(matrix):
+    """G^3 -> [G, G, G], (A @ B)^2 -> [A, B, A, B]: applied to a vector one product at a time, never a
+    matrix-matrix product in the layer."""
+    if isinstance(matrix, sp.MatPow) and matrix.exp.is_Integer and 1 <= matrix.exp <= 8:
+        return [f for _ in range(int(matrix.exp)) for f in _powers_expanded(matrix.base)]
+    if isinstance(matrix, MatMul) and matrix.as_coeff_matrices()[0] == 1:
+        return [f for m in matrix.as_coeff_matrices()[1] for f in _powers_expanded(m)]
+    return [matrix]
 
 
 def _is_ones(expr) -> bool:

@@ -1,0 +1,362 @@
+"""Reference semantics of the IR: a numpy (float64) evaluator of a compiled Program.
+
+This is the oracle of the differential tests: every generated PyTorch module is compared
+with `evaluate` on random data. So it is written to be obviously right rather than fast,
+and independently of the torch backend: it reads nothing but the IR (ir.Program and its
+sympy math) and the numpy reference registered with each atom in atoms.py
+(`Soft.reference = ...`, one atom, one place).
+
+Meaning, exactly sympy's, one sample at a time ("column form"): a vector R[n] is an (n, 1)
+array, a matrix (m, n) an (m, n) array, a scalar a numpy float64 (so 1/0 is inf, as in
+torch); dims are Python ints. Each sympy expression is translated once into a Python closure
+`fn(env)` (cached by expression), where env maps names (declarations, dims, temporaries,
+sum indices, the layer number `_layer`) to values; the closure is then called per sample
+and per layer.
+
+A network runs as follows (see ir.Program and ir.Step):
+  - hypers, params, dims; then lets and learned weights in dependency order (a weight's
+    value is given, or computed from its initial value: the same for every layer);
+  - per sample: the states start at their declared start values; layer 0 applies
+    `first_step` (or `step`), later layers `step`; in a step the temporaries are evaluated
+    in order, then every assignment at once (all right-hand sides read the previous states);
+  - a closed-form program evaluates its `closed_form` equations once.
+
+An IR node with no rule raises ReferenceError("no reference rule for <Class>"): never a
+silent fallback. numpy is imported lazily, so importing dpc stays fast.
+
+Where the documented meaning and the generated torch code part ways, this follows the
+meaning, so a differential test should keep its data away from these points: soft(v, t)
+with t < 0 (the module's relu form differs), normalize of a zero vector (nan here, 0 in
+F.normalize), entropy of negative entries (nan here), and exact ties in |v| at softss's
+k-th largest entry (here the lower index wins; torch.topk does not say which).
+"""
+from __future__ import annotations
+
+import functools
+import operator
+
+import sympy as sp
+
+from dpc import atoms, graph
+from dpc.ir import Program, Step
+
+
+class ReferenceError(Exception):
+    """The evaluator met an IR node it has no rule for, or a name with no value."""
+
+
+def _np():
+    import numpy
+    return numpy
+
+
+# --- expressions: sympy -> closure(env) -------------------------------------------
+
+def _times(a, b):
+    """A factor of a MatMul: matrices multiply as matrices, a scalar (float64, ndim 0) scales."""
+    return a @ b if getattr(a, "ndim", 0) and getattr(b, "ndim", 0) else a * b
+
+
+def _matmul(*factors):
+    # right to left: matrix-vector products, as a person evaluates A @ B @ x
+    return functools.reduce(lambda acc, f: _times(f, acc), reversed(factors))
+
+
+@functools.cache
+def _sympy_rules():
+    """Rules for sympy's own node types: evaluated arguments -> value."""
+    np = _np()
+    total = lambda *xs: functools.reduce(operator.add, xs)      # noqa: E731
+    product = lambda *xs: functools.reduce(operator.mul, xs)    # noqa: E731
+    return {
+        sp.Add: total,
+        sp.Mul: product,
+        sp.Pow: lambda base, exp: np.float64(base) ** exp,    # float64: 0 ** -1 is inf, (-1) ** 0.5 nan
+        sp.Max: lambda *xs: functools.reduce(np.maximum, xs),
+        sp.Min: lambda *xs: functools.reduce(np.minimum, xs),
+        sp.exp: np.exp,
+        sp.log: np.log,
+        sp.tanh: np.tanh,
+        sp.Abs: np.abs,
+        sp.MatAdd: total,
+        sp.MatMul: _matmul,
+        sp.HadamardProduct: product,
+        sp.HadamardPower: lambda base, exp: base ** exp,                  # z * z is HadamardPower(z, 2)
+        sp.MatPow: lambda base, exp: np.linalg.matrix_power(base, int(exp)),  # A @ A is MatPow(A, 2)
+        sp.Transpose: lambda a: a.T,
+        sp.Identity: lambda n: np.eye(int(n)),
+        sp.ZeroMatrix: lambda rows, cols: np.zeros((int(rows), int(cols))),
+        sp.OneMatrix: lambda rows, cols: np.ones((int(rows), int(cols))),
+    }
+
+
+# Atoms whose arguments are (body, j, dim): the body is evaluated with the sum index j bound
+# to 0 .. dim-1, so their reference receives (np, body, dim) with body a function of j.
+_BINDERS = (atoms.IndexSum, atoms.IndexVector)
+
+
+def _lookup(name):
+    def value(env):
+        try:
+            return env[name]
+        except KeyError:
+            raise ReferenceError(f"no value for '{name}'") from None
+    return value
+
+
+def _constant(expr):
+    try:
+        value = _np().float64(float(expr))
+    except TypeError:  # zoo, I, ...: not a real number
+        raise ReferenceError(f"no reference rule for {type(expr).__name__}") from None
+    return lambda env: value
+
+
+def _rule(expr):
+    """The function of evaluated arguments for this node type, or ReferenceError."""
+    cls = type(expr)
+    rule = _sympy_rules().get(cls)
+    if rule is None:
+        # the atom's own registration, not an inherited one: a new atom must state its rule
+        if vars(cls).get("reference") is not None:
+            rule = functools.partial(cls.reference, _np())
+    if rule is None:
+        raise ReferenceError(f"no reference rule for {cls.__name__}")
+    return rule
+
+
+@functools.lru_cache(maxsize=8192)
+def compile_expr(expr):
+    """The closure env -> value of a sympy expression (cached: the same expression compiles once)."""
+    if isinstance(expr, (sp.Symbol, sp.MatrixSymbol)):
+        return _lookup(expr.name)
+    if expr.is_Number or expr.is_NumberSymbol:
+        return _constant(expr)
+    rule = _rule(expr)
+    if isinstance(expr, _BINDERS):
+        body, index, dim = expr.args
+        body, dim = compile_expr(body), compile_expr(dim)
+        name = index.name
+        return lambda env: rule(lambda j: body({**env, name: j}), int(dim(env)))
+    args = tuple(compile_expr(a) for a in expr.args)
+    return lambda env: rule(*(a(env) for a in args))
+
+
+def value_of(expr, env):
+    """One expression evaluated in env (names -> column-form values)."""
+    return compile_expr(expr)(env)
+
+
+# --- values in and out ---------------------------------------------------------------
+
+def _column(value, shape):
+    """A caller's value of a declared shape in column form: vectors (n, 1), scalars float64."""
+    np = _np()
+    if len(shape) == 0:
+        return np.float64(value)
+    array = np.asarray(value, dtype=np.float64)
+    return array.reshape(-1, 1) if len(shape) == 1 else array
+
+
+def _uncolumn(value, shape):
+    """A column-form value back in the caller's layout: vectors (n,), scalars 0-d."""
+    value = _np().asarray(value, dtype=_np().float64)
+    return value.reshape(-1) if len(shape) == 1 else value
+
+
+def _bind_dims(program: Program, shaped, dims) -> dict:
+    """Dim name -> int, from the shapes of the values given (decl, array shape without batch axis)."""
+    bound = dict(dims or {})
+    for decl, shape in shaped:
+        if len(shape) != len(decl.shape):
+            raise ValueError(f"{decl.name} must have {len(decl.shape)} axes {decl.shape}, got shape {shape}")
+        for dim, size in zip(decl.shape, shape):
+            want = int(dim) if dim.isdigit() else bound.setdefault(dim, int(size))
+            if want != size:
+                raise ValueError(f"{decl.name}: dim {dim} is {want} but the value has {size}")
+    unbound = sorted({dim for d in program.decls for dim in d.shape if not dim.isdigit()} - set(bound))
+    if unbound:
+        raise ValueError(f"dims {', '.join(unbound)}: no param or input fixes them; give them in dims=")
+    return bound
+
+
+# --- the network -----------------------------------------------------------------------
+
+def _shapes(program: Program, dims) -> dict:
+    """Name -> column-form shape of every declared value: () a scalar, (n, 1) a vector, (m, n) a matrix."""
+    size = lambda dim: int(dim) if dim.isdigit() else dims[dim]  # noqa: E731
+    return {d.name: tuple(size(dim) for dim in d.shape) + ((1,) if len(d.shape) == 1 else ()) for d in program.decls}
+
+
+def _checked(name, value, shapes):
+    """A computed value of its declared shape: an IR whose math disagrees with its declarations is an
+    error here, never a silent numpy broadcast."""
+    if name in shapes and _np().shape(value) != shapes[name]:
+        raise ReferenceError(f"{name} evaluates to shape {_np().shape(value)}, but is declared {shapes[name]}")
+    return value
+
+
+def _check_names(program: Program, kinds, given, what: str, required: bool = False):
+    """A name the program does not declare (a typo) is an error, not a silently ignored value."""
+    declared = {d.name for d in program.of_kind(*kinds)}
+    unknown = sorted(set(given or {}) - declared)
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; the program declares {sorted(declared)}")
+    missing = sorted(declared - set(given or {}))
+    if required and missing:
+        raise ValueError(f"{what} {', '.join(missing)} not given")
+
+
+def _constants(program: Program, params, hypers, weights, dims, steps, kinds=("let", "weight")):
+    """(env of everything fixed across samples, {per-layer weight: its value at every layer}).
+
+    kinds: what is computed after hypers and params (the objective needs lets only)."""
+    np = _np()
+    hypers, weights, shapes = hypers or {}, weights or {}, _shapes(program, dims)
+    env: dict = dict(dims)
+    for decl in program.of_kind("hyper"):
+        env[decl.name] = np.float64(hypers[decl.name] if decl.name in hypers else float(decl.value))
+    for decl in program.of_kind("param"):
+        env[decl.name] = _column(params[decl.name], decl.shape)
+    per_layer: dict = {}
+    for name in graph.ordered(program, kinds):  # dependencies first: a weight's value reads lets
+        decl = program.decl(name)
+        if decl.kind == "let":
+            env[name] = _checked(name, _column(value_of(decl.value, env), decl.shape), shapes)
+            continue
+        if name in weights:
+            given = np.asarray(weights[name], dtype=np.float64)
+            values = list(given) if decl.per_layer else [given] * steps
+            if len(values) < steps:
+                raise ValueError(f"weight {name} has {len(values)} layers, {steps} are run")
+            values = [_column(v, decl.shape) for v in values]
+        elif decl.value is not None and decl.value.has(atoms.Xavier):
+            raise ValueError(f"weight {name} starts at a random value ({decl.value}): give it in weights=")
+        else:  # untrained: its initial value, the same at every layer
+            values = [_checked(name, _column(value_of(decl.value, env), decl.shape), shapes)] * steps
+        if decl.per_layer:
+            per_layer[name] = values
+        else:
+            env[name] = values[0]
+    return env, per_layer
+
+
+def _shaped(program: Program, params, inputs, weights):
+    """(decl, shape without batch or layer axis) of every value given, for binding dims."""
+    np = _np()
+    out = [(d, np.shape(params[d.name])) for d in program.of_kind("param")]
+    out += [(d, np.shape(inputs[d.name])[1:]) for d in program.of_kind("input")]
+    for d in program.of_kind("weight"):
+        if d.name in (weights or {}):
+            out.append((d, np.shape(weights[d.name])[1 if d.per_layer else 0:]))
+    return out
+
+
+def _batch(program: Program, inputs) -> int:
+    sizes = {len(inputs[d.name]) for d in program.of_kind("input")}
+    if len(sizes) > 1:
+        raise ValueError(f"inputs have different batch sizes {sorted(sizes)}")
+    return sizes.pop() if sizes else 1
+
+
+def _sample(program: Program, arrays, b: int, kinds) -> dict:
+    """Sample b of per-sample values (inputs, or states given to the objective), in column form."""
+    return {d.name: _column(arrays[d.name][b], d.shape) for d in program.of_kind(*kinds) if d.name in arrays}
+
+
+def _apply(step: Step, env: dict, shapes: dict) -> tuple[dict, dict]:
+    """One layer: (this layer's temporaries, evaluated in order; every state's new value, read from the
+    previous states: simultaneous)."""
+    env = dict(env)
+    temps = {}
+    for name, expr in step.lets:
+        env[name] = temps[name] = _checked(name, value_of(expr, env), shapes)
+    return temps, {name: _checked(name, value_of(expr, env), shapes) for name, expr in step.assigns}
+
+
+def _start(decl, env, shapes):
+    """A state's start value; none declared means zero."""
+    if decl.value is None:
+        return _np().zeros(shapes[decl.name]) if decl.shape else _np().float64(0)
+    return _checked(decl.name, _column(value_of(decl.value, env), decl.shape), shapes)
+
+
+def _run_sample(program: Program, env: dict, per_layer: dict, steps: int, shapes: dict) -> list[dict]:
+    """Every layer's values for one sample (env: constants and this sample's inputs): the states after
+    it and the temporaries it computed (`output` may name a temporary)."""
+    states = {d.name: _start(d, env, shapes) for d in program.states}
+    if program.closed_form:
+        for name, expr in program.closed_form:  # in order: a later one may read an earlier one
+            states[name] = _checked(name, value_of(expr, {**env, **states}), shapes)
+        return [states]
+    history = []
+    for k in range(steps):
+        step = program.first_step if (k == 0 and program.first_step is not None) else program.step
+        layer = {name: values[k] for name, values in per_layer.items()}
+        layer[atoms.LAYER.name] = k + 1  # the layer number t = 1..T
+        temps, assigned = _apply(step, {**env, **layer, **states}, shapes)
+        states = {**states, **assigned}  # a state no assignment names keeps its value
+        history.append({**temps, **states})
+    return history
+
+
+def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, steps=None, trace=False,
+             dims=None):
+    """Run the network in float64.
+
+    inputs: {name: array (batch, *shape)}; params: {name: array of the declared shape};
+    hypers: {name: float} (missing ones take their default, decl.value); weights: {name: array}
+    values of learned weights (decl.kind == "weight"; per_layer ones have shape (steps, *shape));
+    missing ones are computed from their initial-value expression (the same value for every
+    layer), except random inits (atoms.Xavier) which must be given. steps: layers to run
+    (default program.layers). dims: {name: int} for dims no param or input fixes.
+    Returns the output (program.output) as an array (batch, *shape), or with trace=True the
+    list of it after every layer (for closed-form programs: a one-element list).
+    """
+    np = _np()
+    if program.step is None and not program.closed_form:
+        raise ReferenceError("the program has neither an update nor a closed form (not compiled yet?)")
+    _check_names(program, ("input",), inputs, "input", required=True)
+    _check_names(program, ("param",), params, "param", required=True)
+    _check_names(program, ("hyper",), hypers, "hyper")
+    _check_names(program, ("weight",), weights, "weight")
+    steps = int(steps if steps is not None else (program.layers or 1))
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    output = program.output or program.states[0].name  # before the output pass: the first var
+    shape = program.decl(output).shape
+    with np.errstate(all="ignore"):  # inf and nan propagate, as in torch
+        bound = _bind_dims(program, _shaped(program, params, inputs, weights), dims)
+        env, per_layer = _constants(program, params, hypers, weights, bound, steps)
+        shapes = _shapes(program, bound)
+        runs = [_run_sample(program, {**env, **_sample(program, inputs, b, ("input",))}, per_layer, steps, shapes)
+                for b in range(_batch(program, inputs))]
+    layers = range(len(runs[0])) if trace else [-1]
+    if any(output not in runs[0][k] for k in layers):  # a temporary that the first layer's step lacks
+        raise ReferenceError(f"the output {output} is not computed in every layer")
+    outputs = [np.stack([_uncolumn(run[k][output], shape) for run in runs]) for k in layers]
+    return outputs if trace else outputs[0]
+
+
+def evaluate_objective(program: Program, inputs, states, params=None, hypers=None, dims=None):
+    """The program's objective for each sample, (batch,): states {var name: array (batch, *shape)}."""
+    np = _np()
+    if program.objective is None:
+        raise ReferenceError("the program has no objective")
+    _check_names(program, ("input",), inputs, "input", required=True)
+    _check_names(program, ("param",), params, "param", required=True)
+    _check_names(program, ("hyper",), hypers, "hyper")
+    _check_names(program, ("var",), states, "var")
+    read = graph.names_in(program.objective)
+    missing = sorted(d.name for d in program.states if d.name in read and d.name not in states)
+    if missing:
+        raise ValueError(f"the objective reads {', '.join(missing)}: give it in states=")
+    with np.errstate(all="ignore"):
+        shaped = _shaped(program, params, inputs, None)
+        shaped += [(d, np.shape(states[d.name])[1:]) for d in program.states if d.name in states]
+        env, _ = _constants(program, params, hypers, None, _bind_dims(program, shaped, dims), 1, kinds=("let",))
+        values = []
+        for b in range(_batch(program, inputs)):
+            sample = {**env, **_sample(program, inputs, b, ("input",)), **_sample(program, states, b, ("var",))}
+            values.append(np.float64(value_of(program.objective, sample)))
+    return np.array(values)
