@@ -1,0 +1,251 @@
+"""Regression tests for the failures a fuzzer found (issue "A compiler users can trust"), one per kind.
+
+Each builds the program a user could write, runs what dpc generates in float64, and compares it with a
+numpy loop written here (never with dpc's own evaluator), or checks the error a user gets.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXAMPLES, build, dictionary, soft
+
+from dpc.api import compile_source
+from dpc.errors import DpcError
+
+HEAD = "network N\ndims m, n\ninput x : R[m]\nparam D : R[m, n]\n"
+SQUARE = "network N\ndims n\ninput x : R[n]\nparam D : R[n, n]\n"
+
+
+def _error(text: str) -> str:
+    with pytest.raises(DpcError) as info:
+        compile_source(text, "prog.dp")
+    return info.value.format()
+
+
+def _rng_problem(m=6, n=6, batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, n)) / np.sqrt(m), rng.standard_normal((batch, m))
+
+
+# --- silent miscompilations: a scalar meeting a vector is a vector of that scalar ---------------------
+
+def test_constant_start_is_a_vector_of_that_constant():
+    """var z : R[n] = 1, z <- D @ z - x: the first layer is D @ ones - x (the row sums), not D - x."""
+    D, x = _rng_problem()
+    net = build(SQUARE + "var z : R[n] = 1\nupdate z <- D @ z - x\nunroll 3\n")(D=torch.tensor(D))
+    z = np.ones((x.shape[0], D.shape[1]))
+    for layer in range(3):
+        z = z @ D.T - x
+        assert np.allclose(net(torch.tensor(x), steps=layer + 1).numpy(), z, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [3, 40])  # 40 = n: the shapes used to agree by accident
+def test_lista_started_at_half_equals_ista_started_at_half(batch):
+    text = (EXAMPLES / "lista.dp").read_text().replace("var    z : R[n] = 0", "var    z : R[n] = 0.5")
+    D = dictionary(20, 40)
+    x = np.random.default_rng(3).standard_normal((batch, 20))
+    net = build(text)(D=torch.tensor(D), lam=0.1)
+    L = np.linalg.norm(D, 2) ** 2
+    z = np.full((batch, 40), 0.5)
+    for layer in range(16):
+        z = soft(z - (z @ D.T - x) @ D / L, 0.1 / L)
+        assert np.allclose(net(torch.tensor(x), steps=layer + 1).detach().numpy(), z, atol=1e-10)
+
+
+def test_scalar_minus_product_is_a_vector():
+    """D.T @ (c - D @ z) with a scalar c: (batch, n), c broadcast over the rows of D @ z."""
+    D, x = _rng_problem(5, 7)
+    net = build(HEAD + "hyper c = 2\nvar z : R[n] = 0\nupdate z <- z + 0.1 * D.T @ (c - D @ z) + D.T @ x\n"
+                "unroll 3\n")(D=torch.tensor(D))
+    z = np.zeros((x.shape[0], 7))
+    for _ in range(3):
+        z = z + 0.1 * (2 - z @ D.T) @ D + x @ D
+    out = net(torch.tensor(x)).numpy()
+    assert out.shape == (4, 7)
+    assert np.allclose(out, z, atol=1e-12)
+
+
+def test_matrix_plus_scalar_is_entrywise():
+    D, x = _rng_problem(5, 7)
+    net = build(HEAD + "let A = D + 1\nvar z : R[n] = 0\nupdate z <- 0.5 * z + A.T @ x\nunroll 2\n")(
+        D=torch.tensor(D))
+    z = np.zeros((4, 7))
+    for _ in range(2):
+        z = 0.5 * z + x @ (D + 1)
+    assert np.allclose(net(torch.tensor(x)).numpy(), z, atol=1e-12)
+
+
+# --- modules that did not work ---------------------------------------------------------------------------
+
+def test_large_literal_is_a_float_in_the_module():
+    D, x = _rng_problem()
+    net = build(SQUARE + "var z : R[n] = 0\nupdate z <- 1e-30 * (1e30 * x) + 0 * z\nunroll 2\n")(
+        D=torch.tensor(D))
+    assert np.allclose(net(torch.tensor(x)).numpy(), x)
+
+
+@pytest.mark.parametrize("update, reference", [
+    ("sigmoid(D @ z)", lambda D, z: 1 / (1 + np.exp(-(z @ D.T)))),
+    ("softmax(D @ z)", lambda D, z: np.exp(z @ D.T) / np.exp(z @ D.T).sum(-1, keepdims=True)),
+    ("soft(D @ z, 0.1)", lambda D, z: soft(z @ D.T, 0.1)),
+    ("0 * z", lambda D, z: 0 * z),
+])
+def test_update_folded_to_a_constant_keeps_the_batch_shape(update, reference):
+    """From z = 0 the first layer is constant in the sample (sigmoid(0), softmax(0), soft(0, t), 0):
+    still one row per sample, as a tensor."""
+    D, x = _rng_problem()
+    net = build(SQUARE + f"var z : R[n] = 0\nupdate z <- {update} + 0 * x\nunroll 3\n")(D=torch.tensor(D))
+    z = np.zeros((4, 6))
+    outs = net(torch.tensor(x), trace=True)
+    for layer in range(3):
+        z = reference(D, z)
+        assert outs[layer].shape == (4, 6)
+        assert np.allclose(outs[layer].numpy(), z, atol=1e-12)
+
+
+def test_learn_param_beside_learn_weights_builds():
+    """learn D makes L = opnorm(D)^2 a value of forward, yet the weights start at D.T / L in __init__."""
+    text = (EXAMPLES / "lista.dp").read_text() + "learn D\n"
+    D = dictionary(20, 40)
+    net = build(text)(D=torch.tensor(D))
+    L = np.linalg.norm(D, 2) ** 2
+    assert np.allclose(net.W[0].detach().numpy(), D.T / L)
+    x = torch.randn(3, 20)
+    net.objective(x, net(x)).sum().backward()  # after learn weights, D is read by the objective only
+    assert net.D.grad is not None and net.W.grad is not None
+
+
+@pytest.mark.parametrize("second", ["learn weights", "learn stepsizes", "learn weights tied"])
+def test_learning_weights_twice_is_an_error(second):
+    text = (EXAMPLES / "lista.dp").read_text() + second + "\n"
+    assert "already learned" in _error(text)
+
+
+def test_zero_divisor_let_is_an_error_at_the_let():
+    message = _error(HEAD + "hyper lam = 0.1\nlet L = 0\nvar z : R[n] = 0\n"
+                     "update z <- soft(z - D.T @ (D @ z - x) / L, lam / L)\nunroll 2\n")
+    assert message.startswith("prog.dp:6:5: error: L must be non-zero")
+
+
+def test_zero_dictionary_is_a_value_error_naming_the_lipschitz_constant():
+    net = build((EXAMPLES / "lista.dp").read_text())
+    with pytest.raises(ValueError, match=r"^L must be finite and > 0"):
+        net(D=torch.zeros(20, 40))
+
+
+def test_nul_in_a_comment_keeps_the_module_importable():
+    net = build(SQUARE + "# a \x00 b \x1b c\nvar z : R[n] = 0\nupdate z <- 0.5 * z + x\nunroll 2\n")(
+        D=torch.eye(3))
+    assert np.allclose(net(torch.ones(2, 3)).numpy(), 1.5)
+
+
+@pytest.mark.parametrize("name", ["class", "lambda", "torch", "nn", "F", "int", "float", "super", "range"])
+def test_network_name_that_would_break_the_module_is_an_error(name):
+    message = _error(f"network {name}\ndims n\ninput x : R[n]\nvar z : R[n] = 0\nupdate z <- x\nunroll 1\n")
+    assert message.startswith(f"prog.dp:1:9: error: '{name}' cannot name the network's class")
+
+
+def test_param_named_like_a_class_attribute_is_an_error():
+    message = _error("network N\ndims n\ninput x : R[n]\nparam per_layer_parameters : R[n]\n"
+                     "var z : R[n] = 0\nupdate z <- x\nunroll 1\n")
+    assert "prog.dp:4:7: error: 'per_layer_parameters' cannot name a value" in message
+
+
+# --- programs the emitter could not handle are errors at the source -----------------------------------
+
+def test_program_without_input_is_an_error():
+    message = _error("network N\ndims n\nparam D : R[n]\nvar z : R[n] = 0\nupdate z <- D\nunroll 1\n")
+    assert "declares no `input`" in message
+
+
+def test_scalar_input_is_an_error_at_its_type():
+    message = _error("network N\ndims n\ninput x : R\nparam C : R[n]\nvar z : R[n] = 0\n"
+                     "update z <- (sum_j C[j] * x) * C\nunroll 1\n")
+    assert message.startswith("prog.dp:3:11: error: input x is R; inputs are vectors")
+
+
+@pytest.mark.parametrize("literal, what", [("1e309", "too large"), ("1e-99999", "too small"),
+                                           ("9" * 5000, "too large"), ("1e99999", "too large")])
+def test_literal_beyond_float64_is_an_error_at_the_literal(literal, what):
+    message = _error(HEAD + f"hyper h = {literal}\nvar z : R[n] = 0\nupdate z <- h * D.T @ x\nunroll 1\n")
+    assert message.startswith(f"prog.dp:5:11: error: the number") and what in message
+
+
+def test_literal_arithmetic_beyond_float64_is_an_error():
+    message = _error(HEAD + "var z : R[n] = 0\nupdate z <- 1e200^2 * D.T @ x + 1/0 * z\nunroll 1\n")
+    assert "prog.dp:6:13: error: this arithmetic on literals gives a number float64 cannot hold" in message
+    assert "prog.dp:6:33: error: this arithmetic on literals has no finite real value" in message
+
+
+# --- messages ---------------------------------------------------------------------------------------
+
+def test_declaration_with_an_undeclared_dim_has_no_follow_on_errors():
+    message = _error("network N\ndims m, n\ninput x : R[m]\nparam D : R[m, k]\nvar z : R[n] = 0\n"
+                     "update z <- D.T @ x\nunroll 1\n")
+    assert "'k' is not a declared dim" in message
+    assert "undefined name 'D'" not in message
+    assert message.count("error:") == 1
+
+
+def test_every_error_in_a_statement_is_reported():
+    message = _error(HEAD + "hyper lam = 0.1\nvar z : R[n] = 0\n"
+                     "minimize 0.5 * sqnorm(x - D @ w) + lam * norm1(q) + sqnorm(D @ x)\n"
+                     "derive proxgrad\nunroll 2\n")
+    assert "undefined name 'w'" in message and "undefined name 'q'" in message
+    assert "cannot multiply D" in message
+    assert len(re.findall(r"^prog\.dp:7:\d+: error", message, re.M)) == 3
+
+
+# --- degenerate values ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("lam = 0.1", "lam = -1", "prog.dp:7:8: error: lam must be finite and >= 0 (the weight of lam*norm1(z))"),
+])
+def test_default_that_breaks_the_derivation_is_an_error_at_the_hyper(old, new, expected):
+    text = (EXAMPLES / "lista.dp").read_text().replace(old, new)
+    assert _error(text).startswith(expected)
+
+
+def test_negative_temperature_default_is_an_error():
+    text = (EXAMPLES / "kmeansnet.dp").read_text().replace("tau = 0.1", "tau = -1")
+    assert "tau must be finite and > 0 (softmax's tau)" in _error(text)
+
+
+def test_constructor_checks_given_hypers():
+    lista = build((EXAMPLES / "lista.dp").read_text())
+    D = torch.tensor(dictionary(20, 40))
+    with pytest.raises(ValueError, match=r"^lam must be finite and >= 0 .*got -1.0"):
+        lista(D=D, lam=-1)
+    with pytest.raises(ValueError, match="lam must be finite"):
+        lista(D=D, lam=float("nan"))
+    kmeans = build((EXAMPLES / "kmeansnet.dp").read_text())
+    with pytest.raises(ValueError, match=r"^tau must be finite and > 0"):
+        kmeans(C=torch.randn(4, 3), tau=-1)
+
+
+@pytest.mark.parametrize("steps", [2.7, True, "3", 0, -1, torch.tensor(2.0)])
+def test_steps_must_be_a_positive_integer(steps):
+    lista = build((EXAMPLES / "lista.dp").read_text())
+    D = torch.tensor(dictionary(20, 40))
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        lista(D=D, steps=steps)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        lista(D=D)(torch.randn(2, 20), steps=steps)
+
+
+def test_integer_steps_of_other_types_are_accepted():
+    lista = build((EXAMPLES / "lista.dp").read_text())
+    net = lista(D=torch.tensor(dictionary(20, 40)), steps=np.int64(3))
+    assert net.steps == 3 and len(net(torch.randn(2, 20), steps=torch.tensor(2), trace=True)) == 2
+
+
+def test_input_of_another_dtype_is_a_value_error():
+    net = build((EXAMPLES / "lista.dp").read_text())(D=torch.tensor(dictionary(20, 40)))
+    with pytest.raises(ValueError, match=r"x must have dtype torch.float64 \(the dtype of D\), got torch.float32"):
+        net(torch.randn(2, 20, dtype=torch.float32))
+    with pytest.raises(ValueError, match="x must have dtype"):
+        net(torch.ones(2, 20, dtype=torch.int64))
