@@ -84,8 +84,13 @@ def _order(directives: list[Directive]) -> list[Directive]:
 
 
 def _finish(program: Program) -> Program:
-    if program.output is None:
-        program = replace(program, output=program.states[0].name)
+    if program.output is None:  # the first vector var: a scalar state (FISTA's t) is internal
+        vectors = [d for d in program.states if d.shape]
+        if not vectors:
+            raise DpcError("the program has no vector var to output (one row per sample)", program.states[0].span,
+                           "declare what is solved for as a vector, e.g. var z : R[n] = 0"
+                           ).with_source(program.source)
+        program = replace(program, output=vectors[0].name)
     if program.step is not None and program.layers is None:
         last = program.directive_spans[-1][1] if program.directive_spans else None
         raise DpcError("the program iterates but never says how often", last,

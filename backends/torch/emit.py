@@ -109,15 +109,18 @@ class Emitter:
         self.ns = Namespace(d.name for d in program.decls)
         self.loop = self.ns.fresh("k")
         self.tensor_names = self._tensor_valued()
+        self.init_tensor_names = self._tensor_valued(in_init=True)
         self.used_helpers: set[str] = set()
         for d in self.inputs:
             if not d.shape:
                 raise DpcError(f"input {d.name} is a scalar; inputs are vectors (one per sample)", d.span)
 
     # --- what is a tensor, what is computed where ---
-    def _tensor_valued(self) -> set[str]:
-        """Names whose value is a tensor (else a Python float): params, weights, and what uses them."""
-        out = {d.name for d in self.p.decls if d.kind in ("param", "weight", "input", "var", "temp") or d.trainable}
+    def _tensor_valued(self, in_init: bool = False) -> set[str]:
+        """Names whose value is a tensor (else a Python float): params, weights, and what uses them.
+        In __init__ a learned hyper is still the float it was given (its nn.Parameter is self.NAME)."""
+        out = {d.name for d in self.p.decls if d.kind in ("param", "weight", "input", "var", "temp")
+               or (d.trainable and not (in_init and d.kind == "hyper"))}
         for name in graph.ordered(self.p, ("let",)):
             if graph.names_in(self.p.decl(name).value) & out or self.p.decl(name).shape:
                 out.add(name)
@@ -313,7 +316,7 @@ class Emitter:
             checks = self.emit_checks(out, printer, checks, known)
             if name not in needed or name not in fixed:  # a let of a learned value is recomputed in forward
                 continue
-            if name in self.tensor_names:
+            if name in self.init_tensor_names:
                 out(f'self.register_buffer("{name}", torch.as_tensor({name}))', 2)
             else:
                 out(f"self.{name} = {name}", 2)
@@ -322,7 +325,7 @@ class Emitter:
         for w in self.weights:
             value = self.expr(printer, w.value, w)
             tensor = value
-            if not graph.names_in(w.value) & self.tensor_names and not isinstance(w.value, atoms.InitialValue):
+            if not graph.names_in(w.value) & self.init_tensor_names and not isinstance(w.value, atoms.InitialValue):
                 # a number: give it the params' dtype
                 tensor = f"torch.as_tensor({value}, dtype={self.like()}.dtype, device={self.like()}.device)"
             if w.per_layer:

@@ -13,4 +13,8 @@ def output(program: Program, directive: Directive) -> Program:
         vars_ = ", ".join(d.name for d in program.states)
         raise DpcError(f"'{name}' is not a var; output names what the network computes", directive.name_span,
                        f"vars: {vars_}").with_source(program.source)
+    if not program.decl(name).shape:
+        raise DpcError(f"'{name}' is a scalar; the network's output is a vector var (a row per sample)",
+                       directive.name_span, "output a vector var; a scalar state is internal to the iteration"
+                       ).with_source(program.source)
     return replace(program, output=name)
