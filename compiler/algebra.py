@@ -52,7 +52,12 @@ def gradient(expr, var: MatrixSymbol):
     # sympy's matrix calculus knows OneMatrix but recurses forever on atoms it does not know: differentiate
     # with the broadcasts as OneMatrix, then make every all-ones value explicit again
     m = m.replace(lambda e: isinstance(e, atoms.Ones), lambda e: OneMatrix(*e.shape))
-    g = sp.expand(m.diff(var))
+    # ... and fails on some scalar coefficients (sqrt(0.05) * ...: "'Half' cannot be interpreted as an
+    # integer"): scalars constant in var become plain symbols while differentiating
+    frozen = {a: sp.Dummy(real=True) for a in m.atoms(sp.Pow, sp.Function)
+              if not isinstance(a, MatrixExpr) and not a.has(var) and not a.free_symbols & {var}}
+    g = sp.expand(m.xreplace(frozen).diff(var))
+    g = g.xreplace({d: a for a, d in frozen.items()})
     g = g.replace(lambda e: isinstance(e, OneMatrix), lambda e: atoms.Ones(*e.shape))
     if isinstance(g, ZeroMatrix) or g == 0:
         return ZeroMatrix(*var.shape)

@@ -369,22 +369,28 @@ def _sparsemax_reference(np, v):
 Sparsemax.reference = staticmethod(_sparsemax_reference)
 
 
+# normalize and rownormalize divide by max(||v||, NORM_FLOOR): the zero vector stays 0 (not 0/0), as in
+# torch's F.normalize, which the emitter uses.
+NORM_FLOOR = 1e-12
+
+
 class Normalize(VectorAtom):
-    """normalize(v) = v / ||v||_2."""
+    """normalize(v) = v / max(||v||_2, 1e-12): v scaled to unit norm, and 0 for v = 0."""
 
     dp_name = "normalize"
 
 
-Normalize.reference = staticmethod(lambda np, v: v / np.sqrt(np.sum(v * v)))
+Normalize.reference = staticmethod(lambda np, v: v / max(np.sqrt(np.sum(v * v)), NORM_FLOOR))
 
 
 class RowNormalize(VectorAtom):
-    """rownormalize(A): every row of A divided by its Euclidean norm (same shape as A)."""
+    """rownormalize(A): every row of A divided by max(its Euclidean norm, 1e-12) (same shape as A)."""
 
     dp_name = "rownormalize"
 
 
-RowNormalize.reference = staticmethod(lambda np, A: A / np.sqrt(np.sum(A * A, axis=1, keepdims=True)))
+RowNormalize.reference = staticmethod(
+    lambda np, A: A / np.maximum(np.sqrt(np.sum(A * A, axis=1, keepdims=True)), NORM_FLOOR))
 
 
 class RowSqNorm(MatrixExpr):

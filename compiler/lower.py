@@ -336,13 +336,14 @@ class _Lowering:
         self.step = None
         self.directives: list[Directive] = []
         self.failed: set[str] = set()   # names whose declaration had an error
+        self.update_spans: tuple = ()   # (("update", span),): where the update is written, for errors about it
 
     # helpers
     def program(self) -> Program:
         return Program(self.name or "Network", self.tree.file, self.tree.source, tuple(self.dims),
                        tuple(self.decls), self.objective, tuple(self.constraints), self.step,
                        term_spans=tuple(self.term_spans),
-                       directive_spans=tuple((d.kind, d.span) for d in self.directives))
+                       directive_spans=self.update_spans + tuple((d.kind, d.span) for d in self.directives))
 
     def env(self, kinds, where, extra=None):
         env = _env(self.program(), kinds, where, extra)
@@ -565,6 +566,7 @@ class _Lowering:
         for name, entry in extra.items():
             self.decls.append(Decl(name, "temp", entry.shape, None, s.span))
         self.step = Step(tuple(lets), tuple(assigns))
+        self.update_spans = (("update", s.span),)
 
     def _update_item(self, item, env, vars_, extra, lets, assigns, seen):
         if isinstance(item, ast.DeclStmt):

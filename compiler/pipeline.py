@@ -11,6 +11,7 @@ import sympy as sp
 
 from dpc.errors import DpcError
 from dpc.grammar import parse
+from dpc.grammar.parser import nesting_error
 from dpc.ir import Directive, Program
 from dpc.literals import MAX_UNROLL, LiteralError, parse_count, parse_value
 from dpc.lower import lower_program
@@ -121,6 +122,8 @@ def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None
         return stages
     except DpcError as e:
         raise e.with_source(text) from None
+    except RecursionError:  # lowering, sympy and the passes recurse on an expression's depth
+        raise nesting_error(text, file) from None
 
 
 def compile_program(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> Program:

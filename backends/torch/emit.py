@@ -511,8 +511,9 @@ class Emitter:
         names.update(names_extra)
         printer = TorchPrinter(names, self.batched(step) | set(names_extra), keepdim=True,
                                like=self.inputs[0].name)
-        for name, expr in step.lets:
-            out(f"{name} = {self.expr(printer, expr)}", indent)
+        for name, expr in step.lets:  # the output may be a temporary: it too keeps the batch shape
+            code = self.batch_shaped(printer, name, expr) if name == self.p.output else self.expr(printer, expr)
+            out(f"{name} = {code}", indent)
         order = graph.step_order(step)
         assigns = {name: self.batch_shaped(printer, name, expr) for name, expr in step.assigns}
         if order is None:

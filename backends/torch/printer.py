@@ -156,7 +156,8 @@ class TorchPrinter:
 
     def _Dot(self, e):
         a, b = e.args
-        return self._reduce(f"({self.wrap(a, MUL)} * {self.wrap(b, MUL)})")
+        # * and @ bind alike in Python, left to right: a * (v @ D), not (a * v) @ D
+        return self._reduce(f"({self.wrap(a, MUL)} * {self.wrap(b, MUL + 1)})")
 
     def _OpNorm(self, e):
         return f"torch.linalg.matrix_norm({self(e.args[0])}, ord=2)", CALL

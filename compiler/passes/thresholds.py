@@ -53,6 +53,13 @@ def inline_temps(program: Program, expr):
 
 def weight(program: Program, base: str, shape, value, directive, per_layer: bool, taken: set) -> Decl:
     """A learned weight named base (numbered if taken), initialised to value."""
+    from dpc.printing import math
+    per_sample = {d.name for d in program.decls if d.kind in ("input", "var", "temp")}
+    read = {getattr(s, "name", None) for s in value.free_symbols} & per_sample
+    if read:  # a parameter is one value for every sample: it cannot start at something computed per sample
+        raise fail(program, f"{directive.label()}: {base} would start at {math(value)}, which "
+                   f"reads {', '.join(sorted(read))} (a value per sample); a learned weight is one value",
+                   directive.span, "make the threshold or step a constant, a hyper or a let of params")
     name = program.fresh_name(base)
     i = 1
     while name in taken:
