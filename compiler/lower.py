@@ -245,6 +245,9 @@ def _call(node: ast.Call, env: _Env):
         raise _err(f"{spec.signature} takes no keyword arguments", node)
     if node.func == "eye":
         return _eye(node, env)
+    if node.func == "softss" and env.where != "in the update":  # its share grows with the layer number
+        raise _err("softss(v, t, p, pmax) needs a layer number, so it can only be used in the update", node,
+                   "use soft(v, t) here")
     lowered = lower_each(node.args, env)
     try:
         shape = spec.rule([s for _, s in lowered])
