@@ -6,30 +6,30 @@ import os
 import sys
 import types
 
-from dpc.errors import DpcError
+from dpc.errors import DpcError, read_source
 
 
 def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
     """.dp source -> the generated PyTorch module's source (deterministic)."""
     # imported here so that loading an already generated .py needs neither lark nor sympy
     from dpc.backends.torch.emit import emit_module
+    from dpc.grammar.parser import nesting_error
     from dpc.pipeline import compile_program, parse_overrides
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
-    program = compile_program(text, file, overrides)
     try:
+        program = compile_program(text, file, overrides)
         return emit_module(program, os.path.basename(file))
     except DpcError as e:
         raise e.with_source(text) from None
+    except RecursionError:  # the emitter's printer recurses on an expression's depth
+        raise nesting_error(text, file) from None
 
 
-def compile_file(path: str, overrides=None) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise DpcError(f"cannot read {path}: {err.strerror}") from None
-    return compile_source(text, str(path), overrides)
+def compile_file(path, overrides=None) -> str:
+    """A .dp file (read as UTF-8) -> the generated module's source; see compile_source."""
+    path = os.fspath(path)
+    return compile_source(read_source(path), path, overrides)
 
 
 def load(path, overrides=None):

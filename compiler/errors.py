@@ -5,9 +5,40 @@ Diagnostics; the CLI prints them and exits 1. Nothing here knows about lark.
 """
 from __future__ import annotations
 
+import codecs
+import os
+import unicodedata
 from dataclasses import dataclass
 
 from dpc.grammar.ast import Span
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of a source as lark numbers them: split on \\n only (a trailing \\r dropped).
+
+    str.splitlines() also splits on \\v, \\f, \\x1c-\\x1e, \\x85, U+2028 and U+2029, so a line
+    number from lark would pick the wrong line (or none) after one of them.
+    """
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()  # "a\nb\n" is two lines, as an editor shows it
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _invisible(ch: str) -> bool:
+    """Control, format and separator characters: a terminal shows them as nothing, or moves the cursor."""
+    return ch != "\t" and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+
+
+def visible(line: str) -> str:
+    """A source line as printed under an error: one column per character, so the caret stays under
+    its column (lark counts a tab or a stray control character as one column)."""
+    return "".join(" " if ch == "\t" else "?" if _invisible(ch) else ch for ch in line)
+
+
+def _width(text: str) -> int:
+    """Terminal columns of shown text: wide (CJK, fullwidth) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 @dataclass(frozen=True)
@@ -24,17 +55,25 @@ class Diagnostic:
             return head + (f"\n  hint: {self.hint}" if self.hint else "")
         lines = [f"{self.span}: error: {self.message}"]
         if source is not None:
-            text_lines = source.splitlines()
+            text_lines = source_lines(source)
             if 0 < self.span.line <= len(text_lines):
-                line = text_lines[self.span.line - 1].expandtabs(1)
+                line = visible(text_lines[self.span.line - 1])
                 lines.append(f"    {line}")
-                width = 1
-                if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
-                    width = self.span.end_column - self.span.column
-                lines.append("    " + " " * (self.span.column - 1) + "^" * width)
+                lines.append("    " + self._caret(line))
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
+
+    def _caret(self, line: str) -> str:
+        """Spaces to the span's column, then one ^ per column it covers (at least one)."""
+        start = self.span.column - 1
+        end = start + 1
+        if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
+            end = self.span.end_column - 1
+        covered = line[start:end]
+        past_end = max(0, start - len(line))  # an error at the end of the line points just after it
+        width = _width(covered) + (end - start - len(covered))
+        return " " * (_width(line[:start]) + past_end) + "^" * max(1, width)
 
 
 class DpcError(Exception):
@@ -70,3 +109,42 @@ class ErrorList:
     def raise_if_any(self, source: str | None = None) -> None:
         if self.items:
             raise DpcError(self.items[0].message, diagnostics=list(self.items), source=source)
+
+
+def nested_too_deeply(file: str, span: Span | None = None) -> DpcError:
+    """What a RecursionError in dpc means for the user: an expression nested past Python's stack.
+    `span`: the statement nested deepest (grammar.parser.nesting_error finds it), else just the file."""
+    what = "this statement is" if span is not None else "the program is"
+    return DpcError(f"{what} nested too deeply for dpc to compile", span or Span(file, 0, 0, 0, 0),
+                    "split the deepest expression into steps with `let` (or write a long sum in parts)")
+
+
+def read_source(path) -> str:
+    """A .dp file's text, decoded as UTF-8 (a leading BOM dropped); a DpcError for anything
+    that cannot be read: no such file, a directory, no permission, bytes that are not UTF-8."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        raise DpcError(f"cannot read {path}: it is a directory", hint="give the path of a .dp file") from None
+    except PermissionError as err:
+        raise DpcError(f"cannot read {path}: {err.strerror}", hint="check the file's permissions") from None
+    except OSError as err:
+        raise DpcError(f"cannot read {path}: {err.strerror or err}") from None
+    return decode_source(data, path)
+
+
+def decode_source(data: bytes, file: str) -> str:
+    """UTF-8 bytes -> text; the first byte that is not UTF-8 is an error at its line and column."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]  # some editors write one; it is not part of the program
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[:err.start].decode("utf-8")  # valid up to the bad byte, by definition
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        raise DpcError(f"the file is not valid UTF-8: byte 0x{data[err.start]:02x} ({err.reason})",
+                       Span(file, line, column, line, column + 1), "save the file as UTF-8",
+                       source=data.decode("utf-8", errors="replace")) from None

@@ -6,7 +6,8 @@ computed in; descendants of a trainable value are what must be recomputed in for
 
 layers(program): the unrolled network: one node per state per layer and per parameter
 copy; an untied weight has one node per layer, a tied one a single node shared by
-every layer. `dpc explain` summarises it and tests read parameter sharing from it.
+every layer. Tests read parameter sharing from it; it grows with the unroll count, so
+`dpc explain` reports sharing with sharing_summary, which counts without building it.
 """
 from __future__ import annotations
 
@@ -106,11 +107,18 @@ def _temp_reads(step, expr) -> set[str]:
     return seen
 
 
+def copies(program: Program, decl) -> int:
+    """How many copies of a learned value the unrolled network holds: one per layer when untied
+    (per_layer), else one shared by every layer -- as layers() has nodes for it, without building it."""
+    return (program.layers or 1) if decl.per_layer else 1
+
+
 def sharing_summary(program: Program) -> list[str]:
-    g = layers(program)
+    """One line per learned value: its copies. Computed from the program, so it costs the same
+    for 16 layers as for 10000."""
     out = []
     for d in program.decls:
         if d.kind == "weight" or d.trainable:
-            copies = sum(1 for n in g if n[:2] == ("param", d.name))
-            out.append(f"{d.name}: {copies} {'copies, one per layer' if copies > 1 else 'copy, shared by all layers'}")
+            n = copies(program, d)
+            out.append(f"{d.name}: {n} {'copies, one per layer' if n > 1 else 'copy, shared by all layers'}")
     return out

@@ -59,7 +59,8 @@ def _too_large(text: str) -> LiteralError:
 
 def _too_small(text: str) -> LiteralError:
     return LiteralError(f"the number {shorten(text)} is too small: float64 rounds a non-zero value "
-                        "below 2.2250738585072014e-308 to a subnormal or to 0", "write 0 if you mean zero, or rescale the problem")
+                        "below 2.2250738585072014e-308 to a subnormal or to 0",
+                        "write 0 if you mean zero, or rescale the problem")
 
 
 def parse_number(text: str) -> sp.Rational:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import sympy as sp
-
 from dpc.errors import DpcError
 from dpc.grammar import parse
 from dpc.grammar.parser import nesting_error

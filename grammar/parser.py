@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from functools import lru_cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from dpc.errors import DpcError
+from dpc.errors import DpcError, nested_too_deeply, read_source, source_lines
 from dpc.grammar import ast
+from dpc.literals import MAX_DIM, MAX_UNROLL, LiteralError, parse_count
 
 KEYWORDS = ("network", "dims", "input", "param", "hyper", "let", "var", "minimize", "subject",
             "update", "derive", "relax", "adapt", "unroll", "learn", "output")
@@ -38,8 +41,16 @@ def _ident(file: str, tok: Token) -> ast.Ident:
     return ast.Ident(str(tok), _span(file, tok))
 
 
+def _count(file: str, tok: Token, what: str, high: int) -> int:
+    """An INT token as a count within 1..high, or a DpcError at the number."""
+    try:
+        return parse_count(str(tok), what, high)
+    except LiteralError as err:
+        raise DpcError(err.message, _span(file, tok), err.hint) from None
+
+
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):  # iterative: a sum of 1000 terms is a tree 1000 deep
     def __init__(self, file: str):
         super().__init__()
         self.file = file
@@ -117,7 +128,8 @@ class _ToAst(Transformer):
                                args=args, kwargs=kwargs)
 
     def unroll(self, meta, ch):
-        return self._directive("unroll", meta, ch, name=self._id(ch[0]), count=int(ch[0]))
+        return self._directive("unroll", meta, ch, name=self._id(ch[0]),
+                               count=_count(self.file, ch[0], "unroll", MAX_UNROLL))
 
     def learn(self, meta, ch):
         return self._directive("learn", meta, ch, items=tuple(ch))
@@ -129,7 +141,10 @@ class _ToAst(Transformer):
         return self._directive("output", meta, ch, name=self._id(ch[0]))
 
     def type(self, meta, ch):
-        return ast.TypeSpec(tuple(str(t) for t in ch), self._s(meta))
+        # a literal size is stored normalised (R[007] is R[7]) and within MAX_DIM
+        dims = tuple(str(_count(self.file, t, "a size in a type", MAX_DIM)) if t.type == "INT" else str(t)
+                     for t in ch)
+        return ast.TypeSpec(dims, self._s(meta))
 
     def call_args(self, meta, ch):
         args, kwargs = [], []
@@ -191,18 +206,35 @@ def _describe_expected(expected) -> str:
     return ", ".join(others)
 
 
+def _show_char(ch: str) -> str:
+    """'x', or '\\x0b' (U+000B) for a character that prints as nothing or could be mistaken."""
+    return repr(ch) if ch.isascii() and ch.isprintable() else f"{ch!r} (U+{ord(ch):04X})"
+
+
+def _char_name(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X} {name}" if name else f"the control character U+{ord(ch):04X}"
+
+
 def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedToken) and err.token.type == "$END":
-        lines = text.splitlines() or [""]
+        lines = source_lines(text)
         line, col = len(lines), len(lines[-1]) + 1
     span = ast.Span(file, line, col, line, col + 1)
     hint = None
     if isinstance(err, UnexpectedCharacters):
-        ch = text.splitlines()[line - 1][col - 1] if text.splitlines() else "?"
-        message = f"unexpected character {ch!r}"
+        ch = err.char
+        message = f"unexpected character {_show_char(ch)}"
         if ch == "=" or ch == "<":
             hint = "an update is written `z <- expr`; a constraint `z >= 0`"
+        elif ch == "\r":
+            hint = "a carriage return without a newline: save the file with \\n (or \\r\\n) line endings"
+        elif ch.isalpha() or ch.isdigit():  # λ, ², ...: read as a letter or a digit, but not ASCII
+            hint = f"{_char_name(ch)}: names and numbers use ASCII letters, digits and _ only"
+        elif not ch.isprintable() or not ch.isascii():
+            hint = (f"{_char_name(ch)} cannot appear in a .dp program outside a comment: delete it "
+                    "(spaces, tabs and newlines separate tokens)")
     elif isinstance(err, UnexpectedToken):
         tok = err.token
         shown = "end of line" if tok.type == "_NL" else ("end of file" if tok.type == "$END" else repr(str(tok)))
@@ -226,10 +258,14 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
     return DpcError(f"syntax error: {message}", span, hint, source=text)
 
 
+def _lark_tree(text: str) -> Tree:
+    return _parser().parse(text if text.endswith("\n") else text + "\n")
+
+
 def parse(text: str, file: str = "<string>") -> ast.Program:
     """Parse .dp source into an AST; raises DpcError with a span on a syntax error."""
     try:
-        tree = _parser().parse(text if text.endswith("\n") else text + "\n")
+        tree = _lark_tree(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, file, text) from None
     try:
@@ -241,10 +277,44 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
     return ast.Program(file, text, statements)
 
 
-def parse_file(path: str) -> ast.Program:
+def nesting_error(text: str, file: str) -> DpcError:
+    """The DpcError for a RecursionError while compiling `text`: at the statement nested deepest.
+
+    Later stages (lowering, sympy, printing) recurse once or more per level of an expression;
+    the statement whose parse tree is deepest is the one to split. Its depth is found without
+    recursion, from lark's tree.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise DpcError(f"cannot read {path}: {err.strerror}") from None
-    return parse(text, str(path))
+        tree = _lark_tree(text)
+    except UnexpectedInput:
+        return nested_too_deeply(file)
+    deepest, where = 0, None
+    for stmt in _statements(tree):
+        depth = _depth(stmt)
+        if depth > deepest and not stmt.meta.empty:
+            deepest, where = depth, _span(file, stmt.meta)
+    return nested_too_deeply(file, where).with_source(text)
+
+
+def _statements(tree: Tree):
+    """Top-level statements, and the lines of an update block in its place (one line each)."""
+    for stmt in tree.children:
+        if isinstance(stmt, Tree) and stmt.data == "update" and len(stmt.children) > 1:
+            yield from (c for c in stmt.children if isinstance(c, Tree))
+        elif isinstance(stmt, Tree):
+            yield stmt
+
+
+def _depth(node) -> int:
+    """Levels of a lark tree, counted with a stack rather than recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Tree):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node.children)
+    return deepest
+
+
+def parse_file(path: str) -> ast.Program:
+    return parse(read_source(path), str(path))
