@@ -6,7 +6,7 @@ import os
 import sys
 import types
 
-from dpc.errors import DpcError, read_source
+from dpc.errors import DpcError, deep_nesting, read_source
 
 
 def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
@@ -18,8 +18,9 @@ def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     try:
-        program = compile_program(text, file, overrides)
-        return emit_module(program, os.path.basename(file))
+        with deep_nesting():
+            program = compile_program(text, file, overrides)
+            return emit_module(program, os.path.basename(file))
     except DpcError as e:
         raise e.with_source(text) from None
     except RecursionError:  # the emitter's printer recurses on an expression's depth

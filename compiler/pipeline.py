@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dpc.errors import DpcError
+from dpc.errors import DpcError, deep_nesting
 from dpc.grammar import parse
 from dpc.grammar.parser import nesting_error
 from dpc.ir import Directive, Program
@@ -103,25 +103,30 @@ def _finish(program: Program) -> Program:
 def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> list[Stage]:
     """Every stage of the compilation: the lowered program, then the program after each pass."""
     try:
-        program, directives = lower_program(parse(text, file))
-        program, directives = _apply_overrides(program, directives, overrides or {})
-        stages = [Stage("source", program)]
-        for directive in _order(directives):
-            program = _lookup(directive, program)(program, directive)
-            stages.append(Stage(directive.label(), program))
-        for label, fn in IMPLICIT:
-            folded = fn(program)
-            if folded is not program:
-                program = folded
-                stages.append(Stage(label, program))
-        program = _finish(program)
-        check_defaults(program)
-        stages[-1] = Stage(stages[-1].label, program)
-        return stages
+        with deep_nesting():
+            return _stages(text, file, overrides)
     except DpcError as e:
         raise e.with_source(text) from None
     except RecursionError:  # lowering, sympy and the passes recurse on an expression's depth
         raise nesting_error(text, file) from None
+
+
+def _stages(text: str, file: str, overrides) -> list[Stage]:
+    program, directives = lower_program(parse(text, file))
+    program, directives = _apply_overrides(program, directives, overrides or {})
+    stages = [Stage("source", program)]
+    for directive in _order(directives):
+        program = _lookup(directive, program)(program, directive)
+        stages.append(Stage(directive.label(), program))
+    for label, fn in IMPLICIT:
+        folded = fn(program)
+        if folded is not program:
+            program = folded
+            stages.append(Stage(label, program))
+    program = _finish(program)
+    check_defaults(program)
+    stages[-1] = Stage(stages[-1].label, program)
+    return stages
 
 
 def compile_program(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> Program:

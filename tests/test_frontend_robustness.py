@@ -275,10 +275,10 @@ def test_deep_nesting_is_a_dpc_error_in_process():
     from dpc.api import compile_source
     from dpc.errors import DpcError
     with pytest.raises(DpcError, match="nested too deeply") as info:
-        compile_source(LISTA.replace("lam = 0.1", "lam = " + "-" * 3000 + "1"), "deep.dp")
+        compile_source(LISTA.replace("lam = 0.1", "lam = " + "-" * 20000 + "1"), "deep.dp")
     assert str(info.value.diagnostics[0].span) == "deep.dp:7:1"
     update = (EXAMPLES / "lista_update.dp").read_text()
-    deep_let = "update {\n  let g = " + "+".join(["z"] * 3000) + "\n  z <- g\n}"
+    deep_let = "update {\n  let g = " + "+".join(["z"] * 20000) + "\n  z <- g\n}"
     with pytest.raises(DpcError, match="nested too deeply") as info:
         compile_source(update.replace("update z <- soft(z - D.T @ (D @ z - x) / L, lam / L)", deep_let), "u.dp")
     assert str(info.value.diagnostics[0].span) == "u.dp:12:3"  # the let inside the block, not `update`
