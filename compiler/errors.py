@@ -49,7 +49,7 @@ class Diagnostic:
     span: Span | None = None
     hint: str | None = None
 
-    def format(self, source: str | None) -> str:
+    def format(self, source: str | None, lines_of_source: list[str] | None = None) -> str:
         if self.span is None or self.span.line <= 0:
             head = f"error: {self.message}"
             if self.span is not None and self.span.file:
@@ -57,25 +57,44 @@ class Diagnostic:
             return head + (f"\n  hint: {self.hint}" if self.hint else "")
         lines = [f"{self.span}: error: {self.message}"]
         if source is not None:
-            text_lines = source_lines(source)
+            text_lines = lines_of_source if lines_of_source is not None else source_lines(source)
             if 0 < self.span.line <= len(text_lines):
-                line = visible(text_lines[self.span.line - 1])
+                line, shift = _window(visible(text_lines[self.span.line - 1]), self.span.column - 1)
                 lines.append(f"    {line}")
-                lines.append("    " + self._caret(line))
+                lines.append("    " + self._caret(line, shift))
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
 
-    def _caret(self, line: str) -> str:
-        """Spaces to the span's column, then one ^ per column it covers (at least one)."""
-        start = self.span.column - 1
+    def _caret(self, line: str, shift: int = 0) -> str:
+        """Spaces to the span's column, then one ^ per column it covers (at least one); `shift` columns of
+        the line were cut off on the left (a long line is shown as a window around the error)."""
+        start = self.span.column - 1 - shift
         end = start + 1
         if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
-            end = self.span.end_column - 1
+            end = min(self.span.end_column - 1 - shift, len(line))
         covered = line[start:end]
         past_end = max(0, start - len(line))  # an error at the end of the line points just after it
         width = _width(covered) + (end - start - len(covered))
         return " " * (_width(line[:start]) + past_end) + "^" * max(1, width)
+
+
+MAX_SHOWN = 50           # errors printed at once
+LINE_WINDOW = (60, 100)  # a source line longer than their sum is shown from 60 columns before the error
+
+
+def _window(line: str, column: int) -> tuple[str, int]:
+    """A long source line cut to a window around `column` (0-based): (text, columns cut on the left)."""
+    before, after = LINE_WINDOW
+    if len(line) <= before + after:
+        return line, 0
+    start = max(0, column - before)
+    text = line[start:column + after]
+    if start > 0:
+        text, start = "..." + text, start - 3
+    if column + after < len(line):
+        text += "..."
+    return text, start
 
 
 class DpcError(Exception):
@@ -93,7 +112,13 @@ class DpcError(Exception):
         return self
 
     def format(self) -> str:
-        return "\n".join(d.format(self.source) for d in self.diagnostics)
+        """Every diagnostic, up to MAX_SHOWN of them (a mutated file can have thousands)."""
+        lines_of_source = source_lines(self.source) if self.source is not None else None
+        shown = [d.format(self.source, lines_of_source) for d in self.diagnostics[:MAX_SHOWN]]
+        hidden = len(self.diagnostics) - MAX_SHOWN
+        if hidden > 0:
+            shown.append(f"... and {hidden} more error{'s' if hidden > 1 else ''} (fix these first)")
+        return "\n".join(shown)
 
     def __str__(self) -> str:
         return self.format()

@@ -168,6 +168,9 @@ def _name(node: ast.Name, env: _Env):
         return entry.symbol, entry.shape
     if node.id in env.failed:
         raise FollowOn()
+    if node.id in atoms.ATOMS:
+        raise _err(f"'{node.id}' is a function, not a value", node,
+                   f"call it: {atoms.ATOMS[node.id].signature}")
     if node.id in env.dims:
         raise _err(f"'{node.id}' is a dim (a size), not a value", node, "use eye(n) for an identity of size n")
     if node.id in env.indices:
@@ -360,6 +363,9 @@ class _Lowering:
         for d in t.dims:
             if not d.isdigit() and d not in self.dims:
                 errors.add(f"'{d}' is not a declared dim", t.span, f"add it to `dims`, e.g. dims {d}")
+            elif d.isdigit() and int(d) == 1:  # in the algebra an R[n, 1] matrix is an R[n] vector
+                errors.add("a size of 1 in a type is ambiguous: R[n, 1] would be the vector R[n], and R[1] "
+                           "the scalar R", t.span, "write R[n] for a vector or R for a scalar")
         errors.raise_if_any()
         return tuple(t.dims)
 

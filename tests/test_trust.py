@@ -249,3 +249,23 @@ def test_input_of_another_dtype_is_a_value_error():
         net(torch.randn(2, 20, dtype=torch.float32))
     with pytest.raises(ValueError, match="x must have dtype"):
         net(torch.ones(2, 20, dtype=torch.int64))
+
+
+def test_a_size_of_one_in_a_type_is_an_error():
+    """R[n, 1] is the vector R[n] in the algebra (a 1-column matrix took the vector path in the printer)."""
+    message = _error("network N\ndims S\ninput x : R[S]\nparam Phi : R[S, 1]\nvar z : R[S] = 0\n"
+                     "update z <- z + x\nunroll 1\n")
+    assert message.startswith("prog.dp:4:11: error: a size of 1 in a type is ambiguous")
+
+
+def test_thousands_of_errors_print_quickly_and_briefly():
+    """A mutated file with 3000 mistakes on one 25 kB line: 50 errors shown, each line a window."""
+    import time
+    text = ("network N\ndims n\ninput x : R[n]\nvar z : R[n]\nminimize " + " + ".join(["sqnorm"] * 3000)
+            + " + sqnorm(z - x)\nderive gd(step = 0.1)\nunroll 2\n")
+    start = time.perf_counter()
+    message = _error(text)
+    assert time.perf_counter() - start < 10
+    assert message.count("error:") == 50 and message.endswith("... and 2950 more errors (fix these first)")
+    assert "'sqnorm' is a function, not a value" in message
+    assert max(len(line) for line in message.splitlines()) < 200
