@@ -255,7 +255,7 @@ def test_a_size_of_one_in_a_type_is_an_error():
     """R[n, 1] is the vector R[n] in the algebra (a 1-column matrix took the vector path in the printer)."""
     message = _error("network N\ndims S\ninput x : R[S]\nparam Phi : R[S, 1]\nvar z : R[S] = 0\n"
                      "update z <- z + x\nunroll 1\n")
-    assert message.startswith("prog.dp:4:11: error: a size of 1 in a type is ambiguous")
+    assert message.startswith("prog.dp:4:13: error: a size of 1 in a type is ambiguous")
 
 
 def test_thousands_of_errors_print_quickly_and_briefly():
