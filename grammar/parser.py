@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import threading
 import unicodedata
 from functools import lru_cache
 
@@ -29,7 +30,32 @@ _TOKEN_NAMES = {
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     return Lark.open_from_package("dpc.grammar", "dp.lark", parser="lalr",
-                                  propagate_positions=True, maybe_placeholders=False)
+                                  propagate_positions=True, maybe_placeholders=False,
+                                  lexer_callbacks={kw.upper(): _keyword_ends for kw in KEYWORDS + ("to", "in", "R")})
+
+
+# The text being parsed, for _keyword_ends (lark's callbacks see only the token).
+_current = threading.local()
+
+
+class _GluedKeyword(Exception):
+    def __init__(self, token: Token, word: str):
+        super().__init__(word)
+        self.token, self.word = token, word
+
+
+def _keyword_ends(token: Token) -> Token:
+    """A keyword must end where a name could not go on. Where only keywords can come (a statement's start),
+    lark's contextual lexer matches `varz` as `var` + `z`; the typo would declare z, `learnweights` would
+    learn the weights. Refuse it instead."""
+    text = getattr(_current, "text", "")
+    end = token.end_pos
+    if end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        start = end
+        while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+            end += 1
+        raise _GluedKeyword(token, str(token) + text[start:end])
+    return token
 
 
 def _span(file: str, meta_or_token) -> ast.Span:
@@ -259,7 +285,12 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
 
 
 def _lark_tree(text: str) -> Tree:
-    return _parser().parse(text if text.endswith("\n") else text + "\n")
+    text = text if text.endswith("\n") else text + "\n"
+    _current.text = text
+    try:
+        return _parser().parse(text)
+    finally:
+        _current.text = ""
 
 
 def parse(text: str, file: str = "<string>") -> ast.Program:
@@ -268,6 +299,13 @@ def parse(text: str, file: str = "<string>") -> ast.Program:
         tree = _lark_tree(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, file, text) from None
+    except _GluedKeyword as err:
+        tok = err.token
+        span = ast.Span(file, tok.line, tok.column, tok.line, tok.column + len(err.word))
+        hint = ("a type is R, R[n] or R[m, n]" if str(tok) == "R" else
+                f"put a space after it: {tok} {err.word[len(str(tok)):]}")
+        raise DpcError(f"syntax error: '{err.word}' runs the keyword '{tok}' into a name", span, hint,
+                       source=text) from None
     try:
         statements = _ToAst(file).transform(tree)
     except VisitError as err:  # errors inside the transformer arrive wrapped

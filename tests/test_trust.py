@@ -269,3 +269,19 @@ def test_thousands_of_errors_print_quickly_and_briefly():
     assert message.count("error:") == 50 and message.endswith("... and 2950 more errors (fix these first)")
     assert "'sqnorm' is a function, not a value" in message
     assert max(len(line) for line in message.splitlines()) < 200
+
+
+@pytest.mark.parametrize("line, word", [("varz : R[n] = 0", "varz"), ("learnweights", "learnweights"),
+                                        ("unroll2", "unroll2")])
+def test_a_keyword_run_into_a_name_is_an_error(line, word):
+    """`varz` used to declare z and `learnweights` to learn the weights: lark's contextual lexer matched the
+    keyword as a prefix where only keywords can come."""
+    text = "network N\ndims n\ninput x : R[n]\nvar y : R[n] = 0\nupdate y <- soft(y + x, 0.1)\n" + line + "\n"
+    message = _error(text)
+    assert message.startswith(f"prog.dp:6:1: error: syntax error: '{word}' runs the keyword")
+
+
+def test_names_that_start_with_a_keyword_still_work():
+    net = build("network N\ndims n\ninput x : R[n]\nparam letter : R[n]\nvar output_ : R[n] = 0\n"
+                "update {\n  let variance = letter * x\n  output_ <- variance + output_\n}\nunroll 2\n")
+    assert torch.allclose(net(letter=torch.ones(3))(torch.ones(2, 3)), 2 * torch.ones(2, 3))
