@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import keyword
+import math
 from dataclasses import dataclass, replace
 
 import sympy as sp
@@ -145,6 +146,21 @@ def _lower(node: ast.Expr, env: _Env):
     raise _err(f"unsupported expression {type(node).__name__}", node)
 
 
+def _check_power(node, base, exponent):
+    """A power of literals is computed exactly by sympy: 2^-1e29 would take forever. Estimate its size
+    from logarithms first and refuse one that float64 cannot hold, before it is computed."""
+    b, e = complex(sp.N(base, 20)), complex(sp.N(exponent, 20))
+    if b.imag or e.imag or b.real == 0 or abs(b.real) == 1:
+        return  # 0^e, 1^e, (-1)^e: small, or no real value (reported after)
+    size = e.real * math.log2(abs(b.real))  # log2 of |base^exponent|
+    if size > 1024:
+        raise _err("this power of literals gives a number float64 cannot hold", node,
+                   "write a smaller number (or rescale the problem)")
+    if size < -1022:
+        raise _err("this power of literals gives a number too small for float64 (it would round to 0)", node,
+                   "write 0 if you mean zero, or rescale the problem")
+
+
 def _checked_number(node, value, shape):
     """Arithmetic on literals is done while lowering (sympy folds 2 * 0.5 to 1): what it gives must be a
     number float64 holds, like any literal."""
@@ -211,6 +227,8 @@ def _binop(node: ast.BinOp, env: _Env):
         if ls != () or rs != ():
             raise _err(f"^ needs scalars, got {show_shape(ls)} ^ {show_shape(rs)}", node,
                        "for the squared norm of a vector write sqnorm(v)")
+        if left.is_number and right.is_number:
+            _check_power(node, left, right)
         return left ** right, ()
     raise _err(f"unknown operator {op}", node)  # pragma: no cover - the grammar has no others
 
@@ -466,6 +484,10 @@ class _Lowering:
             self._declare(Decl(name, "let", shape, value, s.name.span), s.name)
         elif kind == "var":
             shape = self.check_type(s.type)
+            if len(shape) == 2:  # the emitted code keeps one vector per sample (row form); no batched matrices
+                raise DpcError(f"var {name} is a matrix ({show_shape(shape)}); a var is a vector R[n] (one per "
+                               "sample) or a scalar R", s.type.span,
+                               "a matrix that does not change between layers is a param or a let")
             start = ZeroMatrix(*make_symbol(name, shape).shape) if shape else sp.Integer(0)
             if s.value is not None:
                 start = self._start(name, shape, s.value)

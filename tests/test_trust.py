@@ -177,7 +177,7 @@ def test_literal_beyond_float64_is_an_error_at_the_literal(literal, what):
 
 def test_literal_arithmetic_beyond_float64_is_an_error():
     message = _error(HEAD + "var z : R[n] = 0\nupdate z <- 1e200^2 * D.T @ x + 1/0 * z\nunroll 1\n")
-    assert "prog.dp:6:13: error: this arithmetic on literals gives a number float64 cannot hold" in message
+    assert "prog.dp:6:13: error: this power of literals gives a number float64 cannot hold" in message
     assert "prog.dp:6:33: error: this arithmetic on literals has no finite real value" in message
 
 
@@ -285,3 +285,37 @@ def test_names_that_start_with_a_keyword_still_work():
     net = build("network N\ndims n\ninput x : R[n]\nparam letter : R[n]\nvar output_ : R[n] = 0\n"
                 "update {\n  let variance = letter * x\n  output_ <- variance + output_\n}\nunroll 2\n")
     assert torch.allclose(net(letter=torch.ones(3))(torch.ones(2, 3)), 2 * torch.ones(2, 3))
+
+
+def test_a_matrix_var_is_an_error():
+    message = _error("network N\ndims n\ninput x : R[n]\nparam M : R[n, n]\nvar z : R[n] = 0\nvar S : R[n, n] = M\n"
+                     "update {\n  z <- S @ x\n  S <- S / 2\n}\nunroll 2\n")
+    assert message.startswith("prog.dp:6:9: error: var S is a matrix (R[n, n])")
+
+
+def test_a_power_of_literals_is_checked_before_it_is_computed():
+    import time
+    start = time.perf_counter()
+    message = _error(HEAD + "hyper mu = 2^-123456789012345678901234567890.5\nvar z : R[n] = 0\n"
+                     "update z <- mu * D.T @ x\nunroll 1\n")
+    assert time.perf_counter() - start < 5
+    assert "prog.dp:5:12: error: this power of literals gives a number too small for float64" in message
+
+
+def test_learn_weights_leaves_a_threshold_of_a_param_alone():
+    """soft(D, 0.5) is a constant of the layer: only the threshold applied to the states is linearised."""
+    D, x = _rng_problem(5, 4)
+    net = build(HEAD + "hyper lam = 0.1\nvar z : R[n] = 0\n"
+                "update z <- soft(z - 0.1 * D.T @ (D @ z - x), lam) + soft(D, 0.5).T @ x\nunroll 3\nlearn weights\n")(
+        D=torch.tensor(D))
+    z = np.zeros((4, 4))
+    for _ in range(3):
+        z = soft(z - 0.1 * (z @ D.T - x) @ D, 0.1) + x @ soft(D, 0.5)
+    assert np.allclose(net(torch.tensor(x)).detach().numpy(), z, atol=1e-12)
+    assert set(net.per_layer_parameters) == {"W", "S", "theta"}
+
+
+def test_an_output_no_layer_assigns_stays_at_its_start():
+    net = build("network N\ndims n\ninput x : R[n]\nvar z : R[n] = 0.5\nvar t : R[n] = 0\nupdate t <- t + x\n"
+                "unroll 2\n")(n=3)
+    assert torch.equal(net(torch.ones(2, 3)), torch.full((2, 3), 0.5))

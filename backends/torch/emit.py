@@ -437,8 +437,8 @@ class Emitter:
         for _, e in first.equations():
             reads |= graph.names_in(e)
         batch = f"{inputs[0]}.shape[0]"
-        for d in self.states:
-            if d.name in reads:
+        for d in self.states:  # the output too, if no layer assigns it (it stays at its start)
+            if d.name in reads or d.name == out_name:
                 out(f"{d.name} = {self.start_code(d, base_printer, batch)}", 2)
         for name, expr in hoisted:
             out(f"{name} = {self.expr(base_printer, expr)}  # the same in every layer: computed once", 2)

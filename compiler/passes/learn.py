@@ -65,7 +65,7 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
     learned: list[Decl] = []
     lines: list[str] = []
     taken: set[str] = set()
-    step, count = map_thresholds(program.step, lambda atom, index: _linearise(
+    step, count = map_thresholds(program, lambda atom, index: _linearise(
         program, directive, atom, variables, index, learned, lines, not tied, taken))
     if not count:
         raise fail(program, "learn weights found no soft/softss/softpos/hard threshold in the update to linearise",

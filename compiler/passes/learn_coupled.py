@@ -55,7 +55,7 @@ def learn_coupled(program: Program, directive: Directive, item) -> Program:
             terms.append(bias)
         return atom.func(MatAdd(*terms), sp.Symbol(theta.name, real=True), *atom.args[2:])
 
-    step, count = map_thresholds(program.step, couple)
+    step, count = map_thresholds(program, couple)
     if not count:
         raise fail(program, "learn weights coupled found no soft/softss/softpos/hard threshold in the update",
                    directive.span)

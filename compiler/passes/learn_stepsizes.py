@@ -49,7 +49,7 @@ def learn_stepsizes(program: Program, directive: Directive, item) -> Program:
         return atom.func(MatAdd(*[body for _, body in kept], step_term), sp.Symbol(theta.name, real=True),
                          *atom.args[2:])
 
-    step, count = map_thresholds(program.step, learn_step)
+    step, count = map_thresholds(program, learn_step)
     if not count:
         raise fail(program, "learn stepsizes found no soft/softss/softpos/hard threshold in the update",
                    directive.span)
