@@ -305,6 +305,9 @@ def _index(node: ast.Index, env: _Env):
 
 
 def _index_sum(node: ast.IndexSum, env: _Env):
+    if node.index in env.entries or node.index in env.dims or node.index in env.indices:
+        raise _err(f"sum_{node.index}: the index '{node.index}' is already a name here", node,
+                   "name the index something else, e.g. sum_j ... [j]")
     inner = env.child()
     inner.indices[node.index] = None
     body, shape = _lower(node.body, inner)

@@ -319,3 +319,19 @@ def test_an_output_no_layer_assigns_stays_at_its_start():
     net = build("network N\ndims n\ninput x : R[n]\nvar z : R[n] = 0.5\nvar t : R[n] = 0\nupdate t <- t + x\n"
                 "unroll 2\n")(n=3)
     assert torch.equal(net(torch.ones(2, 3)), torch.full((2, 3), 0.5))
+
+
+def test_a_product_after_a_factor_is_parenthesised():
+    """An entry of D.T @ v prints as `v @ D`; a * v @ D would be (a * v) @ D in Python."""
+    D, x = _rng_problem(6, 2)
+    net = build("network N\ndims q, p\ninput x : R[q]\nparam D : R[q, p]\n"
+                "let L = sum_j clamp(D.T @ rowsqnorm(D), 0.05, 1)[j] * (D.T @ rowsqnorm(D))[j]\n"
+                "var z : R[p] = 0\nupdate z <- z + L * D.T @ x\nunroll 1\n")(D=torch.tensor(D))
+    v = (D * D).sum(1) @ D
+    assert np.allclose(net(torch.tensor(x)).numpy(), (np.clip(v, 0.05, 1) @ v) * x @ D)
+
+
+def test_a_sum_index_cannot_shadow_a_name():
+    message = _error("network N\ndims p\ninput x : R[p]\nvar i : R[p] = x\nupdate i <- tanh(sum_i i[i]) * i\n"
+                     "unroll 2\n")
+    assert "prog.dp:5:18: error: sum_i: the index 'i' is already a name here" in message

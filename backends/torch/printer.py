@@ -102,7 +102,9 @@ class TorchPrinter:
                 den.append(f.base if f.exp == -1 else f.base ** (-f.exp))
             else:
                 num.append(f)
-        out = " * ".join(self.wrap(f, MUL) for f in num) if num else "1"
+        # * and @ bind alike, left to right: a factor after the first that prints as a product in row form
+        # (an entry of D.T @ v is `v @ D`) needs parentheses, or a * v @ D would mean (a * v) @ D
+        out = " * ".join(self.wrap(f, MUL if i == 0 else MUL + 1) for i, f in enumerate(num)) if num else "1"
         for d in den:
             out += " / " + self.wrap(d, MUL + 1)
         return out, MUL
