@@ -299,9 +299,25 @@ def _index(node: ast.Index, env: _Env):
         raise _err(f"index {node.index} ranges over {bound} but indexes a dimension of size {shape[0]}", node)
     env.indices[node.index] = shape[0]
     j = sp.Symbol(node.index, integer=True)
-    if len(shape) == 1:
-        return atoms.Entry(expr, j), ()
-    return atoms.Row(expr, j), (shape[1],)
+    return _indexed(expr, j), (() if len(shape) == 1 else (shape[1],))
+
+
+def _indexed(expr, j):
+    """Entry j of a vector (row j of a matrix), taken through sums and scalings: (z + 0.5)[j] is
+    z[j] + 0.5, ones[j] is 1. (sympy cannot build the entry of a sum holding a broadcast.)"""
+    vector = expr.shape[1] == 1
+    if isinstance(expr, sp.MatAdd):
+        parts = [_indexed(a, j) for a in expr.args]
+        return sp.Add(*parts) if vector else sp.MatAdd(*parts)
+    if isinstance(expr, sp.MatMul):
+        coeff, mats = expr.as_coeff_matrices()
+        if coeff != 1 and len(mats) == 1:
+            return coeff * _indexed(mats[0], j)
+    if isinstance(expr, atoms.Ones):
+        return sp.Integer(1) if vector else atoms.Ones(expr.shape[1])
+    if isinstance(expr, ZeroMatrix):
+        return sp.Integer(0) if vector else ZeroMatrix(expr.shape[1], 1)
+    return atoms.Entry(expr, j) if vector else atoms.Row(expr, j)
 
 
 def _index_sum(node: ast.IndexSum, env: _Env):

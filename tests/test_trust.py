@@ -335,3 +335,23 @@ def test_a_sum_index_cannot_shadow_a_name():
     message = _error("network N\ndims p\ninput x : R[p]\nvar i : R[p] = x\nupdate i <- tanh(sum_i i[i]) * i\n"
                      "unroll 2\n")
     assert "prog.dp:5:18: error: sum_i: the index 'i' is already a name here" in message
+
+
+def test_an_entry_of_a_broadcast_sum():
+    """(z + 0.5)[j] is z[j] + 0.5 (sympy could not build the entry of a sum holding a broadcast)."""
+    net = build("network N\ndims p\ninput x : R[p]\nvar z : R[p] = x\nupdate z <- tanh(sum_j (z + 0.5)[j]) * z\n"
+                "unroll 2\n")(p=3)
+    x = np.random.default_rng(1).standard_normal((4, 3)) / 3
+    z = x
+    for _ in range(2):
+        z = np.tanh((z + 0.5).sum(-1, keepdims=True)) * z
+    assert np.allclose(net(torch.tensor(x)).numpy(), z, atol=1e-12)
+
+
+def test_inner_product_of_a_scaled_product():
+    """(M @ y / 2) @ v: the scaled product inside the inner product stays a matrix-vector product."""
+    rng = np.random.default_rng(2)
+    M, v, y = rng.standard_normal((5, 3)), rng.standard_normal(5), rng.standard_normal((4, 3))
+    net = build("network N\ndims w, d\ninput y : R[d]\nparam M : R[w, d]\nparam v : R[w]\nvar h : R[d]\n"
+                "update h <- ((M @ y / 2) @ v) * y\nunroll 2\n")(M=torch.tensor(M), v=torch.tensor(v))
+    assert np.allclose(net(torch.tensor(y)).numpy(), ((y @ M.T / 2) @ v)[:, None] * y, atol=1e-12)

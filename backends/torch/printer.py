@@ -192,7 +192,9 @@ class TorchPrinter:
         body, prec = self._product(mats)
         if coeff == 1:
             return body, prec
-        num, den = sp.fraction(sp.factor_terms(coeff))
+        # factor_terms goes inside function arguments and would turn a scaled matrix product there (the
+        # argument of an inner product) into a scalar Mul: only for coefficients free of matrices
+        num, den = sp.fraction(coeff if coeff.atoms(MatrixSymbol) else sp.factor_terms(coeff))
         if isinstance(coeff, sp.Rational):
             num, den = coeff, sp.Integer(1)
         if num != 1:

@@ -147,8 +147,8 @@ def _regulariser(term, var):
     for form in FORMS:
         found = [a for a in term.atoms(form.regulariser) if a.has(var)]
         if len(found) == 1 and found[0].args[0] == var:
-            coef = sp.simplify(term / found[0])
-            if not coef.has(var):
+            coef, rest = term.as_independent(found[0], as_Add=False)
+            if rest == found[0] and not coef.has(var):
                 return form.regulariser, coef
     return None
 

@@ -47,8 +47,9 @@ def as_penalty(term, var) -> Penalty | None:
     found = [a for a in term.atoms(atoms.ScalarAtom) if a.has(var)]
     if len(found) != 1 or type(found[0]) not in PENALTIES or found[0].args[0] != var:
         return None
-    weight = sp.simplify(term / found[0])
-    if weight.has(var):
+    # the factors beside the atom (not simplify(term / atom): simplify rewrites inside other atoms' arguments)
+    weight, rest = term.as_independent(found[0], as_Add=False)
+    if rest != found[0] or weight.has(var):
         return None
     return Penalty(PENALTIES[type(found[0])], weight, term)
 
