@@ -332,7 +332,10 @@ def _index_sum(node: ast.IndexSum, env: _Env):
         raise _err(f"sum_{node.index}: the body never indexes with {node.index}", node)
     if shape != ():
         raise _err(f"sum_{node.index} needs a scalar body, got {show_shape(shape)}", node.body)
-    return atoms.IndexSum(body, sp.Symbol(node.index, integer=True), dim_symbol(dim)), ()
+    j = sp.Symbol(node.index, integer=True)
+    if not body.has(j):  # the entries cancelled ((b - b)[j] is 0): dim copies of a constant
+        return body * dim_symbol(dim), ()
+    return atoms.IndexSum(body, j, dim_symbol(dim)), ()
 
 
 # --- environments ------------------------------------------------------------------

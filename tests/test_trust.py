@@ -355,3 +355,31 @@ def test_inner_product_of_a_scaled_product():
     net = build("network N\ndims w, d\ninput y : R[d]\nparam M : R[w, d]\nparam v : R[w]\nvar h : R[d]\n"
                 "update h <- ((M @ y / 2) @ v) * y\nunroll 2\n")(M=torch.tensor(M), v=torch.tensor(v))
     assert np.allclose(net(torch.tensor(y)).numpy(), ((y @ M.T / 2) @ v)[:, None] * y, atol=1e-12)
+
+
+def test_scalar_functions_keep_the_module_dtype():
+    """exp/log/tanh of a scalar and norm0 (a count) are computed in the module's dtype: float32 stays
+    float32, and a float64 module loses no precision to the default dtype."""
+    text = ("network N\ndims q, r\ninput b : R[r]\nparam A : R[q, r]\nparam S : R[q]\nhyper lam = 0.3\n"
+            "var h : R[q] = 0\nupdate h <- exp(lam) * sigmoid(norm0(S)) * A @ b + tanh(lam) * h\nunroll 2\n")
+    cls = build(text)
+    A, S, b = (torch.randn(*shape, dtype=torch.float32) for shape in ((3, 4), (3,), (2, 4)))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        net64 = cls(A=A.double(), S=S.double())
+        out64 = net64(b.double())
+    finally:
+        torch.set_default_dtype(old)
+    assert cls(A=A, S=S)(b).dtype == torch.float32
+    A, S, b = A.double().numpy(), S.double().numpy(), b.double().numpy()
+    h = np.zeros((2, 3))
+    for _ in range(2):
+        h = np.exp(0.3) / (1 + np.exp(-np.count_nonzero(S))) * b @ A.T + np.tanh(0.3) * h
+    assert out64.dtype == torch.float64 and np.allclose(out64.numpy(), h, rtol=1e-14)
+
+
+def test_an_index_sum_whose_entries_cancel():
+    net = build("network N\ndims r, d\ninput b : R[r]\ninput obs : R[d]\nvar z : R[d] = obs - 2\n"
+                "update z <- z + (sum_i (b - b)[i] * b[i]) * obs\nunroll 2\n")(r=3, d=4)
+    assert torch.equal(net(torch.ones(2, 3), torch.ones(2, 4)), torch.full((2, 4), -1.0))

@@ -46,7 +46,7 @@ HELPERS = {
     z = torch.sort(v, dim=-1, descending=True).values
     cumsum = z.cumsum(-1) - 1
     rank = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
-    support = (rank * z > cumsum).sum(-1, keepdim=True)
+    support = (rank * z > cumsum).sum(-1, keepdim=True).clamp(min=1)  # >= 1 even where z + 1 rounds to z
     threshold = cumsum.gather(-1, support - 1) / support.to(v.dtype)
     return torch.clamp(v - threshold, min=0)''',
     "_entr": '''def _entr(v):
@@ -290,7 +290,7 @@ class Emitter:
         if self.p.layers:
             self.used_helpers.add("_layer_count")
             out("self.steps = steps = _layer_count(steps)", 2)
-        if not self.params and (self.weights or any(d.trainable for d in self.hypers)):
+        if not self.params:
             out("_like = torch.empty(0)  # no tensor given: new tensors take the default dtype, on the cpu", 2)
         printer = TorchPrinter(self.init_names(), set(), keepdim=False, like=self.like())
         for d in self.hypers:

@@ -120,21 +120,26 @@ class TorchPrinter:
         a, b = e.args
         if b == 0 or a == 0:
             other = a if b == 0 else b
-            return f"torch.relu(torch.as_tensor({self(other)}))", CALL
-        return f"torch.maximum(torch.as_tensor({self(a)}), torch.as_tensor({self(b)}))", CALL
+            return f"torch.relu({self._tensor(other)})", CALL
+        return f"torch.maximum({self._tensor(a)}, {self._tensor(b)})", CALL
 
     def _Min(self, e):
         a, b = e.args
-        return f"torch.minimum(torch.as_tensor({self(a)}), torch.as_tensor({self(b)}))", CALL
+        return f"torch.minimum({self._tensor(a)}, {self._tensor(b)})", CALL
+
+    def _tensor(self, e):
+        """A scalar as a tensor in the module's dtype: torch.as_tensor(lam) of a Python float would take the
+        default dtype (float32 in a float64 module: a precision loss; float64 in a float32 one: promotion)."""
+        return f"torch.as_tensor({self(e)}, dtype={self.like}.dtype, device={self.like}.device)"
 
     def _exp(self, e):
-        return f"torch.exp(torch.as_tensor({self(e.args[0])}))", CALL
+        return f"torch.exp({self._tensor(e.args[0])})", CALL
 
     def _log(self, e):
-        return f"torch.log(torch.as_tensor({self(e.args[0])}))", CALL
+        return f"torch.log({self._tensor(e.args[0])})", CALL
 
     def _tanh(self, e):
-        return f"torch.tanh(torch.as_tensor({self(e.args[0])}))", CALL
+        return f"torch.tanh({self._tensor(e.args[0])})", CALL
 
     # --- scalar atoms of vectors: one number per sample ---
     def _reduce(self, code, method="sum"):
@@ -150,8 +155,8 @@ class TorchPrinter:
         kd = ", keepdim=True" if self.keepdim else ""
         return f"torch.linalg.vector_norm({self(e.args[0])}, dim=-1{kd})", CALL
 
-    def _Norm0(self, e):
-        return self._reduce(f"({self(e.args[0])} != 0)", "sum")
+    def _Norm0(self, e):  # |sign(v)| counts the non-zeros in v's own dtype (a bool sum would be int64)
+        return self._reduce(f"{self.wrap(e.args[0], CALL)}.sign().abs()", "sum")
 
     def _SumAll(self, e):
         return self._reduce(self.wrap(e.args[0], CALL))
