@@ -361,7 +361,7 @@ def _sparsemax_reference(np, v):
     z = np.sort(v.ravel())[::-1]
     cumsum = np.cumsum(z)
     k = np.arange(1, z.size + 1)
-    support = k[1 + k * z > cumsum].max(initial=0)
+    support = k[1 + k * z > cumsum].max(initial=1)  # >= 1: the largest entry, even where 1 + z_1 rounds to z_1
     tau = (cumsum[support - 1] - 1) / support
     return np.maximum(v - tau, 0)
 
