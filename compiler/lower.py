@@ -220,6 +220,8 @@ def _binop(node: ast.BinOp, env: _Env):
     if op == "/":
         if rs != ():
             raise _err(f"can only divide by a scalar, not by {show_shape(rs)}", node.right)
+        if right.is_number and right == 0:
+            raise _err("division by zero", node.right)
         return left * (1 / right) if ls != () else left / right, ls
     if op == "@":
         return _matmul(node, left, ls, right, rs)
@@ -382,6 +384,7 @@ class _Lowering:
         self.step = None
         self.directives: list[Directive] = []
         self.failed: set[str] = set()   # names whose declaration had an error
+        self.entries: dict[str, _Entry] = {}  # a declaration's entry, made once (see env)
         self.update_spans: tuple = ()   # (("update", span),): where the update is written, for errors about it
 
     # helpers
@@ -392,9 +395,18 @@ class _Lowering:
                        directive_spans=self.update_spans + tuple((d.kind, d.span) for d in self.directives))
 
     def env(self, kinds, where, extra=None):
-        env = _env(self.program(), kinds, where, extra)
-        env.failed = frozenset(self.failed)
-        return env
+        """The names visible to a statement. Entries are made once per declaration (a program of thousands
+        of declarations must not rebuild every sympy symbol for every statement)."""
+        entries = {}
+        for d in self.decls:
+            if d.kind in kinds:
+                entry = self.entries.get(d.name)
+                if entry is None or entry.kind != d.kind:
+                    entry = self.entries[d.name] = _Entry(d.symbol, d.shape, d.kind)
+                entries[d.name] = entry
+        if extra:
+            entries.update(extra)
+        return _Env(entries, tuple(self.dims), where, frozenset(self.failed))
 
     def check_type(self, t: ast.TypeSpec):
         if len(t.dims) > 2:

@@ -542,8 +542,8 @@ class Emitter:
         inputs = {d.name for d in self.inputs}
         found: dict = {}
 
-        def invariant(e):
-            return not graph.names_in(e) & varying
+        def invariant(e):  # softss's share grows with the layer number: never the same in every layer
+            return not graph.names_in(e) & varying and not e.has(atoms.LAYER)
 
         def hoisted(e):
             if e not in found:
