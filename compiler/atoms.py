@@ -286,7 +286,13 @@ def _show(shape: Shape) -> str:
 def _scalar_or(cls, scalar_fn):
     """Elementwise on vectors, the sympy function on scalars."""
     def build(v):
-        return cls(v) if isinstance(v, MatrixExpr) else scalar_fn(v)
+        if isinstance(v, MatrixExpr):
+            return cls(v)
+        try:
+            return scalar_fn(v)
+        except (NotImplementedError, TypeError):  # sympy's own evaluation trips on a matrix inside the scalar
+            with sp.evaluate(False):              # (abs of an entry of D @ (0.1 - s)): keep it as written
+                return scalar_fn(v)
     return build
 
 

@@ -63,7 +63,9 @@ HELPERS = {
     if k < 1:
         return shrunk
     magnitude = v.abs()
-    top = torch.zeros_like(v, dtype=torch.bool).scatter_(-1, magnitude.topk(k, dim=-1).indices, True)
+    # a stable sort, not topk: among equal |v| the lower index is kept, the same on every device
+    largest = magnitude.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+    top = torch.zeros_like(v, dtype=torch.bool).scatter_(-1, largest, True)
     return torch.where(top & (magnitude > t), v, shrunk)''',
     "_analytic": '''def _analytic(D):
     """ALISTA's analytic weight (Liu et al. 2019): W minimising ||W.T @ D||_F off the diagonal subject to
