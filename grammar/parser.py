@@ -244,9 +244,11 @@ def _char_name(ch: str) -> str:
 
 def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
     line, col = max(err.line, 1), max(err.column, 1)
+    lines = source_lines(text)
     if isinstance(err, UnexpectedToken) and err.token.type == "$END":
-        lines = source_lines(text)
         line, col = len(lines), len(lines[-1]) + 1
+    if line <= len(lines):  # an end of line after a comment ending in a lone \r: just past the line's text
+        col = min(col, len(lines[line - 1]) + 1)
     span = ast.Span(file, line, col, line, col + 1)
     hint = None
     if isinstance(err, UnexpectedCharacters):

@@ -383,3 +383,8 @@ def test_an_index_sum_whose_entries_cancel():
     net = build("network N\ndims r, d\ninput b : R[r]\ninput obs : R[d]\nvar z : R[d] = obs - 2\n"
                 "update z <- z + (sum_i (b - b)[i] * b[i]) * obs\nunroll 2\n")(r=3, d=4)
     assert torch.equal(net(torch.ones(2, 3), torch.ones(2, 4)), torch.full((2, 4), -1.0))
+
+
+def test_an_error_after_a_comment_ending_in_a_carriage_return_points_at_the_line():
+    message = _error("hyper #\r")
+    assert message.startswith("prog.dp:1:8: error: syntax error: unexpected end of line")
