@@ -479,8 +479,8 @@ class _Lowering:
         for ident in s.names:
             if ident.id in RESERVED or ident.id.startswith("_"):
                 raise DpcError(f"'{ident.id}' cannot name a dim in the generated module", ident.span)
-            if ident.id in self.dims:
-                raise DpcError(f"dim '{ident.id}' is declared twice", ident.span)
+            if ident.id in self.dims or any(d.name == ident.id for d in self.decls):
+                raise DpcError(f"'{ident.id}' is declared twice", ident.span)
             self.dims.append(ident.id)
 
     def _DeclStmt(self, s: ast.DeclStmt):

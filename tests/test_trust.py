@@ -388,3 +388,9 @@ def test_an_index_sum_whose_entries_cancel():
 def test_an_error_after_a_comment_ending_in_a_carriage_return_points_at_the_line():
     message = _error("hyper #\r")
     assert message.startswith("prog.dp:1:8: error: syntax error: unexpected end of line")
+
+
+def test_a_dim_named_like_an_earlier_declaration_is_an_error():
+    message = _error("network N\nhyper mu = 1\ndims m, mu\ninput y : R[m]\nvar w : R[mu] = 1\n"
+                     "update w <- 0.5 * w\nunroll 1\n")
+    assert message.startswith("prog.dp:3:9: error: 'mu' is declared twice")
