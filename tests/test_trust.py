@@ -394,3 +394,10 @@ def test_a_dim_named_like_an_earlier_declaration_is_an_error():
     message = _error("network N\nhyper mu = 1\ndims m, mu\ninput y : R[m]\nvar w : R[mu] = 1\n"
                      "update w <- 0.5 * w\nunroll 1\n")
     assert message.startswith("prog.dp:3:9: error: 'mu' is declared twice")
+
+
+def test_a_state_no_layer_assigns_but_later_layers_read():
+    """w = 0 folds out of the first layer, yet the later layers read it: it must still start at 0."""
+    net = build("network N\ndims r, S\ninput xs : R[r]\nparam Phi : R[r, S]\nvar w : R[S] = 0\n"
+                "var t : R[S] = -2.0\nupdate t <- -3 * (w - t)\nunroll 2\n")(Phi=torch.ones(2, 3))
+    assert torch.equal(net(torch.ones(2, 2)), torch.full((2, 3), -18.0))

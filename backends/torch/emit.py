@@ -438,6 +438,9 @@ class Emitter:
         reads = set()
         for _, e in first.equations():
             reads |= graph.names_in(e)
+        assigned = {n for n, _ in first.assigns}
+        for _, e in step.equations():  # a state no layer assigns, read by the later layers: still its start
+            reads |= graph.names_in(e) - assigned
         batch = f"{inputs[0]}.shape[0]"
         for d in self.states:  # the output too, if no layer assigns it (it stays at its start)
             if d.name in reads or d.name == out_name:
