@@ -399,5 +399,5 @@ def test_a_dim_named_like_an_earlier_declaration_is_an_error():
 def test_a_state_no_layer_assigns_but_later_layers_read():
     """w = 0 folds out of the first layer, yet the later layers read it: it must still start at 0."""
     net = build("network N\ndims r, S\ninput xs : R[r]\nparam Phi : R[r, S]\nvar w : R[S] = 0\n"
-                "var t : R[S] = -2.0\nupdate t <- -3 * (w - t)\nunroll 2\n")(Phi=torch.ones(2, 3))
+                "var t : R[S] = -2.0\nupdate t <- -3 * (w - t)\nunroll 2\noutput t\n")(Phi=torch.ones(2, 3))
     assert torch.equal(net(torch.ones(2, 2)), torch.full((2, 3), -18.0))
