@@ -20,7 +20,7 @@ from dpc.atoms import ShapeError, show_shape
 from dpc.errors import DpcError, ErrorList
 from dpc.grammar import ast
 from dpc.ir import Constraint, Decl, Directive, Program, Step, dim_symbol, make_symbol
-from dpc.literals import FLOAT_MAX, FLOAT_MIN_NORMAL, LiteralError, parse_number
+from dpc.literals import FLOAT_MAX, LiteralError, parse_number
 
 # Names a generated module cannot give a value: Python's keywords and builtins, what the
 # module's code itself uses, and nn.Module's attributes (a param called `eval` would break it).
@@ -156,9 +156,9 @@ def _check_power(node, base, exponent):
     if size > 1024:
         raise _err("this power of literals gives a number float64 cannot hold", node,
                    "write a smaller number (or rescale the problem)")
-    if size < -1022:
-        raise _err("this power of literals gives a number too small for float64 (it would round to 0)", node,
-                   "write 0 if you mean zero, or rescale the problem")
+    if size < -1075:  # below the smallest subnormal: float64 rounds it to 0, and so does dpc
+        return "underflow"
+    return None
 
 
 def _checked_number(node, value, shape):
@@ -172,10 +172,7 @@ def _checked_number(node, value, shape):
     if not value.is_finite or abs(value) > FLOAT_MAX:
         raise _err("this arithmetic on literals gives a number float64 cannot hold", node,
                    "write a smaller number (or rescale the problem)")
-    if value != 0 and abs(value) < FLOAT_MIN_NORMAL:
-        raise _err("this arithmetic on literals gives a number too small for float64 (it would round to 0)",
-                   node, "write 0 if you mean zero, or rescale the problem")
-    return value, shape
+    return value, shape  # a result below float64's range is not a mistake: it rounds to 0 (exp(-1e4))
 
 
 def _name(node: ast.Name, env: _Env):
@@ -229,8 +226,8 @@ def _binop(node: ast.BinOp, env: _Env):
         if ls != () or rs != ():
             raise _err(f"^ needs scalars, got {show_shape(ls)} ^ {show_shape(rs)}", node,
                        "for the squared norm of a vector write sqnorm(v)")
-        if left.is_number and right.is_number:
-            _check_power(node, left, right)
+        if left.is_number and right.is_number and _check_power(node, left, right) == "underflow":
+            return sp.Integer(0), ()  # what float64 makes of it (2^-1e29 is never computed exactly)
         return left ** right, ()
     raise _err(f"unknown operator {op}", node)  # pragma: no cover - the grammar has no others
 

@@ -296,10 +296,12 @@ def test_a_matrix_var_is_an_error():
 def test_a_power_of_literals_is_checked_before_it_is_computed():
     import time
     start = time.perf_counter()
-    message = _error(HEAD + "hyper mu = 2^-123456789012345678901234567890.5\nvar z : R[n] = 0\n"
+    compile_source(HEAD + "hyper mu = 2^-123456789012345678901234567890.5\nvar z : R[n] = 0\n"
+                   "update z <- mu * D.T @ x + z\nunroll 1\n", "prog.dp")  # rounds to 0, as in float64
+    message = _error(HEAD + "hyper mu = 2^123456789012345678901234567890.5\nvar z : R[n] = 0\n"
                      "update z <- mu * D.T @ x\nunroll 1\n")
     assert time.perf_counter() - start < 5
-    assert "prog.dp:5:12: error: this power of literals gives a number too small for float64" in message
+    assert "prog.dp:5:12: error: this power of literals gives a number float64 cannot hold" in message
 
 
 def test_learn_weights_leaves_a_threshold_of_a_param_alone():
