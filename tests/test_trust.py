@@ -403,3 +403,14 @@ def test_a_state_no_layer_assigns_but_later_layers_read():
     net = build("network N\ndims r, S\ninput xs : R[r]\nparam Phi : R[r, S]\nvar w : R[S] = 0\n"
                 "var t : R[S] = -2.0\nupdate t <- -3 * (w - t)\nunroll 2\noutput t\n")(Phi=torch.ones(2, 3))
     assert torch.equal(net(torch.ones(2, 2)), torch.full((2, 3), -18.0))
+
+
+def test_a_coefficient_holding_a_broadcast_is_printed_as_it_is():
+    """norm2(z + 0.01 + abs(z)) from z = 0 folds to norm2(0.01*ones): sympy's fraction/factor_terms failed on it."""
+    net = build("network N\ndims d\ninput x2 : R[d]\nvar state : R[d] = 0\n"
+                "update state <- norm2(state + (1E-2 + abs(state))) * exp(tanh(4 * x2))\nunroll 2\n")(d=3)
+    x = np.random.default_rng(4).standard_normal((2, 3))
+    z = np.zeros((2, 3))
+    for _ in range(2):
+        z = np.linalg.norm(z + 0.01 + np.abs(z), axis=1, keepdims=True) * np.exp(np.tanh(4 * x))
+    assert np.allclose(net(torch.tensor(x)).numpy(), z, atol=1e-12)

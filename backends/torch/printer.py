@@ -199,7 +199,8 @@ class TorchPrinter:
             return body, prec
         # factor_terms goes inside function arguments and would turn a scaled matrix product there (the
         # argument of an inner product) into a scalar Mul: only for coefficients free of matrices
-        num, den = sp.fraction(coeff if coeff.atoms(MatrixSymbol) else sp.factor_terms(coeff))
+        # ... and fraction itself fails on some of them: a coefficient holding a matrix is printed as it is
+        num, den = (coeff, sp.Integer(1)) if coeff.atoms(sp.MatrixExpr) else sp.fraction(sp.factor_terms(coeff))
         if isinstance(coeff, sp.Rational):
             num, den = coeff, sp.Integer(1)
         if num != 1:
