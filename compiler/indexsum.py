@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
-from sympy import MatMul, OneMatrix, Transpose
+from sympy import MatMul, Transpose
 
 from dpc import atoms
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 
 import sympy as sp
-from sympy import HadamardProduct, Identity, MatrixExpr, OneMatrix, Transpose, ZeroMatrix
+from sympy import HadamardProduct, Identity, MatrixExpr, Transpose, ZeroMatrix
 
 from dpc import atoms
 from dpc.atoms import ShapeError, show_shape

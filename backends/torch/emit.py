@@ -113,9 +113,6 @@ class Emitter:
         self.tensor_names = self._tensor_valued()
         self.init_tensor_names = self._tensor_valued(in_init=True)
         self.used_helpers: set[str] = set()
-        for d in self.inputs:
-            if not d.shape:
-                raise DpcError(f"input {d.name} is a scalar; inputs are vectors (one per sample)", d.span)
 
     # --- what is a tensor, what is computed where ---
     def _tensor_valued(self, in_init: bool = False) -> set[str]:

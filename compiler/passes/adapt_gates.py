@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import sympy as sp
-from sympy import HadamardProduct, MatAdd, OneMatrix, ZeroMatrix
+from sympy import HadamardProduct, MatAdd, ZeroMatrix
 
 from dpc import atoms
 from dpc.grammar import ast
