@@ -65,8 +65,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 OUTCOMES = ("ok", "rejected", "too_large", "bad_error", "crash", "hang", "import_fail", "construct_fail",
-            "run_fail", "mismatch", "reference_missing", "check_disagrees")
-PASSING = ("ok", "rejected", "too_large")
+            "run_fail", "mismatch", "reference_missing", "check_disagrees", "ill_conditioned")
+PASSING = ("ok", "rejected", "too_large", "ill_conditioned")
 FILE = "fuzz.dp"
 BATCH = 3
 MAX_STEPS = 4
@@ -1850,10 +1850,47 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
         diff = _compare_objective(net, program, reference, inputs, params, rng, sizes, dict(extra, hypers=hypers))
         if isinstance(diff, Result):
             return diff
+    if diff is not None and diff.startswith(("forward", "trace")):
+        unstable = _ill_conditioned(reference, program, inputs, params, hypers, weights, steps, extra, want,
+                                    floor, rng)
+        if unstable is not None:
+            return Result("ill_conditioned", unstable, f"{diff}\n\n{unstable}\n\n{source}")
     if diff is not None:
         return Result("mismatch", one_line(diff), f"{diff}\n\ninputs/params seed {seed}, sizes {sizes}, "
                       f"hypers {hypers or 'defaults'}\n\n{source}")
     return Result("ok", "", verified=True)
+
+
+def _ill_conditioned(reference, program, inputs, params, hypers, weights, steps, extra, want, floor, rng,
+                     tries: int = 4, relative: float = 1e-12):
+    """A description when the reference itself moves by more than the tolerance under perturbations of
+    every input, param and learned weight by `relative` of its scale, else None.
+
+    Such a point sits on a discontinuity (two entries of |v| tied for a support selection, |v| = t for a
+    hard threshold): rounding alone decides the answer, so a module that computes in another order may
+    differ from the reference without either being wrong. Real miscompilations are not stable under
+    perturbation either way, but they do not make the *reference* jump, so they stay mismatches."""
+    import numpy as np
+
+    def jitter(values):
+        out = {}
+        for name, value in values.items():
+            array = np.asarray(value, dtype=float)
+            if array.dtype.kind == "f" and array.size:
+                noise = rng.standard_normal(array.shape) * relative * max(float(np.abs(array).max()), 1e-300)
+                value = array + noise
+            out[name] = value
+        return out
+    for _ in range(tries):
+        try:
+            moved = reference.evaluate(program, jitter(inputs), params=jitter(params), hypers=hypers,
+                                       weights=jitter(weights), steps=steps, **extra)
+        except Exception:  # noqa: BLE001 - the unperturbed point evaluated; a perturbed one is no evidence
+            return None
+        jump = compare(np.asarray(moved, dtype=float), want, "perturbed reference", floor)
+        if jump is not None:
+            return f"ill-conditioned: a perturbation of {relative:g} moves the reference itself ({jump})"
+    return None
 
 
 def _compare_objective(net, program, reference, inputs, params, rng, sizes, extra):

@@ -2,7 +2,8 @@
 
 Passes record ir.Requirements: a penalty's weight is >= 0 (soft(v, t) is the prox of t*norm1 only for
 t >= 0), the step and a temperature are > 0, a Lipschitz bound is finite and > 0. One more kind is
-implicit: a scalar hyper or let the network divides by must not be zero. `all_requirements` lists
+implicit: a scalar hyper or let the network divides by must not be zero, one it takes a root of must be
+>= 0, one it takes a logarithm of > 0. `all_requirements` lists
 both. `check_defaults` evaluates, at compile time, those the program's own defaults decide, so a
 program whose defaults break its derivation is an error at the default, not a NaN at run time; the
 generated constructor checks the rest (backends/torch/emit.py) with a ValueError naming the values.
@@ -20,8 +21,9 @@ RELATIONS = {"positive": "finite and > 0", "nonnegative": "finite and >= 0", "no
 
 
 def all_requirements(program: Program) -> list[Requirement]:
-    """The passes' requirements and the implicit non-zero denominators, denominators first (a check
-    that divides by zero must not run before the check that the divisor is not zero)."""
+    """The passes' requirements and the implicit ones (non-zero denominators, non-negative roots,
+    positive logarithms) first (a check that divides by zero must not run before the check that the
+    divisor is not zero)."""
     explicit = list(program.requirements)
     positive = {r.expr for r in explicit if r.relation == "positive"}
     implicit = [r for r in denominators(program) if r not in explicit and r.expr not in positive]
@@ -34,7 +36,8 @@ def _constant_names(program: Program) -> set[str]:
 
 
 def denominators(program: Program) -> list[Requirement]:
-    """Scalars of hypers and lets that some expression divides by: each must not be zero."""
+    """Scalars of hypers and lets that the network divides by (each must not be zero), takes a root of
+    (>= 0: a Python float's root of a negative number is complex) or a logarithm of (> 0)."""
     constant = _constant_names(program)
     exprs = [program.objective] + [d.value for d in program.decls if d.kind in ("let", "weight", "var")]
     exprs += [e for _, e in program.closed_form]
@@ -45,18 +48,33 @@ def denominators(program: Program) -> list[Requirement]:
     for expr in exprs:
         if expr is None:
             continue
-        for power in sorted(expr.atoms(sp.Pow), key=sp.default_sort_key):
-            base, exponent = power.args
-            if not (exponent.is_number and exponent.is_negative) or base.is_number:
+        for node in sorted(expr.atoms(sp.Pow, sp.log), key=sp.default_sort_key):
+            base = node.args[0]
+            need = _implicit_relation(node)
+            if need is None or base.is_number:
                 continue
             names = {getattr(s, "name", None) for s in base.free_symbols}
             if not names or not names <= constant or getattr(base, "shape", None) not in (None, (1, 1)):
                 continue
             span = program.decl(base.name).span if isinstance(base, sp.Symbol) else NO_SPAN
-            req = Requirement(base, "nonzero", "the network divides by it", span)
+            req = Requirement(base, *need, span)
             if req not in found:
                 found.append(req)
     return found
+
+
+def _implicit_relation(node):
+    """(relation, why) that a scalar power or logarithm needs of its base, or None."""
+    if isinstance(node, sp.log):
+        return "positive", "the network takes its logarithm"
+    exponent = node.args[1]
+    if not exponent.is_number:
+        return None
+    if exponent.is_negative:
+        return "nonzero", "the network divides by it"
+    if not exponent.is_integer:
+        return "nonnegative", "the network takes a root of it"
+    return None
 
 
 def holds(relation: str, value: float) -> bool:

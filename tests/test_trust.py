@@ -414,3 +414,36 @@ def test_a_coefficient_holding_a_broadcast_is_printed_as_it_is():
     for _ in range(2):
         z = np.linalg.norm(z + 0.01 + np.abs(z), axis=1, keepdims=True) * np.exp(np.tanh(4 * x))
     assert np.allclose(net(torch.tensor(x)).numpy(), z, atol=1e-12)
+
+
+# --- the long fuzz run: a root of a negative value, a float power past float64 ----------------------
+
+ROOT_OF_HYPER = ("network N\ndims n\ninput u : R[n]\nhyper lam = 0.1\nvar z : R[n]\n"
+                 "update z <- soft(0.5 * u, sqrt(lam))\nunroll 4\nlearn weights\n")
+
+
+def test_root_of_a_negative_default_is_an_error_at_the_hyper():
+    message = _error(ROOT_OF_HYPER.replace("lam = 0.1", "lam = -1"))
+    assert "prog.dp:4:7: error: lam must be finite and >= 0 (the network takes a root of it)" in message
+
+
+def test_root_of_a_negative_given_hyper_is_a_value_error():
+    """Found by the long fuzz run: a Python float's root of -1 was complex (a TypeError in the constructor)."""
+    cls = build(ROOT_OF_HYPER)
+    with pytest.raises(ValueError, match=r"lam must be finite and >= 0 \(the network takes a root of it\), got -1"):
+        cls(lam=-1.0, n=3)
+    net = cls(lam=4.0, n=3)  # theta starts at sqrt(4) in every layer
+    assert torch.equal(net.theta.detach(), torch.full_like(net.theta.detach(), 2.0))
+
+
+def test_logarithm_of_a_non_positive_default_is_an_error():
+    text = HEAD + "hyper a = 0\nlet c = log(a)\nvar z : R[n]\nupdate z <- soft(D.T @ x, c)\nunroll 2\n"
+    assert _error(text).startswith("prog.dp:5:7: error: a must be finite and > 0 (the network takes its logarithm)")
+
+
+def test_a_let_past_float64_is_a_value_error_naming_it():
+    cls = build("network N\ndims n\ninput u : R[n]\nhyper lam = 2\nlet c = lam^400\nvar z : R[n]\n"
+                "update z <- soft(0.5 * u, c)\nunroll 2\n")
+    with pytest.raises(ValueError, match=r"c = lam\^400 is past float64's range"):
+        cls(lam=1e10, n=3)
+    assert cls(lam=1.5, n=3).c == pytest.approx(1.5 ** 400, rel=1e-12)

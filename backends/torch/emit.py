@@ -310,7 +310,15 @@ class Emitter:
         checks = self.emit_checks(out, printer, checks, known)
         for name in self.init_lets():
             decl = self.p.decl(name)
-            out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
+            if name not in self.init_tensor_names and _may_overflow(decl.value):
+                # a Python float's ** raises OverflowError where * and / give inf: say which let
+                text = f"{name} = {math(decl.value)} is past float64's range with these values"
+                out("try:", 2)
+                out(f"{name} = {self.expr(printer, decl.value, decl)}", 3)
+                out("except OverflowError:", 2)
+                out(f"raise ValueError({text!r}) from None", 3)
+            else:
+                out(f"{name} = {self.expr(printer, decl.value, decl)}", 2)
             known.add(name)
             checks = self.emit_checks(out, printer, checks, known)
             if name not in needed or name not in fixed:  # a let of a learned value is recomputed in forward
@@ -593,6 +601,12 @@ def _hoist_name(expr, inputs) -> str:
         return "_".join(_hoist_name(a, inputs) for a in expr.args)
     names = graph.names_in(expr)
     return "".join(sorted(names - inputs)) + "".join(sorted(names & inputs))
+
+
+def _may_overflow(expr) -> bool:
+    """Whether a scalar expression holds a power other than a reciprocal (the ones a Python float raises
+    OverflowError for)."""
+    return any(not (p.args[1].is_number and p.args[1] == -1) for p in expr.atoms(sp.Pow))
 
 
 def _fstring_text(text: str) -> str:
