@@ -13,7 +13,7 @@ from dpc.grammar.parser import nesting_error
 from dpc.ir import Directive, Program
 from dpc.literals import MAX_UNROLL, LiteralError, parse_count, parse_value
 from dpc.lower import lower_program
-from dpc.passes import IMPLICIT, PASSES, methods
+from dpc.passes import DERIVE_OPTIONS, IMPLICIT, PASSES, methods
 from dpc.requirements import check_defaults
 
 SETTABLE = "unroll=T, or NAME=VALUE for a hyper's default"
@@ -67,7 +67,27 @@ def _lookup(directive: Directive, program: Program):
         known = methods(directive.kind)
         raise DpcError(f"unknown {directive.kind} method '{directive.name}'", directive.name_span,
                        "known: " + ", ".join(known) if known else None).with_source(program.source)
+    if directive.kind == "derive":
+        _check_options(directive, program, DERIVE_OPTIONS.get(directive.name, ()))
     return PASSES[key]
+
+
+def _check_options(directive: Directive, program: Program, known: tuple[str, ...]) -> None:
+    """derive METHOD(...) takes named options only, each one the method reads."""
+    where = f"derive {directive.name}"
+    if directive.args:
+        raise DpcError(f"{where} takes named options only" if known else f"{where} takes no options",
+                       directive.args[0].span, f"e.g. {where}({known[0]} = ...)" if known else None
+                       ).with_source(program.source)
+    seen = set()
+    for key, _, span in directive.kwargs:
+        if key not in known:
+            raise DpcError(f"{where} has no option '{key}'", span,
+                           ("options: " + ", ".join(known)) if known else f"{where} takes no options"
+                           ).with_source(program.source)
+        if key in seen:
+            raise DpcError(f"{where}: '{key}' is given twice", span).with_source(program.source)
+        seen.add(key)
 
 
 def _order(directives: list[Directive]) -> list[Directive]:

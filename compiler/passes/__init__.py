@@ -5,11 +5,13 @@ A method of "" means the kind takes no method name (unroll, learn, output).
 from __future__ import annotations
 
 from dpc.passes.adapt_gates import adapt_gates
+from dpc.passes.admm import derive_admm
 from dpc.passes.adapt_support import adapt_support
 from dpc.passes.fista import derive_fista
 from dpc.passes.fold_start import fold_start
 from dpc.passes.gd import derive_gd
 from dpc.passes.learn import learn
+from dpc.passes.pdhg import derive_pdhg
 from dpc.passes.output import output
 from dpc.passes.proxgrad import derive_proxgrad
 from dpc.passes.unroll import unroll
@@ -25,10 +27,23 @@ PASSES = {
     ("learn", ""): learn,
     ("output", ""): output,
     ("derive", "closed"): derive_closed,
+    ("derive", "admm"): derive_admm,
+    ("derive", "pdhg"): derive_pdhg,
     ("adapt", "gates"): adapt_gates,
     ("adapt", "support"): adapt_support,
 }
 PASSES.update({("relax", method): relax for method in relax_methods()})  # one pass, rules in relaxations.py
+
+# The named options each derive method reads; any other is an error at the option (a misspelt `stp = 0.1`
+# must not be silently ignored). Passes that check their own options (adapt, relax) are not listed.
+DERIVE_OPTIONS = {
+    "proxgrad": ("step",),
+    "fista": ("step",),
+    "gd": ("step",),
+    "closed": (),
+    "admm": ("rho",),
+    "pdhg": ("tau", "sigma"),
+}
 
 # Run after the program's own directives, in this order.
 IMPLICIT = (("fold start", fold_start),)

@@ -1,0 +1,69 @@
+"""derive admm(rho = r): the alternating direction method of multipliers for min f(z) + g(K z).
+
+With the split w = K z and the scaled dual u (Boyd et al. 2011, section 3.1.1):
+
+    z <- argmin_z f(z) + r/2 ||K z - w + u||^2  = solve(H + r K.T K, r K.T (w - u) - b)
+    w <- prox_{g/r}(K z + u)
+    u <- u + K z - w
+
+for grad f(z) = H z + b; each line reads the values the lines above it just computed. w and u start
+at 0. The matrix H + r K.T K is a let: built (and factored) once at construction when it holds no
+learned value. rho defaults to 1.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy as sp
+
+from dpc.errors import DpcError
+from dpc.ir import Decl, Directive, Program, Step, dim_symbol, make_symbol
+from dpc.passes.composite import positive_semidefinite, scalar_option, solve_or_divide, split_composite
+from dpc.passes.prox import NoProx, build_prox
+from dpc.passes.splitting import fail
+from dpc.printing import format_step, math
+
+
+def derive_admm(program: Program, directive: Directive) -> Program:
+    c = split_composite(program, directive)
+    p, z, K = c.program, c.var, c.K
+    rho = scalar_option(p, directive, "rho", sp.Integer(1))
+    p = p.requiring(rho, "positive", "the ADMM penalty rho", directive.span).requiring(
+        c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",
+        p.span_of_term(c.penalty.term) or directive.span)
+    psd, eye = positive_semidefinite(p, c.hessian)
+    if not psd or not (eye or K.is_Identity):
+        raise fail(p, f"derive admm: cannot show that the {z.name}-step has one solution "
+                   f"(H + rho*K.T@K with H = {math(c.hessian) if c.hessian is not None else '0'}, K = {math(K)})",
+                   directive.span, "a term 0.5*sqnorm(z - x) or c*sqnorm(z) (c > 0) makes it so")
+    zdecl = p.decl(z.name)
+    w_name, u_name = p.fresh_name("w"), p.fresh_name("u")
+    w, u = make_symbol(w_name, (c.K_rows,)), make_symbol(u_name, (c.K_rows,))
+    for decl in (Decl(w_name, "var", (c.K_rows,), sp.ZeroMatrix(dim_symbol(c.K_rows), 1), directive.span, note=f"split variable, = {math(K @ z)}"),
+                 Decl(u_name, "var", (c.K_rows,), sp.ZeroMatrix(dim_symbol(c.K_rows), 1), directive.span, note="scaled dual variable")):
+        p = p.with_decl(decl)
+    z_next_name, w_next_name = p.fresh_name(f"{z.name}_next"), p.fresh_name(f"{w_name}_next")
+    z_next, w_next = make_symbol(z_next_name, zdecl.shape), make_symbol(w_next_name, (c.K_rows,))
+    system = (c.hessian + rho * K.T @ K) if c.hessian is not None else rho * K.T @ K
+    rhs = rho * K.T @ (w - u) - (c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape))
+    p, z_value, how = solve_or_divide(p, directive, system, rhs, "A", f"the {z.name}-step's matrix H + rho*K.T@K")
+    try:
+        prox, prox_text = build_prox([c.penalty], None, 1 / rho)
+    except NoProx as e:  # pragma: no cover - split_composite admits norm1 only
+        raise DpcError(e.reason, directive.span).with_source(p.source) from None
+    Kz = K @ z_next
+    step = Step(
+        lets=((z_next_name, z_value), (w_next_name, prox(Kz + u))),
+        assigns=((z.name, z_next), (w_name, w_next), (u_name, u + Kz - w_next)),
+    )
+    for decl in (Decl(z_next_name, "temp", zdecl.shape, None, directive.span),
+                 Decl(w_next_name, "temp", (c.K_rows,), None, directive.span)):
+        p = p.with_decl(decl)
+    g = math(c.penalty.term).replace(math(K @ z), "v") if not K.is_Identity else math(c.penalty.term)
+    return replace(p, step=step).noted(
+        directive.label(),
+        f"f({z.name}) = {math(c.smooth)}    (quadratic)",
+        f"g(v) = {g}, v = {math(K @ z)}    (prox: {prox_text})",
+        f"split {w_name} = {math(K @ z)}, scaled dual {u_name}; both start at 0; rho = {math(rho)}",
+        f"{z.name}-step: {how}",
+        *format_step(step, ""))

@@ -1,0 +1,161 @@
+"""What the splitting methods (derive admm, derive pdhg) need: min_z f(z) + g(K z).
+
+f is the quadratic smooth part (its gradient is H z + b, H made of c*A.T@A with c >= 0 and c*eye),
+g = a*norm1(.) is the one non-smooth term, K the linear map inside it (eye when g acts on z itself).
+Both methods solve linear systems with f's Hessian, so f must be quadratic; both need the prox of g
+(passes/prox.py). Not a pass itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy import Identity, MatMul, MatrixSymbol
+
+from dpc import algebra, atoms
+from dpc.ir import Decl, Directive, Program, make_symbol
+from dpc.lower import lower_scalar
+from dpc.passes.prox import Penalty
+from dpc.passes.splitting import fail, the_var
+from dpc.printing import math
+
+NORMS = {atoms.Norm1: "norm1"}
+
+
+@dataclass(frozen=True)
+class Composite:
+    program: Program
+    var: MatrixSymbol
+    smooth: sp.Basic          # f(z)
+    hessian: sp.Basic | None  # grad f(z) = hessian @ z + bias
+    bias: sp.Basic | None
+    K: sp.Basic               # g's argument is K @ z
+    K_rows: str               # the dim of K @ z, as declared
+    penalty: Penalty          # g(v) = penalty.weight * norm1(v)
+
+
+def split_composite(program: Program, directive: Directive) -> Composite:
+    var = the_var(program, directive)
+    what = f"derive {directive.name}"
+    smooth, found = sp.Integer(0), []
+    for term in sp.Add.make_args(sp.expand(program.objective, mul=False, multinomial=False, power_base=False)):
+        if not term.has(var):
+            continue
+        norms = [a for a in term.atoms(atoms.ScalarAtom) if a.has(var) and isinstance(a, (atoms.Norm1, atoms.Norm0,
+                                                                                           atoms.Norm2))]
+        if not norms:
+            smooth = smooth + term
+            continue
+        found.append((term, norms))
+    span_of = lambda term: program.span_of_term(term) or directive.span  # noqa: E731
+    if not found:
+        raise fail(program, f"{what} splits f(z) + g(K z), but the objective has no non-smooth term",
+                   directive.span, "use derive gd, or derive closed for a quadratic")
+    if len(found) > 1:
+        raise fail(program, f"{what} handles one non-smooth term g(K {var.name}); "
+                   f"{math(found[1][0])} is a second one", span_of(found[1][0]),
+                   "keep one norm1(...) term; the others must be smooth")
+    term, norms = found[0]
+    atom = norms[0]
+    if len(norms) > 1 or type(atom) not in NORMS:
+        raise fail(program, f"{what}: no prox is known for {math(term)} (norm1 is)", span_of(term))
+    weight, rest = term.as_independent(atom, as_Add=False)
+    if rest != atom or weight.has(var):
+        raise fail(program, f"{what} needs the non-smooth term as c*norm1(K @ {var.name}), got {math(term)}",
+                   span_of(term))
+    K = _linear_map(program, directive, atom.args[0], var, span_of(term))
+    for c in program.constraints:
+        if c.var == var.name:
+            raise fail(program, f"{what} does not handle a constraint on {var.name} yet", c.span,
+                       "write it as a penalty, or use derive proxgrad")
+    try:
+        grad = algebra.gradient(smooth, var)
+        coeffs, bias = algebra.affine_parts(grad, [var])
+    except (algebra.NotDifferentiable, algebra.NotAffine) as e:
+        raise fail(program, f"{what} needs a quadratic smooth part (its {var.name}-step is a linear solve), "
+                   f"but {math(e.term)} is not", _span_containing(program, e.term) or directive.span,
+                   "smooth terms are sqnorm(...) of affine expressions and inner products") from None
+    hessian = coeffs.get(var)
+    rows = K.shape[0]
+    return Composite(program, var, smooth, hessian, bias, K, str(rows),
+                     Penalty(NORMS[type(atom)], weight, term))
+
+
+def _linear_map(program, directive, argument, var, span):
+    """K in argument = K @ var (no constant term)."""
+    try:
+        coeffs, bias = algebra.affine_parts(argument, [var])
+    except algebra.NotAffine:
+        coeffs, bias = {}, None
+    if var not in coeffs or bias is not None:
+        raise fail(program, f"derive {directive.name} needs the argument of the norm to be a linear map of "
+                   f"{var.name} (K @ {var.name}), got {math(argument)}", span,
+                   "move a constant offset into a new var, or write the term without it")
+    K = coeffs[var]
+    if str(K.shape[0]) not in program.dims and not str(K.shape[0]).isdigit():
+        raise fail(program, f"derive {directive.name}: the rows of {math(K)} are not a declared dim", span)
+    return K
+
+
+def _span_containing(program, sub):
+    for term, span in program.term_spans:
+        if term.has(sub) or term == sub:
+            return span
+    return None
+
+
+def positive_semidefinite(program: Program, hessian) -> tuple[bool, bool]:
+    """(psd, has_eye): H is a sum of c*A.T@A (c >= 0 at the defaults) and c*eye (c > 0); has_eye says
+    whether an eye term makes it definite. (False, False) when the form is not recognised."""
+    if hessian is None:
+        return True, False
+    defaults = {d.symbol: d.value for d in program.of_kind("hyper")}
+    eye = False
+    for term in algebra.terms_of(hessian):
+        coeff, mats = term.as_coeff_matrices() if isinstance(term, MatMul) else (sp.Integer(1), [term])
+        sign = coeff.xreplace(defaults)
+        if len(mats) == 1 and isinstance(mats[0], Identity) and sign.is_positive:
+            eye = True
+        elif not (len(mats) == 2 and mats[0] == mats[1].T and sign.is_nonnegative):
+            return False, False
+    return True, eye
+
+
+def identity_multiple(matrix):
+    """c when matrix is c*eye (c a scalar expression), else None."""
+    matrix = algebra.tidy(matrix)
+    if isinstance(matrix, Identity):
+        return sp.Integer(1)
+    if isinstance(matrix, MatMul):
+        coeff, mats = matrix.as_coeff_matrices()
+        if len(mats) == 1 and isinstance(mats[0], Identity):
+            return coeff
+    if isinstance(matrix, sp.MatAdd):
+        parts = [identity_multiple(t) for t in matrix.args]
+        if all(p is not None for p in parts):
+            return sp.Add(*parts)
+    return None
+
+
+def scalar_option(program: Program, directive: Directive, key: str, default):
+    """A derive option lowered as a scalar (a number must be finite and > 0: these are steps and penalties),
+    or the default."""
+    node = directive.kwarg(key)
+    if node is None:
+        return default
+    value = lower_scalar(program, node, f"derive {directive.name}'s {key}")
+    if value.is_number and not (value.is_positive and value.is_finite):
+        raise fail(program, f"derive {directive.name}'s {key} must be finite and > 0, got {math(value)}", node.span)
+    return value
+
+
+def solve_or_divide(program: Program, directive: Directive, matrix, rhs, base: str, note: str):
+    """matrix^-1 @ rhs: a division when matrix is c*eye, else solve(M, rhs) with M a new let (built once at
+    construction when it holds no learned value)."""
+    c = identity_multiple(matrix)
+    if c is not None:
+        return program, rhs / c, f"{math(matrix)} is a multiple of eye: a division"
+    n = str(rhs.shape[0])
+    name = program.fresh_name(base)
+    program = program.with_decl(Decl(name, "let", (n, n), algebra.tidy(matrix), directive.span, note=note))
+    return program, atoms.Solve(make_symbol(name, (n, n)), rhs), f"{name} = {math(algebra.tidy(matrix))}"

@@ -1,0 +1,101 @@
+"""derive pdhg(tau = t, sigma = s): the primal-dual hybrid gradient method (Chambolle & Pock 2011) for
+min f(z) + g(K z), with the dual variable y of K z and the extrapolated point zbar:
+
+    y    <- prox_{s g*}(y + s K zbar)           (Moreau: v - s prox_{g/s}(v / s); for g = a*norm1 this is
+                                                  clamp(v, -a, a), the projection onto the dual ball)
+    z    <- prox_{t f}(z - t K.T y)  = solve(eye + t H, v - t b)   for grad f(z) = H z + b
+    zbar <- 2 z - z_old
+
+each line reading the values the lines above it just computed; y starts at 0, zbar at z's start. Without
+tau and sigma both default to 0.99/opnorm(K), so that tau*sigma*opnorm(K)^2 < 1 (the convergence condition).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy as sp
+
+from dpc import atoms
+from dpc.ir import Decl, Directive, Program, Step, dim_symbol, make_symbol
+from dpc.passes.composite import positive_semidefinite, scalar_option, solve_or_divide, split_composite
+from dpc.passes.splitting import fail
+from dpc.printing import format_step, math
+
+
+def derive_pdhg(program: Program, directive: Directive) -> Program:
+    c = split_composite(program, directive)
+    p, z, K = c.program, c.var, c.K
+    if c.hessian is not None and not positive_semidefinite(p, c.hessian)[0]:
+        raise fail(p, f"derive pdhg: cannot show that f is convex (Hessian {math(c.hessian)})", directive.span)
+    p, tau, sigma, steps_note = _steps(p, directive, K)
+    a = c.penalty.weight
+    p = p.requiring(a, "nonnegative", f"the weight of {math(c.penalty.term)}",
+                    p.span_of_term(c.penalty.term) or directive.span)
+    zdecl = p.decl(z.name)
+    y_name, zbar_name = p.fresh_name("y"), p.fresh_name(f"{z.name}bar")
+    y, zbar = make_symbol(y_name, (c.K_rows,)), make_symbol(zbar_name, zdecl.shape)
+    for decl in (Decl(y_name, "var", (c.K_rows,), sp.ZeroMatrix(dim_symbol(c.K_rows), 1), directive.span, note=f"dual variable of {math(K @ z)}"),
+                 Decl(zbar_name, "var", zdecl.shape, zdecl.value, directive.span, note="extrapolated point")):
+        p = p.with_decl(decl)
+    y_next_name, z_next_name = p.fresh_name(f"{y_name}_next"), p.fresh_name(f"{z.name}_next")
+    y_next, z_next = make_symbol(y_next_name, (c.K_rows,)), make_symbol(z_next_name, zdecl.shape)
+    # prox of s*g* for g = a*norm1, by Moreau's identity: v - s*soft(v/s, a/s) = clamp(v, -a, a)
+    dual = atoms.Clamp(y + sigma * K @ zbar, -a, a)
+    v = z - tau * K.T @ y_next
+    bias = c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape)
+    if c.hessian is None:
+        z_value, how = v - tau * bias, "f is linear: prox_{tau f}(v) = v - tau*b"
+    else:
+        p, z_value, how = solve_or_divide(p, directive, sp.Identity(z.shape[0]) + tau * c.hessian,
+                                          v - tau * bias, "A", f"the prox of tau*f: eye + tau*H")
+    step = Step(
+        lets=((y_next_name, dual), (z_next_name, z_value)),
+        assigns=((y_name, y_next), (z.name, z_next), (zbar_name, 2 * z_next - z)),
+    )
+    for decl in (Decl(y_next_name, "temp", (c.K_rows,), None, directive.span),
+                 Decl(z_next_name, "temp", zdecl.shape, None, directive.span)):
+        p = p.with_decl(decl)
+    return replace(p, step=step).noted(
+        directive.label(),
+        f"f({z.name}) = {math(c.smooth)}    (quadratic)",
+        f"g(v) = {math(c.penalty.term)} at v = {math(K @ z)}; prox of sigma*g*: clamp(v, -{math(a)}, {math(a)}) "
+        "(Moreau's identity)",
+        steps_note,
+        f"dual {y_name} starts at 0, {zbar_name} at {z.name}'s start",
+        f"prox of tau*f: {how}",
+        *format_step(step, ""))
+
+
+def _steps(program: Program, directive: Directive, K):
+    given = {key: directive.kwarg(key) is not None for key in ("tau", "sigma")}
+    default = None
+    note = ""
+    if not all(given.values()):
+        if K.is_Identity:
+            default = sp.Rational(99, 100)
+            note = "opnorm(K) = 1: "
+        else:
+            name = program.fresh_name("normK")
+            program = program.with_decl(Decl(name, "let", (), atoms.OpNorm(K), directive.span,
+                                             note=f"opnorm of {math(K)}"))
+            symbol = sp.Symbol(name, real=True)
+            program = program.requiring(symbol, "positive", f"{name} = opnorm({math(K)}); the default steps are "
+                                        f"0.99/{name}", directive.span)
+            default = sp.Rational(99, 100) / symbol
+            note = f"{name} = {math(atoms.OpNorm(K))}: "
+    values = {}
+    for key in ("tau", "sigma"):
+        if given[key]:
+            values[key] = scalar_option(program, directive, key, None)
+            program = program.requiring(values[key], "positive", f"the PDHG step {key}", directive.span)
+        else:  # a let, so the layers read `tau * ...`, not the default's formula
+            name = program.fresh_name(key)
+            program = program.with_decl(Decl(name, "let", (), default, directive.span, note=f"the PDHG step {key}"))
+            values[key] = sp.Symbol(name, real=True)
+    tau, sigma = values["tau"], values["sigma"]
+    shown = ", ".join(f"{key} = {math(program.decl(v.name).value) if not given[key] else math(v)}"
+                      for key, v in (("tau", tau), ("sigma", sigma)))
+    if not all(given.values()):
+        shown = note + shown + " (tau*sigma*opnorm(K)^2 = 0.98 < 1)" if not any(given.values()) else \
+            note + shown
+    return program, tau, sigma, shown

@@ -1,0 +1,191 @@
+"""derive admm and derive pdhg (min f(z) + g(K z)): untrained, each network is its numpy loop step by step,
+and with many layers both reach an independent solution of 1-D total-variation denoising."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import lsq_linear
+
+from conftest import build, soft
+
+from dpc.api import compile_source
+from dpc.errors import DpcError
+
+TV = """network TV
+dims n, p
+input x : R[n]
+param Dd : R[p, n]
+hyper lam = 0.5
+var z : R[n] = 0
+minimize 0.5*sqnorm(z - x) + lam*norm1(Dd @ z)
+"""
+
+LASSO = """network Lasso
+dims m, n
+input x : R[m]
+param D : R[m, n]
+hyper lam = 0.1
+var z : R[n] = 0
+minimize 0.5*sqnorm(x - D @ z) + lam*norm1(z)
+"""
+
+
+def difference_matrix(n):
+    return np.diff(np.eye(n), axis=0)  # (n-1, n): (D z)_i = z_{i+1} - z_i
+
+
+def signals(n=12, batch=3, seed=0):
+    rng = np.random.default_rng(seed)
+    steps = np.repeat(rng.standard_normal((batch, 4)), -(-n // 4), axis=1)[:, :n]
+    return steps + 0.3 * rng.standard_normal((batch, n))
+
+
+def pdhg_loop(x, K, lam, tau, sigma, layers):
+    """Chambolle-Pock for 0.5||z - x||^2 + lam*||K z||_1, written out (Chambolle & Pock 2011, alg. 1)."""
+    z = np.zeros_like(x)
+    zbar, y = z.copy(), np.zeros((x.shape[0], K.shape[0]))
+    out = []
+    for _ in range(layers):
+        y = np.clip(y + sigma * zbar @ K.T, -lam, lam)
+        z_new = (z - tau * y @ K + tau * x) / (1 + tau)
+        zbar, z = 2 * z_new - z, z_new
+        out.append(z)
+    return out
+
+
+def admm_loop(x, A, b_of, K, lam, rho, layers):
+    """Scaled ADMM (Boyd et al. 2011, 3.1.1) for f(z) + lam*||K z||_1 with grad f = A z - b_of(x)."""
+    z = np.zeros((x.shape[0], K.shape[1]))
+    w, u = np.zeros((x.shape[0], K.shape[0])), np.zeros((x.shape[0], K.shape[0]))
+    M = A + rho * K.T @ K
+    out = []
+    for _ in range(layers):
+        z = np.linalg.solve(M, (b_of(x) + rho * (w - u) @ K).T).T
+        w = soft(z @ K.T + u, lam / rho)
+        u = u + z @ K.T - w
+        out.append(z)
+    return out
+
+
+def tv_solution(x, lam):
+    """TV-1D denoising by its dual, min_y 0.5||x - D.T y||^2 s.t. |y| <= lam, solved exactly by bounded-variable
+    least squares (an active-set method); z = x - D.T y. Returns z and the duality gap."""
+    D = difference_matrix(x.shape[-1])
+    y = lsq_linear(D.T, x, bounds=(-lam, lam), method="bvls", tol=1e-15).x
+    z = x - D.T @ y
+    primal = 0.5 * np.sum((z - x) ** 2) + lam * np.abs(D @ z).sum()
+    dual = 0.5 * np.sum(x ** 2) - 0.5 * np.sum((x - D.T @ y) ** 2)
+    return z, primal - dual
+
+
+def test_the_reference_tv_solution_has_a_zero_duality_gap():
+    for x in signals():
+        z, gap = tv_solution(x, 0.5)
+        assert 0 <= gap < 1e-12 or abs(gap) < 1e-12
+        assert np.abs(np.diff(z)).min() < 1e-9  # TV merges neighbours: a piecewise-constant answer
+
+
+def test_untrained_pdhg_is_chambolle_pock_step_by_step():
+    n = 12
+    K = difference_matrix(n)
+    x = signals(n)
+    cls = build(TV + "derive pdhg\nunroll 6\n")
+    net = cls(Dd=torch.tensor(K))
+    got = [t.numpy() for t in net(torch.tensor(x), trace=True)]
+    step = 0.99 / np.linalg.norm(K, 2)
+    want = pdhg_loop(x, K, 0.5, step, step, 6)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)
+
+
+def test_untrained_pdhg_with_given_steps():
+    n = 10
+    K = np.random.default_rng(3).standard_normal((7, n))
+    x = signals(n, seed=4)
+    cls = build(TV.replace("hyper lam = 0.5", "hyper lam = 0.3\nhyper t = 0.05") + "derive pdhg(tau = t, sigma = 2*t)\n"
+                "unroll 5\n")
+    got = [g.numpy() for g in cls(Dd=torch.tensor(K))(torch.tensor(x), trace=True)]
+    for g, w in zip(got, pdhg_loop(x, K, 0.3, 0.05, 0.1, 5)):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)
+
+
+def test_untrained_admm_is_scaled_admm_step_by_step():
+    n = 12
+    K = difference_matrix(n)
+    x = signals(n)
+    cls = build(TV + "derive admm(rho = 2)\nunroll 6\n")
+    got = [g.numpy() for g in cls(Dd=torch.tensor(K))(torch.tensor(x), trace=True)]
+    want = admm_loop(x, np.eye(n), lambda v: v, K, 0.5, 2.0, 6)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)
+
+
+def test_untrained_admm_on_the_lasso_splits_z_itself():
+    rng = np.random.default_rng(5)
+    D = rng.standard_normal((8, 12)) / np.sqrt(8)
+    x = rng.standard_normal((4, 8))
+    cls = build(LASSO + "derive admm(rho = 0.7)\nunroll 5\n")
+    got = [g.numpy() for g in cls(D=torch.tensor(D))(torch.tensor(x), trace=True)]
+    want = admm_loop(x, D.T @ D, lambda v: v @ D, np.eye(12), 0.1, 0.7, 5)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method, layers", [("pdhg", 3000), ("admm(rho = 1)", 3000)])
+def test_many_layers_reach_the_tv_solution(method, layers):
+    n = 16
+    x = signals(n, batch=3, seed=7)
+    cls = build(TV + f"derive {method}\nunroll {layers}\n")
+    got = cls(Dd=torch.tensor(difference_matrix(n)))(torch.tensor(x)).numpy()
+    for g, xi in zip(got, x):
+        want, gap = tv_solution(xi, 0.5)
+        assert gap < 1e-12
+        np.testing.assert_allclose(g, want, rtol=0, atol=1e-6)
+
+
+def test_explain_names_the_split_and_the_dual():
+    from dpc.pipeline import run_text
+    notes = "\n".join(n.text for n in run_text(TV + "derive admm(rho = 2)\nunroll 2\n", "tv.dp")[-1].program.notes)
+    assert "split w = Dd @ z, scaled dual u" in notes
+    notes = "\n".join(n.text for n in run_text(TV + "derive pdhg\nunroll 2\n", "tv.dp")[-1].program.notes)
+    assert "clamp(v, -lam, lam) (Moreau's identity)" in notes and "dual y starts at 0" in notes
+
+
+def _error(text):
+    with pytest.raises(DpcError) as info:
+        compile_source(text, "prog.dp")
+    return info.value.format()
+
+
+@pytest.mark.parametrize("objective, expected", [
+    ("0.5*sqnorm(z - x)", "has no non-smooth term"),
+    ("0.5*sqnorm(z - x) + lam*norm1(Dd @ z) + lam*norm1(z)", "is a second one"),
+    ("0.5*sqnorm(z - x) + lam*norm0(Dd @ z)", "no prox is known"),
+    ("0.5*sqnorm(z - x) + lam*norm1(Dd @ z - 1)", "a linear map of z"),
+    ("sum(exp(z)) + lam*norm1(Dd @ z)", "needs a quadratic smooth part"),
+])
+def test_what_the_splitting_methods_refuse(objective, expected):
+    for method in ("admm", "pdhg"):
+        text = TV.replace("0.5*sqnorm(z - x) + lam*norm1(Dd @ z)", objective) + f"derive {method}\nunroll 2\n"
+        message = _error(text)
+        assert expected in message and message.startswith("prog.dp:"), message
+
+
+def test_admm_refuses_a_singular_z_step():
+    message = _error(TV.replace("0.5*sqnorm(z - x) + ", "") + "derive admm\nunroll 2\n")
+    assert "cannot show that the z-step has one solution" in message
+
+
+@pytest.mark.parametrize("directive, expected", [
+    ("derive admm(rh = 1)", "prog.dp:8:13: error: derive admm has no option 'rh'"),
+    ("derive pdhg(1)", "derive pdhg takes named options only"),
+    ("derive admm(rho = 0)", "prog.dp:8:19: error: derive admm's rho must be finite and > 0, got 0"),
+    ("derive pdhg(tau = -1, sigma = 1)", "derive pdhg's tau must be finite and > 0, got -1"),
+    ("derive admm(rho = 1, rho = 2)", "'rho' is given twice"),
+    ("derive proxgrad(stp = 1)", "derive proxgrad has no option 'stp'"),
+])
+def test_derive_options_are_checked(directive, expected):
+    text = TV.replace("lam*norm1(Dd @ z)", "lam*norm1(z)" if "proxgrad" in directive else "lam*norm1(Dd @ z)")
+    message = _error(text + directive + "\nunroll 2\n")
+    assert expected in message, message
