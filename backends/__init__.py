@@ -1,1 +1,1 @@
-"""Emitters from dpc's IR: `torch` writes a standalone PyTorch module."""
+"""Emitters from dpc's IR: `torch` writes a standalone PyTorch module; `graph` draws the unrolled network."""

@@ -1,7 +1,8 @@
 """How long dpc takes to compile each examples/*.dp, and how long the generated module takes to import.
 
 For every examples/*.dp:
-  dpc compile      wall time of the CLI as a user runs it, `dpc compile FILE -o TMP/FILE.py`, in a
+  dpc compile      wall time of the CLI as a user runs it, `dpc compile FILE -o TMP/FILE.py --force`
+                   (--force: a repeat would otherwise find the output up to date and skip the work), in a
                    subprocess (interpreter start, dpc's imports: lark, sympy, networkx; parse, passes, emit):
                    median of --reps runs
   in-process       dpc.compile_source(text) in this process once dpc and sympy are imported and warm:
@@ -99,7 +100,7 @@ def main(argv=None):
         for f in files:
             mod = "gen_" + f.stem
             target = tmp / f"{mod}.py"
-            t_cli, failed = median_wall(dpc_cmd + ["compile", str(f), "-o", str(target)], reps, env)
+            t_cli, failed = median_wall(dpc_cmd + ["compile", str(f), "-o", str(target), "--force"], reps, env)
             row = dict(cli=t_cli, error=None, inproc=None, lines=None, imp=None, name=None)
             if failed is not None:
                 err = (failed.stderr.strip() or failed.stdout.strip()).splitlines()

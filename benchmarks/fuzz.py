@@ -39,7 +39,8 @@ table: objective programs (LASSO and relatives, constraints, derive proxgrad/fis
 relax), k-means style closed forms (sum_j, relax onehot/binary), update programs (one state or a
 block of simultaneous states with lets, ISTA-like thresholded affine updates or random
 expressions), programs without params, deep random expressions, and every directive (unroll, learn
-weights tied/untied/coupled, learn stepsizes, learn NAME, adapt gates/support, output). Mutation
+weights tied/untied/coupled, learn stepsizes, learn NAME [tied | untied], adapt gates/support, output NAME or
+EXPR; the copies of `learn NAME untied` are scaled apart and given to the reference). Mutation
 (mutate) edits examples and generated programs at the text level: lines, tokens, numbers, names,
 odd characters, deep nesting.
 """
@@ -366,6 +367,9 @@ class Gen:
                 (2, lambda: self.call(self.pick(["relu", "sigmoid", "tanh", "abs"]), sub())),
                 (1, lambda: self.call("exp", self.call(self.pick(["tanh", "sigmoid"]), sub()))),
                 (0.5, lambda: self.call("log", self.bin("+", self.num(positive=True), self.call("abs", sub())))),
+                (1, lambda: self.call(self.pick(["square", "softplus", "logcosh"]), sub())),  # smooth atoms
+                (0.5, lambda: self.call("log1p", self.call("abs", sub()))),
+                (0.5, lambda: self.call("huber", sub(), self.den(ctx, 0))),
                 (1, lambda: self.call(self.pick(["softmax", "normalize", "sparsemax"]), sub())),
                 (0.5, lambda: self.bin("@", self.call("eye", self.name(d)), sub())),
                 (0.3 if "var" in ctx else 0, lambda: self.call("softss", sub(), self.den(ctx, 0), self.num(positive=True),
@@ -437,6 +441,8 @@ class Gen:
             (0.5, lambda: self.bin("+", sub(), self.sca(ctx, 0))),
             (0.5, lambda: self.neg(sub())),
             (0.7, lambda: self.call(self.pick(["relu", "tanh", "abs", "sigmoid"]), sub())),
+            (0.3, lambda: self.call(self.pick(["square", "softplus", "logcosh"]), sub())),
+            (0.2, lambda: self.call("huber", sub(), self.den(ctx, 0))),
             (0.3, lambda: self.call("soft", sub(), self.den(ctx, 0))),
             (0.5, lambda: self.call("rownormalize", sub())),
         ]
@@ -569,8 +575,18 @@ class Gen:
         unroll = None
         if iterative and self.chance(0.98) or not iterative and self.chance(self.mistake(0.04)):
             unroll = self.weighted([(8, lambda: self.r.randint(1, 6)), (1, lambda: 16),
-                                    (0.3, lambda: 100), (self.mistake(0.2), lambda: self.pick([0, 10 ** 6]))])()
-            lines.append(f"unroll {unroll}")
+                                    (0.3, lambda: 100), (self.mistake(0.2), lambda: self.pick([0, 10 ** 6])),
+                                    (0.6, lambda: "until")])()
+            if unroll == "until":  # run to convergence (each sample on its own), maybe the implicit gradient
+                options = self.weighted([(1, ""), (2, "(tol = 1e-6)"), (2, "(tol = 1e-3, max = 50)"), (1, "(max = 6)"),
+                                         (1, "(tol = 1e-9, max = 200)"), (self.mistake(0.3), "(tol = 0)"),
+                                         (self.mistake(0.3), "(max = 2.5)"), (self.mistake(0.3), "(1e-6)")])
+                lines.append(f"unroll until{options}")
+                if self.chance(0.5):
+                    lines.append(self.weighted([(3, "backward implicit"), (1, "backward unrolled"),
+                                                (self.mistake(0.2), "backward sideways")]))
+            else:
+                lines.append(f"unroll {unroll}")
         learn = []
         if self.chance(0.55 * lista):
             learn.append(self.weighted([
@@ -579,6 +595,8 @@ class Gen:
                 (self.mistake(0.3), "weights sideways")]))
         if learnable and self.chance(0.35):
             learn += self.r.sample(list(learnable), self.r.randint(1, min(2, len(learnable))))
+            if self.chance(0.4):  # per-layer copies (learn lam, D untied unties both), or said tied
+                learn[-1] += self.weighted([(3, " untied"), (1, " tied")])
         if self.chance(self.mistake(0.02)):
             learn.append(self.pick([s for s in states] or ["z"]))  # a var: rejected
         if learn:
@@ -596,17 +614,29 @@ class Gen:
             outs = list(states) * 4 + list(temps) + (["nothere"] if self.chance(self.mistake(0.05)) else [])
             if outs:
                 lines.append(f"output {self.pick(outs)}")
+        elif states and self.chance(0.3):
+            lines.append(f"output {self.output_expr(states)}")
         if not self.chance(canonical):
             self.r.shuffle(lines)
         if self.chance(self.mistake(0.03)) and lines:
             lines.append(self.pick(lines))  # a directive twice
         return lines
 
+    def output_expr(self, states) -> str:
+        """`output EXPR`: a state plus or minus a vector of the states, inputs, params, hypers and lets."""
+        s = self.pick(list(states))
+        shape = next((sh for n, sh, k in self.syms if n == s), ())
+        if len(shape) != 1:
+            return s
+        other = self.vec(shape[0], frozenset({"input", "param", "hyper", "let", "var"}), self.r.randint(0, 2))
+        return self.bin(self.pick("+-"), self.name(s), other).text
+
     # --- families ---
     def program(self) -> str:
         family = self.weighted([(3, self.objective_program), (1, self.kmeans_program),
                                 (1, self.quadratic_program), (4, self.update_program),
-                                (0.6, self.paramless_program), (1.5, self.expression_program)])
+                                (0.6, self.paramless_program), (1.5, self.expression_program),
+                                (1, self.composite_program)])
         family()
         text = "\n".join(self.lines) + "\n"
         if self.chance(0.1):
@@ -702,7 +732,7 @@ class Gen:
             smooth.append(scaled(self.num(positive=True, small=True), self.call("sum", self.name(z))))
         if self.chance(0.1):
             smooth.append(self.bin("@", self.bin("@", self.T(self.name(D)), self.name(x)), self.name(z)))
-        if self.chance(0.12):  # smooth but not quadratic, or quadratic in another form: sympy's calculus
+        if self.chance(0.2):  # smooth but not quadratic, or quadratic in another form: dpc's calculus
             zz = self.name(z)
             smooth.append(self.weighted([
                 (1, lambda: self.bin("*", Node(ATOM, "0.1"), self.call("sum", self.call("exp", self.bin(
@@ -717,6 +747,17 @@ class Gen:
                 (1, lambda: self.bin("*", self.name(mu), self.power(self.call("sum", zz), Node(ATOM, "2")))),
                 (1, lambda: self.call("sqnorm", self.bin("-", self.bin("*", self.name(lam), zz), self.bin(
                     "@", self.T(self.name(D)), self.name(x))))),
+                # smooth entrywise atoms of affine maps (dpc's own calculus; a Lipschitz bound or a step error)
+                (1, lambda: self.call("sum", self.call("huber", self.bin("-", self.name(x), self.bin(
+                    "@", self.name(D), zz)), self.den(ctx, 0)))),
+                (1, lambda: self.bin("-", self.call("sum", self.call("softplus", self.bin("@", self.name(D), zz))),
+                                     self.bin("@", self.name(x), self.bin("@", self.name(D), zz)))),
+                (1, lambda: self.call("sum", self.call("softplus", self.bin("*", self.neg(self.name(x)), self.bin(
+                    "@", self.name(D), zz))))),
+                (1, lambda: self.bin("*", self.den(ctx, 0), self.call("sum", self.call("log1p", self.call(
+                    "square", self.bin("@", self.name(D), zz)))))),
+                (1, lambda: self.call("sum", self.call(self.pick(["logcosh", "square", "tanh", "sigmoid"]),
+                                                       self.bin("-", zz, self.num())))),
             ])())
         penalties = []
         kind = self.weighted([(5, "l1"), (1.5, "ridge"), (1.5, "l1+ridge"), (1, "l0"), (1, "none"),
@@ -891,6 +932,40 @@ class Gen:
             tail.append(f"output {z}")
         self.lines += tail
 
+    def composite_program(self):
+        """f(z) + c*norm1(K @ z) by derive admm / pdhg: total variation, analysis sparsity, the LASSO."""
+        self.header("composite")
+        m, n = self.base_decls(2)
+        x = self.fresh(self.INPUT_NAMES)
+        data = self.pick(["denoise", "denoise", "lasso"])
+        self.decl("input", x, ((n if data == "denoise" else m),))
+        D = None
+        if data == "lasso":
+            D = self.fresh(["D", "A", "Phi"])
+            self.decl("param", D, (m, n))
+        K = self.fresh(["Dd", "K", "G"])
+        self.decl("param", K, ((m if data == "denoise" else n), n))
+        lam, rho = self.hypers(2, ["lam", "rho"])
+        z = self.fresh(["z", "u", "s"])
+        self.decl("var", z, (n,), self.pick([None, None, Node(ATOM, "0"), self.num(small=True)]))
+        fit = f"0.5*sqnorm({z} - {x})" if data == "denoise" else self.pick(
+            [f"0.5*sqnorm({x} - {D} @ {z})", f"0.5*sqnorm({D} @ {z} - {x}) + 0.5*{rho}*sqnorm({z})"])
+        if self.chance(0.2):
+            fit += f" + {self.num(positive=True, small=True).text}*sqnorm({K} @ {z})"
+        g = self.weighted([(5, f"{lam}*norm1({K} @ {z})"), (2, f"{lam}*norm1({z})"), (1, f"norm1({K} @ {z})/2"),
+                           (self.mistake(0.3), f"{lam}*norm1({K} @ {z} - 1)"),
+                           (self.mistake(0.2), f"{lam}*norm0({K} @ {z})"),
+                           (self.mistake(0.2), f"{lam}*norm1({K} @ {z}) + norm1({z})")])
+        self.lines.append(f"minimize {fit} + {g}" if self.chance(0.7) else f"minimize {g} + {fit}")
+        method = self.weighted([
+            (2, "admm"), (2, f"admm(rho = {rho})"), (1, f"admm(rho = {self.num(positive=True, small=True).text})"),
+            (1, f"admm(rho = {rho}, solve = cg(iters = {self.r.randint(1, 6)}))"),
+            (2, "pdhg"), (1, f"pdhg(tau = {self.num(positive=True, small=True).text}, sigma = 0.5)"),
+            (1, "pdhg(sigma = 0.1)"), (self.mistake(0.2), "admm(rh = 1)"), (self.mistake(0.2), "pdhg(1)")])
+        self.lines.append(f"derive {method}")
+        learnable = [lam] + ([rho] if "rho" in method else []) + [K]
+        self.lines += self.directives([z], iterative=True, learnable=learnable, lista=0.05)
+
     def update_program(self):
         self.header("update")
         dims = self.base_decls(self.weighted([(1, 1), (5, 2), (2, 3)]))
@@ -1022,9 +1097,12 @@ class Gen:
             self.lines += ["update {"] + ["  " + b for b in body] + ["}"]
         self.lines.append(f"unroll {self.r.randint(1, 3)}")
         if self.chance(0.3):
-            self.lines.append("learn  " + self.pick([n for n, _, k in self.syms if k in ("param", "hyper")]))
+            self.lines.append("learn  " + self.pick([n for n, _, k in self.syms if k in ("param", "hyper")])
+                              + self.weighted([(3, ""), (2, " untied"), (0.5, " tied")]))
         if len(states) > 1 and self.chance(0.5):
             self.lines.append(f"output {self.pick(states)[0]}")
+        elif self.chance(0.2):
+            self.lines.append(f"output {self.output_expr([n for n, _ in states])}")
 
     def paramless_program(self):
         """No param: every dim is a constructor argument, weights are built from numbers (no tensor to
@@ -1760,6 +1838,15 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
             return Result("rejected", f"the constructor refuses the values: {_exc_line(e)}",
                           traceback.format_exc(limit=-3))
         return Result("construct_fail", _exc_line(e), traceback.format_exc(limit=-3) + "\n" + source)
+    # learn NAME untied: make the copies differ (each scaled by [0.8, 1.25], signs kept), so a layer that
+    # reads another layer's copy is a mismatch; the reference gets them as weights
+    per_layer_values = {}
+    for d in program.decls:
+        if d.per_layer and d.kind in ("param", "hyper") and isinstance(getattr(net, d.name, None), torch.Tensor):
+            stack = getattr(net, d.name)
+            with torch.no_grad():
+                stack.mul_(torch.as_tensor(rng.uniform(0.8, 1.25, tuple(stack.shape)), dtype=stack.dtype))
+            per_layer_values[d.name] = _as_array(stack).copy()
     inputs = {d.name: rng.standard_normal((BATCH,) + _resolve(d.shape, sizes)) for d in program.of_kind("input")}
     args = [torch.tensor(inputs[d.name]) for d in program.of_kind("input")]
     out_decl = program.decl(program.output)
@@ -1769,8 +1856,14 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
             out = net(*args)
             traced = net(*args, trace=True)
     except Exception as e:  # noqa: BLE001
+        if _is_singular(e):  # torch refuses a singular system: fine where the problem is singular
+            return _singular_verdict(e, hooks, program, net, inputs, params, hypers, per_layer_values, steps,
+                                     sizes, rng, source)
         return Result("run_fail", _exc_line(e), traceback.format_exc(limit=-3) + "\n" + source)
     layers = steps if steps is not None else 1
+    if getattr(program, "until", None) is not None and isinstance(traced, (list, tuple)) \
+            and 1 <= len(traced) <= layers:
+        layers = len(traced)  # `unroll until`: the iterations until every sample converged, at most `steps`
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want_shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         return Result("run_fail", f"forward returned {got}, expected {want_shape}", source)
@@ -1801,7 +1894,8 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
                 partial = net(*args, steps=s)
         except Exception as e:  # noqa: BLE001
             return Result("run_fail", f"forward(steps={s}): {_exc_line(e)}", traceback.format_exc(limit=-3))
-        diff = compare(_as_array(partial), _as_array(traced[s - 1]), f"forward(steps={s}) vs trace[{s - 1}]")
+        s_done = min(s, len(traced))  # `unroll until` may converge before s iterations
+        diff = compare(_as_array(partial), _as_array(traced[s_done - 1]), f"forward(steps={s}) vs trace[{s_done - 1}]")
         if diff is not None:
             return Result("mismatch", one_line(diff), f"{diff}\n\n{source}")
     # --- compare with the reference ---
@@ -1811,7 +1905,7 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
         if not bool(torch.isfinite(out).all()):
             return Result("ok", "non-finite output (no reference to compare)")
         return Result("ok", "not compared: no dpc.reference")
-    weights = {}
+    weights = dict(per_layer_values)
     for d in program.of_kind("weight"):
         value = getattr(net, d.name, None)
         if value is not None:
@@ -1827,6 +1921,8 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
                                   **extra)
         want_trace = reference.evaluate(program, inputs, params=params, hypers=hypers, weights=weights, steps=steps,
                                         trace=True, **extra)
+    except np.linalg.LinAlgError as e:  # singular to working precision: the module solved noise
+        return Result("ill_conditioned", f"the reference's linear system is singular: {_exc_line(e)}")
     except Exception as e:  # noqa: BLE001
         kind = "ReferenceError" if type(e).__name__ == "ReferenceError" else "raised"
         return Result("reference_missing", f"{kind}: {_exc_line(e)}" if kind == "raised" else _exc_line(e),
@@ -1861,13 +1957,46 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
     return Result("ok", "", verified=True)
 
 
+def _is_singular(error) -> bool:
+    """A linear-algebra error of a singular (or not positive-definite) matrix, from torch or numpy."""
+    text = str(error).lower()
+    return "LinAlgError" in type(error).__name__ and any(
+        word in text for word in ("singular", "positive-definite", "positive definite", "not invertible"))
+
+
+def _singular_verdict(error, hooks, program, net, inputs, params, hypers, per_layer_values, steps, sizes, rng,
+                      source) -> Result:
+    """The module refused a singular system: ill_conditioned where the reference is singular too (or jumps
+    under a 1e-12 perturbation), else a run_fail."""
+    import numpy as np
+    failed = Result("run_fail", _exc_line(error), source)
+    reference = hooks.reference()
+    if reference is None:
+        return failed
+    weights = dict(per_layer_values)
+    for d in program.of_kind("weight"):
+        if getattr(net, d.name, None) is not None:
+            weights[d.name] = _as_array(getattr(net, d.name))
+    extra = {"dims": dict(sizes)} if "dims" in inspect.signature(reference.evaluate).parameters else {}
+    try:
+        want = reference.evaluate(program, inputs, params=params, hypers=hypers, weights=weights, steps=steps,
+                                  **extra)
+    except np.linalg.LinAlgError:
+        return Result("ill_conditioned", f"singular in the module and in the reference: {_exc_line(error)}")
+    except Exception:  # noqa: BLE001
+        return failed
+    unstable = _ill_conditioned(reference, program, inputs, params, hypers, weights, steps, extra,
+                                np.asarray(want, dtype=float), max(1e-3, _constant_scale(program)), rng)
+    return Result("ill_conditioned", f"{_exc_line(error)}; {unstable}") if unstable else failed
+
+
 def _ill_conditioned(reference, program, inputs, params, hypers, weights, steps, extra, want, floor, rng,
                      tries: int = 4, relative: float = 1e-12):
     """A description when the reference itself moves by more than the tolerance under perturbations of
     every input, param and learned weight by `relative` of its scale, else None.
 
     Such a point sits on a discontinuity (two entries of |v| tied for a support selection, |v| = t for a
-    hard threshold): rounding alone decides the answer, so a module that computes in another order may
+    hard threshold) or a singular linear system (a ridge weight of 1e-30): rounding alone decides the answer, so a module that computes in another order may
     differ from the reference without either being wrong. Real miscompilations are not stable under
     perturbation either way, but they do not make the *reference* jump, so they stay mismatches."""
     import numpy as np
@@ -1885,6 +2014,8 @@ def _ill_conditioned(reference, program, inputs, params, hypers, weights, steps,
         try:
             moved = reference.evaluate(program, jitter(inputs), params=jitter(params), hypers=hypers,
                                        weights=jitter(weights), steps=steps, **extra)
+        except np.linalg.LinAlgError as e:  # a matrix singular to working precision: a solve of noise
+            return f"ill-conditioned: a perturbation of {relative:g} makes the reference fail ({e})"
         except Exception:  # noqa: BLE001 - the unperturbed point evaluated; a perturbed one is no evidence
             return None
         jump = compare(np.asarray(moved, dtype=float), want, "perturbed reference", floor)

@@ -1,67 +1,45 @@
 """Matrix algebra on the IR with sympy: gradients, affine decompositions, tidy factoring.
 
-Scalar atoms (sqnorm, inner products, sums) are rewritten to 1 x 1 matrix
-expressions so sympy's matrix calculus can differentiate them.
+Gradients come from dpc's reverse-mode rules (calculus.py); sympy expands and factors them.
 """
 from __future__ import annotations
 
 import sympy as sp
-from sympy import Identity, MatAdd, MatMul, MatrixExpr, MatrixSymbol, OneMatrix, ZeroMatrix
+from sympy import Identity, MatAdd, MatMul, MatrixExpr, MatrixSymbol, ZeroMatrix
 
-from dpc import atoms
-
-
-class NotDifferentiable(Exception):
-    """The term is outside what the gradient rules know; carries the offending subterm."""
-
-    def __init__(self, term):
-        super().__init__(str(term))
-        self.term = term
-
-
-def as_matrix(expr, var):
-    """A scalar expression smooth in `var` -> an equal 1 x 1 matrix expression."""
-    if not expr.has(var):
-        return None  # constant in var: no gradient
-    if isinstance(expr, sp.Add):
-        parts = [as_matrix(a, var) for a in expr.args]
-        parts = [p for p in parts if p is not None]
-        return MatAdd(*parts) if len(parts) > 1 else parts[0]
-    if isinstance(expr, sp.Mul):
-        const, dep = expr.as_independent(var, as_Add=False)
-        if dep == expr:
-            raise NotDifferentiable(expr)
-        return const * as_matrix(dep, var)
-    if isinstance(expr, atoms.SqNorm):
-        v = expr.args[0]
-        return v.T * v
-    if isinstance(expr, atoms.Dot):
-        a, b = expr.args
-        return a.T * b
-    if isinstance(expr, atoms.SumAll):
-        v = expr.args[0]
-        return OneMatrix(1, v.shape[0]) * v
-    raise NotDifferentiable(expr)
+from dpc import atoms, calculus
+from dpc.calculus import NotDifferentiable  # noqa: F401  (passes catch algebra.NotDifferentiable)
 
 
 def gradient(expr, var: MatrixSymbol):
-    """The gradient of a smooth scalar objective term with respect to a vector var, tidied."""
-    m = as_matrix(expr, var)
-    if m is None:
+    """The gradient of a smooth scalar objective w.r.t. a vector var, tidied: dpc's reverse-mode rules
+    (calculus.py) give the summands; sympy expands and factors those affine in var (D.T @ (D @ z - x)),
+    the others (A.T @ sigmoid(A @ z)) stay as the chain rule wrote them, factored by shared left matrices."""
+    terms = calculus.gradient_terms(expr, var)
+    if not terms:
         return ZeroMatrix(*var.shape)
-    # sympy's matrix calculus knows OneMatrix but recurses forever on atoms it does not know: differentiate
-    # with the broadcasts as OneMatrix, then make every all-ones value explicit again
-    m = m.replace(lambda e: isinstance(e, atoms.Ones), lambda e: OneMatrix(*e.shape))
-    # ... and fails on some scalar coefficients (sqrt(0.05) * ...: "'Half' cannot be interpreted as an
-    # integer"): scalars constant in var become plain symbols while differentiating
-    frozen = {a: sp.Dummy(real=True) for a in m.atoms(sp.Pow, sp.Function)
-              if not isinstance(a, MatrixExpr) and not a.has(var) and not a.free_symbols & {var}}
-    g = sp.expand(m.xreplace(frozen).diff(var))
-    g = g.xreplace({d: a for a, d in frozen.items()})
-    g = g.replace(lambda e: isinstance(e, OneMatrix), lambda e: atoms.Ones(*e.shape))
-    if isinstance(g, ZeroMatrix) or g == 0:
+    affine = [t for t in terms if not nonlinear_in(t, var)]
+    rest = [t for t in terms if nonlinear_in(t, var)]
+    if affine:
+        g = sp.expand(MatAdd(*affine).doit() if len(affine) > 1 else affine[0])
+        affine = [] if is_zero(g) else terms_of(g)
+    if not affine and not rest:
         return ZeroMatrix(*var.shape)
-    return factor_left(g)
+    return factor_left(MatAdd(*affine, *rest) if len(affine) + len(rest) > 1 else (affine + rest)[0],
+                       expand=False)
+
+
+def nonlinear_in(expr, var) -> bool:
+    """Whether expr reads var through anything but sums and matrix products (an entrywise function, an
+    entrywise product, a scalar atom): then sympy's expand would distribute through it, so it is kept."""
+    if not expr.has(var):
+        return False
+    if isinstance(expr, (MatAdd, MatMul, sp.Add, sp.Mul)) or expr == var:
+        if isinstance(expr, (MatMul, sp.Mul)) and any(
+                not isinstance(f, MatrixExpr) and f.has(var) for f in expr.args):
+            return True  # a scalar coefficient that reads var
+        return any(nonlinear_in(a, var) for a in expr.args)
+    return True
 
 
 def terms_of(expr):
@@ -71,13 +49,13 @@ def terms_of(expr):
     return [expr]
 
 
-def factor_left(expr):
+def factor_left(expr, expand: bool = True):
     """D.T @ D @ z - D.T @ x -> D.T @ (D @ z - x): pull out left factors shared by several terms.
 
     Terms are grouped by their first matrix factor; each group of two or more is factored
     (recursively), the rest stay as they are: mu*z + A.T@A@z - A.T@b -> mu*z + A.T@(A@z - b).
     """
-    terms = terms_of(sp.expand(expr))
+    terms = terms_of(sp.expand(expr) if expand else expr)
     if len(terms) < 2:
         return expr
     groups: dict = {}
@@ -93,7 +71,7 @@ def factor_left(expr):
             out += [coeff * MatMul(*mats) if len(mats) > 1 else coeff * mats[0] for coeff, mats in group]
             continue
         rest = MatAdd(*[coeff * (MatMul(*mats[1:]) if len(mats) > 2 else mats[1]) for coeff, mats in group]).doit()
-        out.append(MatMul(key, factor_left(rest)))
+        out.append(MatMul(key, factor_left(rest, expand)))
     return MatAdd(*out) if len(out) > 1 else out[0]
 
 

@@ -1,8 +1,10 @@
 """The IR's atoms: sympy classes for the functions a .dp program can call.
 
-Atoms state only local facts: their shape rule (used by the checker in lower.py)
-and how they are built. Printing lives with each printer (printing.py for math,
-backends/torch/printer.py for code); proximal operators live in passes/prox.py.
+Atoms state only local facts, each in one place: their shape rule (used by the checker
+in lower.py), how they are built, their numpy `reference` (reference.py) and, for smooth
+entrywise atoms, their `derivative` and `curvature` (calculus.py, passes/splitting.py).
+Printing lives with each printer (printing.py for math, backends/torch/printer.py for
+code); proximal operators live in passes/prox.py.
 
 Shapes are tuples of dim names: () a scalar, (n,) a vector, (m, n) a matrix.
 In sympy a vector R[n] is an n x 1 MatrixExpr.
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import sympy as sp
-from sympy import Basic, MatrixExpr
+from sympy import Basic, HadamardPower, HadamardProduct, MatrixExpr
 
 Shape = tuple
 
@@ -160,6 +162,8 @@ class Sigmoid(VectorAtom):
 
 
 Sigmoid.reference = staticmethod(lambda np, v: 1 / (1 + np.exp(-v)))
+Sigmoid.derivative = staticmethod(lambda v: HadamardProduct(Sigmoid(v), Sigmoid(-v)))  # s(v)(1 - s(v))
+Sigmoid.curvature = sp.sqrt(3) / 18  # |s''| is largest at v = log(2 -+ sqrt(3)): 1/(6 sqrt(3))
 
 
 class Tanh(VectorAtom):
@@ -167,6 +171,8 @@ class Tanh(VectorAtom):
 
 
 Tanh.reference = staticmethod(lambda np, v: np.tanh(v))
+Tanh.derivative = staticmethod(lambda v: _ones_like(v) - HadamardPower(Tanh(v), 2))
+Tanh.curvature = 4 * sp.sqrt(3) / 9  # |tanh''| = 2 tanh (1 - tanh^2) is largest at tanh = 1/sqrt(3)
 
 
 class Exp(VectorAtom):
@@ -174,6 +180,8 @@ class Exp(VectorAtom):
 
 
 Exp.reference = staticmethod(lambda np, v: np.exp(v))
+Exp.derivative = staticmethod(lambda v: Exp(v))
+Exp.curvature = None
 
 
 class Log(VectorAtom):
@@ -181,6 +189,8 @@ class Log(VectorAtom):
 
 
 Log.reference = staticmethod(lambda np, v: np.log(v))
+Log.derivative = staticmethod(lambda v: HadamardPower(v, -1))
+Log.curvature = None
 
 
 class Abs(VectorAtom):
@@ -188,6 +198,72 @@ class Abs(VectorAtom):
 
 
 Abs.reference = staticmethod(lambda np, v: np.abs(v))
+
+
+# --- smooth elementwise atoms: each states its derivative beside its reference ---------------
+# derivative(v, *params): phi'(v) entrywise, an IR value of v's shape (calculus.py chains it: the gradient
+# of sum(phi(A @ z + b)) is A.T @ phi'(A @ z + b), never a diagonal matrix).
+# curvature: sup over the reals of |phi''|, a Lipschitz constant of phi' (splitting.py bounds the step with
+# it); None where phi'' is unbounded (exp, log, log1p): derive then needs an explicit step.
+
+def _ones_like(v):
+    return Ones(*v.shape)
+
+
+class Square(VectorAtom):
+    """square(v) = v * v, entrywise."""
+
+    dp_name = "square"
+
+
+Square.reference = staticmethod(lambda np, v: v * v)
+Square.derivative = staticmethod(lambda v: 2 * v)
+Square.curvature = sp.Integer(2)
+
+
+class Softplus(VectorAtom):
+    """softplus(v) = log(1 + exp(v)), entrywise, computed without overflow."""
+
+    dp_name = "softplus"
+
+
+Softplus.reference = staticmethod(lambda np, v: np.logaddexp(0, v))
+Softplus.derivative = staticmethod(lambda v: Sigmoid(v))
+Softplus.curvature = sp.Rational(1, 4)
+
+
+class Log1p(VectorAtom):
+    """log1p(v) = log(1 + v), entrywise, accurate for small v."""
+
+    dp_name = "log1p"
+
+
+Log1p.reference = staticmethod(lambda np, v: np.log1p(v))
+Log1p.derivative = staticmethod(lambda v: HadamardPower(_ones_like(v) + v, -1))
+Log1p.curvature = None
+
+
+class LogCosh(VectorAtom):
+    """logcosh(v) = log(cosh(v)), entrywise, computed without overflow: ~ v^2/2 near 0, ~ |v| - log 2 far."""
+
+    dp_name = "logcosh"
+
+
+LogCosh.reference = staticmethod(lambda np, v: np.logaddexp(v, -v) - np.log(2))
+LogCosh.derivative = staticmethod(lambda v: Tanh(v))
+LogCosh.curvature = sp.Integer(1)
+
+
+class Huber(VectorAtom):
+    """huber(v, d) = v^2/2 where |v| <= d, d*(|v| - d/2) elsewhere, entrywise (Huber 1964); d >= 0."""
+
+    dp_name = "huber"
+
+
+Huber.reference = staticmethod(
+    lambda np, v, d: np.where(np.abs(v) <= d, 0.5 * v * v, d * (np.abs(v) - 0.5 * d)))
+Huber.derivative = staticmethod(lambda v, d: Clamp(v, -d, d))
+Huber.curvature = sp.Integer(1)
 
 
 class Softmax(VectorAtom):
@@ -255,6 +331,13 @@ def _elementwise(args):
     return args[0]
 
 
+def _entrywise(args):
+    _one(args)
+    if args[0] == ():
+        raise ShapeError("needs a vector or matrix (it acts entrywise), got a scalar")
+    return args[0]
+
+
 def _vector_same(args):
     _one(args)
     if len(args[0]) != 1:
@@ -316,6 +399,11 @@ ATOMS: dict[str, AtomSpec] = {a.name: a for a in [
     AtomSpec("abs", "abs(v)", _elementwise, _scalar_or(Abs, sp.Abs), "|v|"),
     AtomSpec("sqrt", "sqrt(a)", lambda a: _scalar_only(a), sp.sqrt, "square root of a scalar"),
     AtomSpec("softmax", "softmax(v)", _vector_same, Softmax, "exp(v)/sum(exp(v))"),
+    AtomSpec("square", "square(v)", _entrywise, Square, "v * v"),
+    AtomSpec("softplus", "softplus(v)", _entrywise, Softplus, "log(1 + exp(v)), stable"),
+    AtomSpec("log1p", "log1p(v)", _entrywise, Log1p, "log(1 + v)"),
+    AtomSpec("logcosh", "logcosh(v)", _entrywise, LogCosh, "log(cosh(v)), stable"),
+    AtomSpec("huber", "huber(v, d)", _with_scalars(1), Huber, "v^2/2 for |v| <= d, d*(|v| - d/2) beyond"),
     AtomSpec("eye", "eye(n)", _eye, None, "identity matrix"),
 ]}
 
@@ -429,6 +517,37 @@ class Solve(MatrixExpr):
 
 
 Solve.reference = staticmethod(lambda np, A, b: np.linalg.solve(A, b))
+
+
+class CG(MatrixExpr):
+    """cg(A, b, x0, k): k steps of conjugate gradients for A x = b (A symmetric positive definite) from x0;
+    args (A, b, x0, k). No syntax of its own: `derive admm(solve = cg(iters = k))` builds it, warm-started
+    at the previous z. A direction of zero curvature (the residual is already 0) does not move x."""
+
+    def __new__(cls, matrix, rhs, start, iters):
+        return Basic.__new__(cls, sp.sympify(matrix), sp.sympify(rhs), sp.sympify(start), sp.sympify(iters))
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+
+def _cg_reference(np, A, b, x0, iters):
+    x = np.zeros_like(b) + x0
+    r = b - A @ x
+    p, rs = r, float((r * r).sum())
+    for _ in range(int(iters)):
+        Ap = A @ p
+        curvature = float((p * Ap).sum())
+        alpha = rs / curvature if curvature > 0 else 0.0
+        x, r = x + alpha * p, r - alpha * Ap
+        rs_next = float((r * r).sum())
+        p = r + (rs_next / rs if rs > 0 else 0.0) * p
+        rs = rs_next
+    return x
+
+
+CG.reference = staticmethod(_cg_reference)
 
 
 class IndexVector(MatrixExpr):
@@ -613,3 +732,7 @@ ATOMS.update({a.name: a for a in [
              "soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk"),
     AtomSpec("analytic", "analytic(D)", _analytic, Analytic, "ALISTA's analytic weight for D"),
 ]})
+
+# what `learn weights` linearises: the thresholds (their t becomes a learned theta) and the projections of
+# a constraint (clamp, relu: their bounds stay, they are the constraint)
+LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu)

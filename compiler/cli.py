@@ -1,4 +1,4 @@
-"""The `dpc` command: compile, check, explain. Errors print as FILE:LINE:COL and exit 1."""
+"""The `dpc` command: compile, check, explain, graph. Errors print as FILE:LINE:COL and exit 1."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", metavar="OUT.py", help="where to write (default: FILE.py beside FILE.dp; - for stdout)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override unroll=T or a hyper's default (repeatable)")
+    c.add_argument("--force", action="store_true",
+                   help="compile even when OUT.py is up to date (its last line records source, --set and compiler)")
     k = sub.add_parser("check", help="everything compile does but write the file; report every error")
     k.add_argument("file", metavar="FILE.dp")
     k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -25,21 +27,32 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="show the program after each pass, as math")
     e.add_argument("file", metavar="FILE.dp")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--latex", action="store_true", help="the math as LaTeX (sympy's latex printer)")
+    g = sub.add_parser("graph", help="draw the unrolled network: layers, states, inputs, learned values")
+    g.add_argument("file", metavar="FILE.dp")
+    g.add_argument("-o", "--output", metavar="OUT.svg",
+                   help="where to draw: .svg, .png or .dot (default: FILE.svg beside FILE.dp; - for DOT on stdout)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="draw with these overrides, as compile --set")
     return p
 
 
 def cmd_compile(args) -> int:
+    from dpc import stamp  # standard library only: the up-to-date check imports no sympy, networkx, lark
+    text = read_source(args.file)
+    out = None if args.output == "-" else args.output or os.path.splitext(args.file)[0] + ".py"
+    if out and not args.force and stamp.up_to_date(out, text, args.file, args.set):
+        print(f"up to date: {out}")
+        return 0
     from dpc.api import compile_source
     from dpc.pipeline import parse_overrides
-    text = read_source(args.file)
     source = compile_source(text, args.file, parse_overrides(args.set))
-    if args.output == "-":
+    if out is None:
         sys.stdout.write(source)
         return 0
-    out = args.output or os.path.splitext(args.file)[0] + ".py"
     try:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(source)
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            f.write(stamp.stamped(source, text, args.file, args.set))
     except OSError as err:  # no such folder, no permission, a directory: the user's to fix
         raise DpcError(f"cannot write {out}: {err.strerror or err}", hint="choose another path with -o") from None
     print(f"wrote {out}")
@@ -59,23 +72,25 @@ def cmd_check(args) -> int:
 
 
 def _summary(tree) -> str:
-    """Counts of what the program writes, not of what the compiler adds (temporaries, weights)."""
+    """What the program writes, statement by statement, not what the compiler adds (temporaries, weights):
+    every declaration line counts once (`dims m, n` too, as docs/language.md lists it), and so does a `let`
+    inside update { ... }, in source order."""
     from dpc.grammar import ast
-    name, dims, declared, directives = "?", [], [], 0
+    name, declared, directives = "?", [], 0
     for stmt in tree.statements:
         if isinstance(stmt, ast.NetworkStmt):
             name = stmt.name.id
         elif isinstance(stmt, ast.DimsStmt):
-            dims += [i.id for i in stmt.names]
+            declared.append("dims " + ", ".join(i.id for i in stmt.names))
         elif isinstance(stmt, ast.DeclStmt):
-            declared.append(stmt.name.id)
-        elif isinstance(stmt, ast.UpdateStmt):  # a `let` inside update { ... } is declared too
-            declared += [s.name.id for s in stmt.body if isinstance(s, ast.DeclStmt)]
+            declared.append(f"{stmt.kind} {stmt.name.id}")
+        elif isinstance(stmt, ast.UpdateStmt):
+            declared += [f"{s.kind} {s.name.id}" for s in stmt.body if isinstance(s, ast.DeclStmt)]
         elif isinstance(stmt, ast.DirectiveStmt):
             directives += 1
-    count = len(dict.fromkeys(declared))
-    return (f"network {name}, {_plural(len(dict.fromkeys(dims)), 'dim')}, "
-            f"{_plural(count, 'declaration')} (input, param, hyper, let, var), {_plural(directives, 'directive')}")
+    shown = declared if len(declared) <= 8 else declared[:6] + [f"... {len(declared) - 6} more"]
+    listing = f" ({'; '.join(shown)})" if declared else ""
+    return f"network {name}, {_plural(len(declared), 'declaration')}{listing}, {_plural(directives, 'directive')}"
 
 
 def _plural(n: int, word: str) -> str:
@@ -86,15 +101,16 @@ def cmd_explain(args) -> int:
     from dpc.pipeline import parse_overrides, run_text
     text = read_source(args.file)
     try:
-        _explain(run_text(text, args.file, parse_overrides(args.set)))
+        _explain(run_text(text, args.file, parse_overrides(args.set)), latex=args.latex)
     except RecursionError:  # printing recurses on an expression's depth too
         from dpc.grammar.parser import nesting_error
         raise nesting_error(text, args.file) from None
     return 0
 
 
-def _explain(stages) -> None:
-    """Each stage's notes and program as math, then how the learned values are shared."""
+def _explain(stages, latex: bool = False) -> None:
+    """Each stage's notes and program as math (`latex`: its math as LaTeX; the notes stay as the passes
+    wrote them), then how the learned values are shared."""
     from dpc.graph import sharing_summary
     from dpc.printing import format_program
     previous = 0
@@ -104,7 +120,7 @@ def _explain(stages) -> None:
         previous = len(stage.program.notes)
         for note in notes:
             print(f"   | {note.text}")
-        print(format_program(stage.program))
+        print(format_program(stage.program, latex=latex))
         print()
     final = stages[-1].program
     if final.layers:
@@ -113,7 +129,21 @@ def _explain(stages) -> None:
             print(f"   {line}")
 
 
-COMMANDS = {"compile": cmd_compile, "check": cmd_check, "explain": cmd_explain}
+def cmd_graph(args) -> int:
+    """Draw the compiled program's unrolled network; the path's extension picks the format."""
+    from dpc.backends.graph import drawing_format, write_drawing
+    from dpc.pipeline import compile_program, parse_overrides
+    out = args.output or os.path.splitext(args.file)[0] + ".svg"
+    if out != "-":
+        drawing_format(out)  # a wrong extension is reported before the program is compiled
+    text = read_source(args.file)
+    write_drawing(compile_program(text, args.file, parse_overrides(args.set)), out)
+    if out != "-":
+        print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"compile": cmd_compile, "check": cmd_check, "explain": cmd_explain, "graph": cmd_graph}
 
 
 def main(argv=None) -> int:

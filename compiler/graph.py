@@ -27,7 +27,7 @@ def dataflow(program: Program) -> nx.DiGraph:
     for d in program.decls:
         g.add_node(d.name, kind=d.kind, trainable=d.trainable)
     for d in program.decls:
-        if d.kind in ("let", "weight", "var"):
+        if d.kind in ("let", "weight", "var", "output"):
             for src in names_in(d.value) & set(g.nodes):
                 g.add_edge(src, d.name, role="defines")
     return g
@@ -50,6 +50,17 @@ def depends_on_trainable(program: Program) -> set[str]:
         if d.trainable:
             out |= nx.descendants(g, d.name)
     return out
+
+
+def per_layer_lets(program: Program) -> list[str]:
+    """The lets computed from a value learned per layer (`learn rho untied`), in dependency order: each
+    layer computes its own from its copy (with `learn D untied`, L = opnorm(D)^2 is one L per layer)."""
+    g = dataflow(program)
+    found: set[str] = set()
+    for d in program.decls:
+        if d.per_layer and d.kind in ("param", "hyper"):
+            found |= nx.descendants(g, d.name)
+    return [n for n in ordered(program, ("let",)) if n in found]
 
 
 def step_order(step) -> list[str] | None:

@@ -34,10 +34,11 @@ def make_symbol(name: str, shape: tuple[str, ...]):
 class Decl:
     """A declared name.
 
-    kind: input | param | hyper | let | var | weight (a parameter made by `learn weights`).
+    kind: input | param | hyper | let | var | weight (a parameter made by `learn weights`)
+          | output (what `output EXPR` returns: value is the expression, read after every layer).
     value: a hyper's default, a let's definition, a var's start, a weight's initial value.
     trainable: an nn.Parameter in the generated module.
-    per_layer: one copy per unrolled layer (untied).
+    per_layer: one copy per unrolled layer (untied): a weight, or a param or hyper of `learn NAME untied`.
     """
 
     name: str
@@ -124,6 +125,8 @@ class Program:
     term_spans: tuple[tuple[sp.Basic, Span], ...] = ()  # objective terms -> where written
     directive_spans: tuple[tuple[str, Span], ...] = ()
     requirements: tuple[Requirement, ...] = ()           # what the derivation assumed of hypers and lets
+    until: sp.Basic | None = None     # `unroll until(tol = e)`: run until the relative change is below e
+    backward: str = "unrolled"        # `backward implicit`: the gradient at the fixed point, not through the loop
 
     # --- lookups ---
     def decl(self, name: str) -> Decl:
@@ -190,7 +193,7 @@ class Directive:
     (lower.lower_expr), so they can name anything declared by then.
     """
 
-    kind: str                       # derive | relax | adapt | unroll | learn | output
+    kind: str                       # derive | relax | adapt | unroll | learn | output | backward
     name: str = ""                  # proxgrad, softmax, gates, weights, z, ...
     target: str = ""                # relax: the set or atom relaxed
     args: tuple = ()                # AST expressions
@@ -210,12 +213,12 @@ class Directive:
     def label(self) -> str:
         """The directive as a person would write it, for explain and notes."""
         from dpc.grammar.unparse import unparse
-        if self.kind == "unroll":
+        if self.kind == "unroll" and self.count is not None:
             return f"unroll {self.count}"
         if self.kind == "learn":
             return "learn " + ", ".join(" ".join(w for w, _ in item) for item in self.items)
         if self.kind == "output":
-            return f"output {self.name}"
+            return f"output {self.name or unparse(self.args[0])}"
         head = f"{self.kind} {self.target} -> {self.name}" if self.kind == "relax" else f"{self.kind} {self.name}"
         parts = [unparse(a) for a in self.args] + [f"{k} = {unparse(v)}" for k, v, _ in self.kwargs]
         return head + (f"({', '.join(parts)})" if parts else "")

@@ -382,6 +382,8 @@ class _Lowering:
         self.directives: list[Directive] = []
         self.failed: set[str] = set()   # names whose declaration had an error
         self.entries: dict[str, _Entry] = {}  # a declaration's entry, made once (see env)
+        self.visible: dict = {}  # kinds -> (declarations seen, their entries): see env
+        self.names: set[str] = set()  # every declared name, for the declared-twice check
         self.update_spans: tuple = ()   # (("update", span),): where the update is written, for errors about it
 
     # helpers
@@ -394,13 +396,17 @@ class _Lowering:
     def env(self, kinds, where, extra=None):
         """The names visible to a statement. Entries are made once per declaration (a program of thousands
         of declarations must not rebuild every sympy symbol for every statement)."""
-        entries = {}
-        for d in self.decls:
+        # declarations are only appended while lowering: each kinds' entries grow from where they stopped
+        # (rebuilding them per statement made a program of thousands of hypers quadratic)
+        seen, visible = self.visible.get(kinds, (0, {}))
+        for d in self.decls[seen:]:
             if d.kind in kinds:
                 entry = self.entries.get(d.name)
                 if entry is None or entry.kind != d.kind:
                     entry = self.entries[d.name] = _Entry(d.symbol, d.shape, d.kind)
-                entries[d.name] = entry
+                visible[d.name] = entry
+        self.visible[kinds] = (len(self.decls), visible)
+        entries = dict(visible)
         if extra:
             entries.update(extra)
         return _Env(entries, tuple(self.dims), where, frozenset(self.failed))
@@ -449,16 +455,18 @@ class _Lowering:
         handler(s)
 
     def _declare(self, decl: Decl, ident: ast.Ident):
-        if any(d.name == decl.name for d in self.decls) or decl.name in self.dims:
+        if decl.name in self.names or decl.name in self.dims:
             raise DpcError(f"'{decl.name}' is declared twice", ident.span)
         if decl.name in atoms.ATOMS:
             raise DpcError(f"'{decl.name}' is a function name and cannot be declared", ident.span)
         if decl.name in RESERVED or decl.name.startswith("_"):
             self.decls.append(decl)  # still declared, so its uses do not cascade into more errors
+            self.names.add(decl.name)
             raise DpcError(f"'{decl.name}' cannot name a value in the generated PyTorch module "
                            "(a Python keyword or builtin, or an nn.Module attribute)", ident.span,
                            f"rename it, e.g. {decl.name.strip('_')}_ or my_{decl.name.strip('_')}")
         self.decls.append(decl)
+        self.names.add(decl.name)
 
     # statements
     def _NetworkStmt(self, s: ast.NetworkStmt):
@@ -476,7 +484,7 @@ class _Lowering:
         for ident in s.names:
             if ident.id in RESERVED or ident.id.startswith("_"):
                 raise DpcError(f"'{ident.id}' cannot name a dim in the generated module", ident.span)
-            if ident.id in self.dims or any(d.name == ident.id for d in self.decls):
+            if ident.id in self.dims or ident.id in self.names:
                 raise DpcError(f"'{ident.id}' is declared twice", ident.span)
             self.dims.append(ident.id)
 
@@ -484,7 +492,7 @@ class _Lowering:
         try:
             self._declaration(s)
         except DpcError:
-            if not any(d.name == s.name.id for d in self.decls):
+            if s.name.id not in self.names:
                 self.failed.add(s.name.id)  # later uses of the name are not errors of their own
             raise
 
@@ -627,6 +635,7 @@ class _Lowering:
         # temporaries become symbols of the step; keep their shapes for the emitter
         for name, entry in extra.items():
             self.decls.append(Decl(name, "temp", entry.shape, None, s.span))
+            self.names.add(name)
         self.step = Step(tuple(lets), tuple(assigns))
         self.update_spans = (("update", s.span),)
 

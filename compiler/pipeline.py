@@ -14,6 +14,7 @@ from dpc.ir import Directive, Program
 from dpc.literals import MAX_UNROLL, LiteralError, parse_count, parse_value
 from dpc.lower import lower_program
 from dpc.passes import DERIVE_OPTIONS, IMPLICIT, PASSES, methods
+from dpc.passes.backward import check_fixed_point
 from dpc.requirements import check_defaults
 
 SETTABLE = "unroll=T, or NAME=VALUE for a hyper's default"
@@ -144,6 +145,7 @@ def _stages(text: str, file: str, overrides) -> list[Stage]:
             program = folded
             stages.append(Stage(label, program))
     program = _finish(program)
+    check_fixed_point(program)
     check_defaults(program)
     stages[-1] = Stage(stages[-1].label, program)
     return stages

@@ -1,10 +1,15 @@
-"""The IR as readable math, in .dp syntax: `soft(z - 1/L*D.T @ (D @ z - x), lam/L)`.
+r"""The IR as readable math, in .dp syntax: `soft(z - 1/L*D.T @ (D @ z - x), lam/L)`.
 
-Used by `dpc explain`, the derivation notes and the generated module's docstring.
+Used by `dpc explain`, the derivation notes and the generated module's docstring. `latex` prints the
+same math as LaTeX (`dpc explain --latex`): norms as norms, dpc's other atoms as \operatorname{soft}.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
@@ -98,6 +103,14 @@ class MathPrinter(StrPrinter):
 
     def _print_HadamardProduct(self, expr):
         return " * ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in expr.args)
+
+    def _print_HadamardPower(self, expr):  # entrywise: v * v is square(v), a derivative's 1/(1 + v) a reciprocal
+        base, exponent = expr.args
+        if exponent == 2:
+            return f"square({self._print(base)})"
+        if exponent == -1:
+            return f"1/{self.parenthesize(base, PRECEDENCE['Pow'])}"
+        return f"{self.parenthesize(base, PRECEDENCE['Pow'])}^{self.parenthesize(exponent, PRECEDENCE['Pow'])}"
 
     def _print_Transpose(self, expr):
         if isinstance(expr.arg, (sp.MatrixSymbol, sp.Symbol)):
@@ -202,43 +215,215 @@ def show_shape(shape) -> str:
     return "R" if not shape else "R[" + ", ".join(shape) + "]"
 
 
-def format_step(step: Step, indent: str = "  ") -> list[str]:
-    lines = [f"{indent}let {n} = {math(e)}" for n, e in step.lets]
-    lines += [f"{indent}{n} <- {math(e)}" for n, e in step.assigns]
+# --- LaTeX (`dpc explain --latex`) ------------------------------------------------
+
+
+class LatexMathPrinter(LatexPrinter):
+    r"""MathPrinter's math as LaTeX: numbers as .dp writes them (0.1, not \frac{1}{10}), terms in the same
+    order, norms as norms (\left\|z\right\|_{1}), dpc's other atoms by their .dp names (\operatorname{soft})."""
+
+    def _print_Rational(self, expr):
+        text = decimal(expr)
+        return super()._print_Rational(expr) if "/" in text else text
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Mul(self, expr):
+        # 0.5 \left\|x - D z\right\|_{2}^{2}, not \frac{\left\|...\right\|}{2}: the coefficient stays in front
+        coeff, rest = expr.as_coeff_Mul()
+        if isinstance(coeff, sp.Rational) and not coeff.is_Integer and "/" not in decimal(abs(coeff)):
+            sign = "-" if coeff < 0 else ""
+            return f"{sign}{decimal(abs(coeff))} {self.parenthesize(rest, PRECEDENCE['Mul'])}"
+        return super()._print_Mul(expr)
+
+    def _as_ordered_terms(self, expr, order=None):
+        # as MathPrinter: symbols before numbers, subtractions after additions, otherwise as sympy keeps them
+        return sorted(expr.args, key=lambda t: (t.is_number, t.could_extract_minus_sign()))
+
+    def _print_MatAdd(self, expr):
+        printed = [self._print(t) for t in expr.args]
+        printed = [s for s in printed if not s.startswith("-")] + [s for s in printed if s.startswith("-")]
+        out = []
+        for i, s in enumerate(printed):
+            if i == 0:
+                out.append(s)
+            else:
+                out.append(" - " + s[1:].lstrip() if s.startswith("-") else " + " + s)
+        return "".join(out)
+
+    def _print_HadamardProduct(self, expr):
+        return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in expr.args)
+
+    def _print_Identity(self, expr):
+        return f"I_{{{self._print(expr.rows)}}}"
+
+    def _print_ZeroMatrix(self, expr):
+        return "0"
+
+    def _print_OneMatrix(self, expr):
+        return r"\mathbf{1}"
+
+    def _print_Ones(self, expr):
+        rows, cols = expr.args
+        size = self._print(rows) if cols == 1 else rf"{self._print(rows)} \times {self._print(cols)}"
+        return rf"\mathbf{{1}}_{{{size}}}"
+
+    def _print_InitialValue(self, expr):
+        rows, cols = expr.args
+        return self._call(expr.dp_name, [rows] if cols == 1 else [rows, cols])
+
+    # scalar atoms: sympy passes `exp` when one is raised to a power (opnorm(D)^2)
+    def _norm(self, expr, sub, exp=None, squared=False):
+        tex = rf"\left\|{self._print(expr.args[0])}\right\|_{{{sub}}}"
+        if squared:
+            tex += "^{2}"
+            return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+        return tex if exp is None else f"{tex}^{{{exp}}}"
+
+    def _print_SqNorm(self, expr, exp=None):
+        return self._norm(expr, "2", exp, squared=True)
+
+    def _print_Norm1(self, expr, exp=None):
+        return self._norm(expr, "1", exp)
+
+    def _print_Norm2(self, expr, exp=None):
+        return self._norm(expr, "2", exp)
+
+    def _print_Norm0(self, expr, exp=None):
+        return self._norm(expr, "0", exp)
+
+    def _print_OpNorm(self, expr, exp=None):
+        return self._norm(expr, "2", exp)  # of a matrix: the spectral norm, as the LISTA papers write L
+
+    def _print_Dot(self, expr, exp=None):
+        a, b = (self.parenthesize(x, PRECEDENCE["Mul"] + 1) for x in expr.args)
+        return self._raised(f"{a}^{{T}} {b}", exp)
+
+    def _print_Entry(self, expr, exp=None):
+        return self._raised(f"{self._subscripted(expr.args[0])}_{{{self._print(expr.args[1])}}}", exp)
+
+    def _print_IndexSum(self, expr, exp=None):
+        body = self.parenthesize(expr.args[0], PRECEDENCE["Mul"], strict=True)
+        return self._raised(rf"\sum_{{{self._print(expr.args[1])}}} {body}", exp)
+
+    def _print_Function(self, expr, exp=None):
+        # sympy skips a Function's base classes when it looks for a printer: entropy, bentropy arrive here
+        name = atom_name(type(expr))
+        if name is None:
+            return super()._print_Function(expr, exp)
+        return self._raised(self._call(name, expr.args), exp)
+
+    def _print_VectorAtom(self, expr):
+        return self._call(atom_name(type(expr)), expr.args)
+
+    def _print_SoftSS(self, expr):
+        return self._call("softss", expr.args[:4])  # the layer number, its last argument, is implicit
+
+    def _print_Abs(self, expr, exp=None):
+        return self._raised(rf"\left|{self._print(expr.args[0])}\right|", exp)
+
+    def _print_Row(self, expr):
+        return f"{self._subscripted(expr.args[0])}_{{{self._print(expr.args[1])}}}"
+
+    def _print_IndexVector(self, expr):
+        body, index, _ = expr.args
+        return rf"\left[{self._print(body)}\right]_{{{self._print(index)}}}"
+
+    def _print_dp_call(self, expr):
+        return self._call(atom_name(type(expr)), expr.args)
+
+    def _call(self, name, args):
+        head = _LATEX_OPERATORS.get(name, rf"\operatorname{{{name}}}")
+        return rf"{head}\left({', '.join(self._print(a) for a in args)}\right)"
+
+    def _subscripted(self, expr):
+        """A name takes a subscript as it is; anything else in parentheses first."""
+        return self._print(expr) if isinstance(expr, (sp.Symbol, sp.MatrixSymbol)) else \
+            rf"\left({self._print(expr)}\right)"
+
+    @staticmethod
+    def _raised(tex, exp):
+        return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+
+
+_LATEX_OPERATORS = {"exp": r"\exp", "log": r"\log", "tanh": r"\tanh"}  # the rest: \operatorname{name}
+
+for _cls in (atoms.RowSqNorm, atoms.Solve, atoms.Analytic):
+    setattr(LatexMathPrinter, f"_print_{_cls.__name__}", LatexMathPrinter._print_dp_call)
+
+_LATEX_PRINTER = LatexMathPrinter({"order": "none"})
+
+
+def latex(expr) -> str:
+    r"""expr as LaTeX math: `\operatorname{soft}\left(W x + S z, \theta\right)`."""
+    return _LATEX_PRINTER.doprint(expr)
+
+
+def latex_name(name: str) -> str:
+    r"""A declared name as LaTeX: theta -> \theta, U_i -> U_{i} (sympy's rules for symbol names)."""
+    return _LATEX_PRINTER.doprint(sp.Symbol(name))
+
+
+def latex_shape(shape) -> str:
+    return r"\mathbb{R}" if not shape else r"\mathbb{R}^{" + r" \times ".join(latex_name(d) for d in shape) + "}"
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How format_program writes math, names, shapes, the update arrow and comments."""
+    math: Callable
+    name: Callable
+    shape: Callable
+    arrow: str
+    member: str
+    comment: str
+
+
+_PLAIN = _Style(math, str, lambda shape: show_shape(shape), "<-", ":", "#")
+_LATEX = _Style(latex, latex_name, latex_shape, r"\leftarrow", r"\in", "%")
+
+
+def format_step(step: Step, indent: str = "  ", latex: bool = False) -> list[str]:
+    st = _LATEX if latex else _PLAIN
+    lines = [f"{indent}let {st.name(n)} = {st.math(e)}" for n, e in step.lets]
+    lines += [f"{indent}{st.name(n)} {st.arrow} {st.math(e)}" for n, e in step.assigns]
     return lines
 
 
-def format_program(p: Program) -> str:
-    """The whole program, one declaration or equation a line."""
+def format_program(p: Program, latex: bool = False) -> str:
+    """The whole program, one declaration or equation a line; `latex`: its math as LaTeX, the keywords kept."""
+    st = _LATEX if latex else _PLAIN
     out = [f"network {p.name}"]
     if p.dims:
         out.append(f"  dims {', '.join(p.dims)}")
     for d in p.decls:
         if d.kind == "temp":
             continue
-        head = f"  {d.kind} {d.name}" + (f" : {show_shape(d.shape)}" if d.shape or d.kind == "var" else "")
+        head = f"  {d.kind} {st.name(d.name)}" + (
+            f" {st.member} {st.shape(d.shape)}" if d.shape or d.kind == "var" else "")
         if d.kind == "weight":
             sharing = "one per layer" if d.per_layer else ("shared by all layers" if p.layers else "one layer")
-            out.append(f"{head} = {math(d.value)}    # learned, {sharing}")
+            out.append(f"{head} = {st.math(d.value)}    {st.comment} learned, {sharing}")
             continue
-        if d.value is not None and not (d.kind == "var" and _is_zero(d.value) and False):
-            head += f" = {math(d.value)}"
+        if d.value is not None:
+            head += f" = {st.math(d.value)}"
         if d.trainable:
-            head += "    # learned"
+            head += f"    {st.comment} learned"
         out.append(head)
     if p.objective is not None:
-        out.append(f"  minimize {math(p.objective)}")
+        out.append(f"  minimize {st.math(p.objective)}")
     for c in p.constraints:
-        out.append(f"  subject to {format_constraint(c)}")
+        out.append(f"  subject to {format_constraint(c, latex)}")
     for name, expr in p.closed_form:
-        out.append(f"  {name} = {math(expr)}")
+        out.append(f"  {st.name(name)} = {st.math(expr)}")
     if p.first_step is not None:
         out.append("  first layer {")
-        out += format_step(p.first_step, "    ")
+        out += format_step(p.first_step, "    ", latex)
         out.append("  }")
     if p.step is not None:
         out.append("  update {" if p.first_step is None else "  every later layer {")
-        out += format_step(p.step, "    ")
+        out += format_step(p.step, "    ", latex)
         out.append("  }")
     if p.layers is not None:
         tying = {True: ", tied", False: ", untied", None: ""}[p.tied]
@@ -248,7 +433,9 @@ def format_program(p: Program) -> str:
     return "\n".join(out)
 
 
-def format_constraint(c) -> str:
+def format_constraint(c, latex: bool = False) -> str:
+    if latex:
+        return _latex_constraint(c)
     if c.set == "box":
         lo, hi = c.args
         if hi == sp.oo:
@@ -261,5 +448,15 @@ def format_constraint(c) -> str:
     return f"{c.var} in {c.set}"
 
 
-def _is_zero(expr) -> bool:
-    return isinstance(expr, sp.ZeroMatrix) or expr == 0
+def _latex_constraint(c) -> str:
+    var = latex_name(c.var)
+    if c.set == "box":
+        lo, hi = c.args
+        if hi == sp.oo:
+            return rf"{var} \geq {latex(lo)}"
+        if lo == -sp.oo:
+            return rf"{var} \leq {latex(hi)}"
+        return rf"{var} \in \left[{latex(lo)}, {latex(hi)}\right]"
+    args = rf"\left({', '.join(latex(a) for a in c.args)}\right)" if c.args else ""
+    return rf"{var} \in \operatorname{{{c.set}}}{args}"
+

@@ -16,9 +16,13 @@ and per layer.
 A network runs as follows (see ir.Program and ir.Step):
   - hypers, params, dims; then lets and learned weights in dependency order (a weight's
     value is given, or computed from its initial value: the same for every layer);
+  - a param or hyper learned per layer (`learn rho untied`) has one value per layer (given, or its
+    value at every layer), and so has every let computed from it; outside the layers (a var's start,
+    the objective) it is the value given in params=/hypers=;
   - per sample: the states start at their declared start values; layer 0 applies
     `first_step` (or `step`), later layers `step`; in a step the temporaries are evaluated
-    in order, then every assignment at once (all right-hand sides read the previous states);
+    in order, then every assignment at once (all right-hand sides read the previous states); an
+    `output EXPR` is read after every layer, from its new states and its copies;
   - a closed-form program evaluates its `closed_form` equations once.
 
 An IR node with no rule raises ReferenceError("no reference rule for <Class>"): never a
@@ -219,6 +223,12 @@ def _constants(program: Program, params, hypers, weights, dims, steps, kinds=("l
     for decl in program.of_kind("param"):
         env[decl.name] = _column(params[decl.name], decl.shape)
     per_layer: dict = {}
+    for decl in program.of_kind("param", "hyper"):  # learn NAME untied: a copy per layer, given or the value
+        if decl.per_layer:
+            given = [np.asarray(v, dtype=np.float64) for v in weights[decl.name]] if decl.name in weights else []
+            if decl.name in weights and len(given) < steps:
+                raise ValueError(f"{decl.name} has {len(given)} layers, {steps} are run")
+            per_layer[decl.name] = [_column(v, decl.shape) for v in given] or [env[decl.name]] * steps
     for name in graph.ordered(program, kinds):  # dependencies first: a weight's value reads lets
         decl = program.decl(name)
         if decl.kind == "let":
@@ -238,6 +248,17 @@ def _constants(program: Program, params, hypers, weights, dims, steps, kinds=("l
             per_layer[name] = values
         else:
             env[name] = values[0]
+    # a let of a per-layer value: one per layer, from that layer's copies (env keeps the one of the values
+    # given, which a var's start and the objective read)
+    layer_lets = graph.per_layer_lets(program) if "let" in kinds else []
+    for name in layer_lets:
+        per_layer[name] = []
+    for k in range(steps if layer_lets else 0):
+        layer_env = {**env, **{n: values[k] for n, values in per_layer.items() if n not in layer_lets}}
+        for name in layer_lets:
+            layer_env[name] = _checked(name, _column(value_of(program.decl(name).value, layer_env),
+                                                     program.decl(name).shape), shapes)
+            per_layer[name].append(layer_env[name])
     return env, per_layer
 
 
@@ -250,6 +271,11 @@ def _shaped(program: Program, params, inputs, weights):
         if d.name in (weights or {}):
             out.append((d, np.shape(weights[d.name])[1 if d.per_layer else 0:]))
     return out
+
+
+def _per_layer_name(program: Program, name: str) -> bool:
+    """A param or hyper of `learn NAME untied`: its copies are given in weights=, like a weight's."""
+    return program.has(name) and program.decl(name).kind in ("param", "hyper") and program.decl(name).per_layer
 
 
 def _batch(program: Program, inputs) -> int:
@@ -285,19 +311,33 @@ def _run_sample(program: Program, env: dict, per_layer: dict, steps: int, shapes
     """Every layer's values for one sample (env: constants and this sample's inputs): the states after
     it and the temporaries it computed (`output` may name a temporary)."""
     states = {d.name: _start(d, env, shapes) for d in program.states}
+    outputs = program.of_kind("output")  # `output EXPR`: read after every layer, from its states
     if program.closed_form:
         for name, expr in program.closed_form:  # in order: a later one may read an earlier one
             states[name] = _checked(name, value_of(expr, {**env, **states}), shapes)
-        return [states]
+        return [{**states, **{d.name: _checked(d.name, value_of(d.value, {**env, **states}), shapes)
+                              for d in outputs}}]
     history = []
+    until = program.until is not None  # `unroll until`: the general step from the start, until converged
+    tol = float(value_of(program.until, env)) if until else None
     for k in range(steps):
-        step = program.first_step if (k == 0 and program.first_step is not None) else program.step
+        step = program.first_step if (k == 0 and program.first_step is not None and not until) else program.step
         layer = {name: values[k] for name, values in per_layer.items()}
         layer[atoms.LAYER.name] = k + 1  # the layer number t = 1..T
         temps, assigned = _apply(step, {**env, **layer, **states}, shapes)
-        states = {**states, **assigned}  # a state no assignment names keeps its value
-        history.append({**temps, **states})
+        previous, states = states, {**states, **assigned}  # a state no assignment names keeps its value
+        read = {d.name: _checked(d.name, value_of(d.value, {**env, **layer, **states}), shapes) for d in outputs}
+        history.append({**temps, **states, **read})
+        if until and _converged(program, previous, states, tol):
+            break
     return history
+
+
+def _converged(program: Program, old: dict, new: dict, tol: float) -> bool:
+    """Every vector state changed by at most tol of its new norm (`unroll until`)."""
+    np = _np()
+    return all(np.linalg.norm(new[d.name] - old[d.name]) <= tol * np.linalg.norm(new[d.name])
+               for d in program.states if d.shape)
 
 
 def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, steps=None, trace=False,
@@ -306,11 +346,14 @@ def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, s
 
     inputs: {name: array (batch, *shape)}; params: {name: array of the declared shape};
     hypers: {name: float} (missing ones take their default, decl.value); weights: {name: array}
-    values of learned weights (decl.kind == "weight"; per_layer ones have shape (steps, *shape));
+    values of learned weights (decl.kind == "weight"; per_layer ones have shape (steps, *shape)), and the
+    copies of a param or hyper learned per layer (`learn rho untied`: shape (steps, *shape); missing, every
+    copy is its value in params=/hypers=, which a var's start and the objective read);
     missing ones are computed from their initial-value expression (the same value for every
     layer), except random inits (atoms.Xavier) which must be given. steps: layers to run
     (default program.layers). dims: {name: int} for dims no param or input fixes.
-    Returns the output (program.output) as an array (batch, *shape), or with trace=True the
+    Returns the output (program.output: a var, or an `output EXPR` read after every layer from that
+    layer's states and copies) as an array (batch, *shape), or with trace=True the
     list of it after every layer (for closed-form programs: a one-element list).
     """
     np = _np()
@@ -319,7 +362,8 @@ def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, s
     _check_names(program, ("input",), inputs, "input", required=True)
     _check_names(program, ("param",), params, "param", required=True)
     _check_names(program, ("hyper",), hypers, "hyper")
-    _check_names(program, ("weight",), weights, "weight")
+    _check_names(program, ("weight",), {n: v for n, v in (weights or {}).items() if not _per_layer_name(program, n)},
+                 "weight")
     steps = int(steps if steps is not None else (program.layers or 1))
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -331,6 +375,9 @@ def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, s
         shapes = _shapes(program, bound)
         runs = [_run_sample(program, {**env, **_sample(program, inputs, b, ("input",))}, per_layer, steps, shapes)
                 for b in range(_batch(program, inputs))]
+    # `unroll until`: a sample that converged keeps its value while the batch goes on (as the module does)
+    length = max(len(run) for run in runs)
+    runs = [run + [run[-1]] * (length - len(run)) for run in runs]
     layers = range(len(runs[0])) if trace else [-1]
     if any(output not in runs[0][k] for k in layers):  # a temporary that the first layer's step lacks
         raise ReferenceError(f"the output {output} is not computed in every layer")

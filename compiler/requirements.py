@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from dpc import atoms
 from dpc.errors import DpcError
 from dpc.ir import NO_SPAN, Program, Requirement
 from dpc.printing import math
@@ -48,8 +49,8 @@ def denominators(program: Program) -> list[Requirement]:
     for expr in exprs:
         if expr is None:
             continue
-        for node in sorted(expr.atoms(sp.Pow, sp.log), key=sp.default_sort_key):
-            base = node.args[0]
+        for node in sorted(expr.atoms(sp.Pow, sp.log, atoms.Huber), key=sp.default_sort_key):
+            base = node.args[1] if isinstance(node, atoms.Huber) else node.args[0]
             need = _implicit_relation(node)
             if need is None or base.is_number:
                 continue
@@ -67,6 +68,8 @@ def _implicit_relation(node):
     """(relation, why) that a scalar power or logarithm needs of its base, or None."""
     if isinstance(node, sp.log):
         return "positive", "the network takes its logarithm"
+    if isinstance(node, atoms.Huber):
+        return "nonnegative", "the width of huber(v, d)"
     exponent = node.args[1]
     if not exponent.is_number:
         return None

@@ -229,6 +229,7 @@ class _Progress:
 
     def __init__(self, total, desc, every=100, quiet=False):
         self.desc, self.every, self.quiet, self.i = desc, every, quiet, 0
+        self.total, self.start = total, time.perf_counter()
         self.bar = None
         # tqdm only on a terminal: redirected to a file its redraws become noise
         if tqdm is not None and not quiet and sys.stderr.isatty():
@@ -242,7 +243,10 @@ class _Progress:
                 self.bar.set_postfix(stats, refresh=False)
         elif not self.quiet and self.every and stats and self.i % self.every == 0:
             text = " ".join(f"{k}={v}" for k, v in stats.items())
-            print(f"  {self.desc} step {self.i}: {text}", flush=True)
+            elapsed = time.perf_counter() - self.start  # the ETA a tqdm bar would show
+            eta = elapsed / self.i * (self.total - self.i)
+            print(f"  {self.desc} step {self.i}/{self.total}: {text} ({elapsed:.0f} s, ETA {eta:.0f} s)",
+                  flush=True)
 
     def close(self):
         if self.bar is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import threading
 import unicodedata
 from functools import lru_cache
@@ -15,7 +16,7 @@ from dpc.grammar import ast
 from dpc.literals import MAX_DIM, MAX_UNROLL, LiteralError, parse_count
 
 KEYWORDS = ("network", "dims", "input", "param", "hyper", "let", "var", "minimize", "subject",
-            "update", "derive", "relax", "adapt", "unroll", "learn", "output")
+            "update", "derive", "relax", "adapt", "unroll", "learn", "output", "backward")
 
 # Friendly names for terminals in "expected ..." messages.
 _TOKEN_NAMES = {
@@ -30,8 +31,22 @@ _TOKEN_NAMES = {
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     return Lark.open_from_package("dpc.grammar", "dp.lark", parser="lalr",
-                                  propagate_positions=True, maybe_placeholders=False,
+                                  propagate_positions=True, maybe_placeholders=False, cache=_cache_file(),
                                   lexer_callbacks={kw.upper(): _keyword_ends for kw in KEYWORDS + ("to", "in", "R")})
+
+
+def _cache_file() -> str | bool:
+    """Where lark keeps the built LALR tables (building them is ~0.1 s of every compile; loading ~0.02 s):
+    the user's cache folder. lark stores a hash of the grammar, its options, lark's and Python's versions
+    in the file and rebuilds (and rewrites) it when any differ, so an edited dp.lark is never served stale.
+    False (no cache) where the folder cannot be made."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "dpc")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.path.join(folder, "dp-lark-tables.pickle") if os.access(folder, os.W_OK) else False
 
 
 # The text being parsed, for _keyword_ends (lark's callbacks see only the token).
@@ -157,6 +172,14 @@ class _ToAst(Transformer_NonRecursive):  # iterative: a sum of 1000 terms is a t
         return self._directive("unroll", meta, ch, name=self._id(ch[0]),
                                count=_count(self.file, ch[0], "unroll", MAX_UNROLL))
 
+    def unroll_until(self, meta, ch):
+        # `unroll until(tol = 1e-6, max = 500)`: run to convergence; the pass reads the options
+        args, kwargs = ch[0] if ch else ((), ())
+        return self._directive("unroll", meta, ch, name=ast.Ident("until", self._s(meta)), args=args, kwargs=kwargs)
+
+    def backward(self, meta, ch):
+        return self._directive("backward", meta, ch, name=self._id(ch[0]))
+
     def learn(self, meta, ch):
         return self._directive("learn", meta, ch, items=tuple(ch))
 
@@ -164,7 +187,11 @@ class _ToAst(Transformer_NonRecursive):  # iterative: a sum of 1000 terms is a t
         return tuple(self._id(t) for t in ch)
 
     def output(self, meta, ch):
-        return self._directive("output", meta, ch, name=self._id(ch[0]))
+        # `output z` names a var (name is set, as before); `output x - D.T @ u` is an expression (args)
+        expr = ch[0]
+        if isinstance(expr, ast.Name):
+            return self._directive("output", meta, ch, name=ast.Ident(expr.id, expr.span), args=(expr,))
+        return self._directive("output", meta, ch, args=(expr,))
 
     def type(self, meta, ch):
         # a literal size is stored normalised (R[007] is R[7]) and within MAX_DIM

@@ -1,5 +1,7 @@
-"""The prepared GPU script runs end to end: CI has no GPU, so it is smoke-tested on the CPU at toy
-sizes (its numbers mean nothing there; only that every configuration runs and is written)."""
+"""Benchmark scripts run end to end at toy sizes. The prepared GPU script: CI has no GPU, so it is
+smoke-tested on the CPU (its numbers mean nothing there; only that every configuration runs and is
+written). The fixed-point script: what it reports that does not depend on timing (saved-tensor bytes,
+iteration counts, gradient errors against its own reference) is checked."""
 import json
 
 import pytest
@@ -37,3 +39,25 @@ def test_gpu_script_refuses_without_cuda():
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         load_benchmark("gpu").main(["--sizes", "20"])
+
+
+def test_fixed_point_script_smoke():
+    """benchmarks/fixed_point.py --quick: implicit backward saves the same tensors whatever the number of
+    iterations, unrolled saves more with more, and at a tight tol dpc's gradient matches the script's
+    independent reference (the analytic implicit gradient at numpy's exact LASSO solution)."""
+    fixed_point = load_benchmark("fixed_point")
+    threads = torch.get_num_threads()
+    try:
+        result = fixed_point.main(["--quick", "--threads", "1", "--no-cvxpylayers", "--mem-iters", "10,40",
+                                   "--batches", "4"])
+    finally:
+        torch.set_num_threads(threads)
+    memory = {(r["backward"], r["max"]): r for r in result["memory"]}
+    assert set(memory) == {(b, k) for b in ("implicit", "unrolled") for k in (10, 40)}
+    assert all(r["iterations"] == r["max"] for r in memory.values())  # tol 1e-30: every run does max
+    assert memory["implicit", 40]["saved"] == memory["implicit", 10]["saved"]
+    assert memory["unrolled", 40]["saved"] > 2.5 * memory["unrolled", 10]["saved"]
+    (size,) = result["peers"]
+    assert size["unverified"] == 0
+    (tight,) = [r for r in size["rows"] if r["method"].startswith("dpc implicit (tol")]
+    assert max(tight["err"]["z"], tight["err"]["D"], tight["err"]["lam"]) < 1e-6, tight["err"]

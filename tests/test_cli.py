@@ -59,3 +59,95 @@ def test_generated_module_imports_only_torch():
     result = run_dpc("compile", "examples/lista.dp", "-o", "-")
     imports = [line for line in result.stdout.splitlines() if line.startswith(("import ", "from "))]
     assert imports and all(line.split()[1].split(".")[0] == "torch" for line in imports), imports
+
+
+# --- a repeated compile of an unchanged program skips the work (the stamp on the output's last line) ---
+
+def _compile(src, out, *extra):
+    result = run_dpc("compile", str(src), "-o", str(out), *extra)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _lista_copy(tmp_path):
+    src = tmp_path / "lista.dp"
+    src.write_text((EXAMPLES / "lista.dp").read_text())
+    return src, tmp_path / "lista.py"
+
+
+def test_second_compile_is_up_to_date_and_leaves_the_file_alone(tmp_path):
+    src, out = _lista_copy(tmp_path)
+    assert _compile(src, out) == f"wrote {out}"
+    before = (out.read_bytes(), out.stat().st_mtime_ns)
+    assert _compile(src, out) == f"up to date: {out}"
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    assert out.read_text().splitlines()[-1].startswith("# dpc-stamp: compiler 0.1.0+")
+
+
+def test_the_up_to_date_check_imports_no_sympy_networkx_or_lark(tmp_path):
+    src, out = _lista_copy(tmp_path)
+    _compile(src, out)
+    code = ("import sys; from dpc.cli import main; "
+            f"assert main(['compile', {str(src)!r}, '-o', {str(out)!r}]) == 0; "
+            "heavy = [m for m in ('sympy', 'networkx', 'lark', 'torch') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"up to date: {out}"
+
+
+def test_a_changed_source_set_or_force_recompiles(tmp_path):
+    src, out = _lista_copy(tmp_path)
+    _compile(src, out)
+    assert _compile(src, out, "--set", "unroll=4") == f"wrote {out}"
+    assert "steps=4):" in out.read_text()
+    assert _compile(src, out, "--set", "unroll=4") == f"up to date: {out}"
+    assert _compile(src, out) == f"wrote {out}"  # the --set list is part of what is recorded
+    src.write_text(src.read_text().replace("hyper  lam = 0.1", "hyper  lam = 0.3"))
+    assert _compile(src, out) == f"wrote {out}"
+    assert "lam=0.3" in out.read_text()
+    assert _compile(src, out, "--force") == f"wrote {out}"
+
+
+def test_a_hand_edited_output_is_recompiled(tmp_path):
+    src, out = _lista_copy(tmp_path)
+    _compile(src, out)
+    good = out.read_text()
+    out.write_text(good.replace("def forward(", "def forward_edited(", 1))
+    assert _compile(src, out) == f"wrote {out}"
+    assert out.read_text() == good
+    out.write_text(good.splitlines(keepends=True)[0])  # truncated: no stamp at all
+    assert _compile(src, out) == f"wrote {out}"
+    assert out.read_text() == good
+
+
+def test_stdout_output_has_no_stamp_and_equals_the_api():
+    from dpc.api import compile_file
+    result = run_dpc("compile", "examples/lista.dp", "-o", "-")
+    assert result.returncode == 0
+    assert "dpc-stamp" not in result.stdout
+    assert result.stdout == compile_file("examples/lista.dp")
+
+
+# --- dpc check counts what the user wrote ---
+
+def test_check_counts_every_declaration_line_including_dims_and_update_lets(tmp_path):
+    program = ("network N\n"
+               "dims m\n"
+               "dims n\n"
+               "input x : R[m]\n"
+               "param D : R[m, n]\n"
+               "hyper a = 0.5\n"
+               "var z : R[n] = 0\n"
+               "update {\n"
+               "  let g = D.T @ (D @ z - x)\n"
+               "  z <- z - a * g\n"
+               "}\n"
+               "unroll 3\n"
+               "output z\n")
+    path = tmp_path / "n.dp"
+    path.write_text(program)
+    result = run_dpc("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"{path}: ok: network N, 7 declarations (dims m; dims n; input x; "
+                                     "param D; hyper a; var z; let g), 2 directives")

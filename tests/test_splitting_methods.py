@@ -189,3 +189,100 @@ def test_derive_options_are_checked(directive, expected):
     text = TV.replace("lam*norm1(Dd @ z)", "lam*norm1(z)" if "proxgrad" in directive else "lam*norm1(Dd @ z)")
     message = _error(text + directive + "\nunroll 2\n")
     assert expected in message, message
+
+
+# --- learn weights reads a fixed-matrix solve and a projection as linear maps -----------------------
+
+@pytest.mark.parametrize("tying", ["tied", "untied"])
+def test_learned_admm_starts_as_admm(tying):
+    """Every prox argument linearised (solve(A, .) with A fixed is linear): W, S_w, S_u start at
+    Dd A^-1, 2 Dd A^-1 Dd.T and I - 2 Dd A^-1 Dd.T, so the untrained network is ADMM."""
+    n = 10
+    K = difference_matrix(n)
+    x = signals(n, seed=2)
+    cls = build(TV + f"derive admm(rho = 2)\nunroll 5\nlearn weights {tying}\n")
+    net = cls(Dd=torch.tensor(K))
+    assert {"W", "S_w", "S_u", "theta"} <= {name.split(".")[0] for name, _ in net.named_parameters()}
+    got = [g.detach().numpy() for g in net(torch.tensor(x), trace=True)]
+    want = admm_loop(x, np.eye(n), lambda v: v, K, 0.5, 2.0, 5)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-9)
+    A = np.eye(n) + 2 * K.T @ K
+    W = net.W.detach().numpy()
+    W = W[0] if tying == "untied" else W
+    np.testing.assert_allclose(W, K @ np.linalg.inv(A), atol=1e-12)
+
+
+BOX_LS = """network BoxLS
+dims m, n
+input x : R[m]
+param D : R[m, n]
+let L = opnorm(D)^2
+var z : R[n] = 0
+minimize 0.5*sqnorm(x - D @ z)
+subject to z in box(-0.5, 1)
+derive proxgrad(step = 1/L)
+unroll 6
+"""
+
+
+@pytest.mark.parametrize("tying", ["tied", "untied"])
+def test_learned_projected_gradient_starts_as_projected_gradient(tying):
+    """Box-constrained least squares: clamp(W x + S z + ..., lo, hi) with W = D.T/L, S = I - D.T D/L; the
+    bounds are the constraint and stay fixed."""
+    rng = np.random.default_rng(8)
+    D = rng.standard_normal((9, 6)) / 3
+    x = rng.standard_normal((4, 9))
+    cls = build(BOX_LS + f"learn weights {tying}\n")
+    net = cls(D=torch.tensor(D))
+    names = {name for name, _ in net.named_parameters()}
+    assert {"W", "S"} <= names and not any(n.startswith("theta") for n in names)
+    L = np.linalg.norm(D, 2) ** 2
+    z = np.zeros((4, 6))
+    got = [g.detach().numpy() for g in net(torch.tensor(x), trace=True)]
+    for g in got:
+        z = np.clip(z - (z @ D.T - x) @ D / L, -0.5, 1)
+        np.testing.assert_allclose(g, z, rtol=0, atol=1e-9)
+
+
+def cg_steps(A, b, x, iters):
+    """Conjugate gradients written out (Hestenes & Stiefel 1952) for one right-hand side."""
+    r = b - A @ x
+    p, rs = r.copy(), r @ r
+    for _ in range(iters):
+        Ap = A @ p
+        alpha = rs / (p @ Ap) if p @ Ap > 0 else 0.0
+        x, r = x + alpha * p, r - alpha * Ap
+        rs_next = r @ r
+        p = r + (rs_next / rs if rs > 0 else 0.0) * p
+        rs = rs_next
+    return x
+
+
+def test_admm_with_conjugate_gradients_is_its_numpy_loop():
+    n, rho, lam = 12, 2.0, 0.5
+    K = difference_matrix(n)
+    x = signals(n, seed=6)
+    cls = build(TV + "derive admm(rho = 2, solve = cg(iters = 3))\nunroll 6\n")
+    got = [g.numpy() for g in cls(Dd=torch.tensor(K))(torch.tensor(x), trace=True)]
+    A = np.eye(n) + rho * K.T @ K
+    z, w, u = np.zeros((3, n)), np.zeros((3, n - 1)), np.zeros((3, n - 1))
+    for g in got:
+        z = np.array([cg_steps(A, xi + rho * (wi - ui) @ K, zi, 3) for xi, wi, ui, zi in zip(x, w, u, z)])
+        w = soft(z @ K.T + u, lam / rho)
+        u = u + z @ K.T - w
+        np.testing.assert_allclose(g, z, rtol=0, atol=1e-12)
+    exact = admm_loop(x, np.eye(n), lambda v: v, K, lam, rho, 6)[-1]
+    assert np.abs(got[-1] - exact).max() > 1e-8  # 3 steps are not the direct solve ...
+    many = build(TV + "derive admm(rho = 2, solve = cg(iters = 40))\nunroll 6\n")(Dd=torch.tensor(K))
+    np.testing.assert_allclose(many(torch.tensor(x)).numpy(), exact, atol=1e-10)  # ... n steps are
+
+
+@pytest.mark.parametrize("option, expected", [
+    ("solve = cg(10)", "derive admm's solve must be cg(iters = k)"),
+    ("solve = lu(iters = 2)", "derive admm's solve must be cg(iters = k)"),
+    ("solve = cg(iters = 0)", "cg's iters must be an integer from 1 to 10000"),
+])
+def test_the_cg_option_is_checked(option, expected):
+    message = _error(TV + f"derive admm({option})\nunroll 2\n")
+    assert expected in message and message.startswith("prog.dp:8:"), message

@@ -447,3 +447,12 @@ def test_a_let_past_float64_is_a_value_error_naming_it():
     with pytest.raises(ValueError, match=r"c = lam\^400 is past float64's range"):
         cls(lam=1e10, n=3)
     assert cls(lam=1.5, n=3).c == pytest.approx(1.5 ** 400, rel=1e-12)
+
+
+def test_a_negative_huber_width_is_an_error_and_a_value_error():
+    text = (HEAD + "hyper delta = 0.5\nhyper lam = 0.1\nvar z : R[n] = 0\n"
+            "minimize sum(huber(x - D @ z, delta)) + lam*norm1(z)\nderive proxgrad\nunroll 2\n")
+    assert "delta must be finite and >= 0 (the width of huber(v, d))" in _error(text.replace("delta = 0.5",
+                                                                                               "delta = -0.5"))
+    with pytest.raises(ValueError, match=r"delta must be finite and >= 0"):
+        build(text)(D=torch.eye(3), delta=-1.0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dpc.passes.adapt_gates import adapt_gates
 from dpc.passes.admm import derive_admm
+from dpc.passes.backward import backward
+from dpc.passes.batch_products import NAME as BATCH_PRODUCTS, batch_products
 from dpc.passes.adapt_support import adapt_support
 from dpc.passes.fista import derive_fista
 from dpc.passes.fold_start import fold_start
@@ -26,6 +28,7 @@ PASSES = {
     ("unroll", ""): unroll,
     ("learn", ""): learn,
     ("output", ""): output,
+    ("backward", ""): backward,
     ("derive", "closed"): derive_closed,
     ("derive", "admm"): derive_admm,
     ("derive", "pdhg"): derive_pdhg,
@@ -41,12 +44,12 @@ DERIVE_OPTIONS = {
     "fista": ("step",),
     "gd": ("step",),
     "closed": (),
-    "admm": ("rho",),
+    "admm": ("rho", "solve"),
     "pdhg": ("tau", "sigma"),
 }
 
 # Run after the program's own directives, in this order.
-IMPLICIT = (("fold start", fold_start),)
+IMPLICIT = (("fold start", fold_start), (BATCH_PRODUCTS, batch_products))
 
 
 def methods(kind: str) -> list[str]:

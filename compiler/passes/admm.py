@@ -16,7 +16,10 @@ from dataclasses import replace
 
 import sympy as sp
 
+from dpc import atoms
 from dpc.errors import DpcError
+from dpc.grammar import ast
+from dpc.literals import MAX_UNROLL
 from dpc.ir import Decl, Directive, Program, Step, dim_symbol, make_symbol
 from dpc.passes.composite import positive_semidefinite, scalar_option, solve_or_divide, split_composite
 from dpc.passes.prox import NoProx, build_prox
@@ -47,6 +50,10 @@ def derive_admm(program: Program, directive: Directive) -> Program:
     system = (c.hessian + rho * K.T @ K) if c.hessian is not None else rho * K.T @ K
     rhs = rho * K.T @ (w - u) - (c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape))
     p, z_value, how = solve_or_divide(p, directive, system, rhs, "A", f"the {z.name}-step's matrix H + rho*K.T@K")
+    iters = _cg_iterations(p, directive)
+    if iters is not None and isinstance(z_value, atoms.Solve):  # warm-started at the previous z
+        z_value = atoms.CG(z_value.args[0], rhs, z, iters)
+        how += f", solved by {iters} conjugate-gradient steps from the previous {z.name}"
     try:
         prox, prox_text = build_prox([c.penalty], None, 1 / rho)
     except NoProx as e:  # pragma: no cover - split_composite admits norm1 only
@@ -67,3 +74,18 @@ def derive_admm(program: Program, directive: Directive) -> Program:
         f"split {w_name} = {math(K @ z)}, scaled dual {u_name}; both start at 0; rho = {math(rho)}",
         f"{z.name}-step: {how}",
         *format_step(step, ""))
+
+
+def _cg_iterations(program: Program, directive: Directive) -> int | None:
+    """`solve = cg(iters = k)`: k conjugate-gradient steps instead of a direct solve; None without it."""
+    node = directive.kwarg("solve")
+    if node is None:
+        return None
+    hint = "write solve = cg(iters = 10), or leave solve out for a direct solve (factored once)"
+    if not (isinstance(node, ast.Call) and node.func == "cg" and not node.args
+            and [k for k, _ in node.kwargs] == ["iters"]):
+        raise fail(program, "derive admm's solve must be cg(iters = k)", node.span, hint)
+    value = node.kwargs[0][1]
+    if not (isinstance(value, ast.Number) and value.text.isdigit() and 1 <= int(value.text) <= MAX_UNROLL):
+        raise fail(program, f"cg's iters must be an integer from 1 to {MAX_UNROLL}", value.span, hint)
+    return int(value.text)

@@ -7,7 +7,11 @@ a parameter initialised to its symbolic value, so the untrained network is the
 algorithm it came from. untied (the default) gives every layer its own copy.
 
 `learn NAME, ...`: those params or hypers become trainable as they are; lets computed
-from them are recomputed in forward.
+from them are recomputed in forward. `learn rho untied` gives every layer its own copy (a
+leading steps axis, listed in per_layer_parameters), each starting at the given value; a
+tying word after a name applies to the names listed right before it too (`learn lam, step
+untied` unties both), back to the previous tying word or learn form. `tied` (the default
+for names) is one copy shared by every layer.
 """
 from __future__ import annotations
 
@@ -15,14 +19,16 @@ from dataclasses import replace
 
 import sympy as sp
 
-from dpc import algebra
+from dpc import algebra, atoms
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.learn_coupled import learn_coupled
 from dpc.passes.learn_stepsizes import learn_stepsizes
-from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight, with_learned
+from dpc.passes.solves import close_solves, open_solves
+from dpc.passes.thresholds import TYING, fail, inline_temps, map_thresholds, tying, weight, with_learned
 from dpc.printing import math
 
 def learn(program: Program, directive: Directive) -> Program:
+    name_tying = _name_tying(program, directive.items)
     for item in directive.items:
         form = LEARN_FORMS.get(item[0][0])
         if form is not None:
@@ -32,15 +38,37 @@ def learn(program: Program, directive: Directive) -> Program:
                            f"({', '.join(learned)})", item[0][1],
                            "say learn weights (or stepsizes, or coupled) once")
             program = form(program, directive, item)
-        elif len(item) > 1:
-            raise fail(program, f"'{' '.join(w for w, _ in item)}': name one param or hyper per list entry",
-                       item[1][1])
         else:
-            program = _learn_name(program, *item[0])
+            program = _learn_name(program, *item[0], name_tying.get(id(item)))
     return program
 
 
-def _learn_name(program: Program, name: str, span) -> Program:
+def _name_tying(program: Program, items) -> dict[int, bool | None]:
+    """id(item) -> per_layer (True for untied, False for tied, None when no word says) for the name items
+    of a learn list. A tying word closes a group: `learn lam, step untied` unties lam and step; a learn
+    form (`weights ...`) also ends a group, so `learn weights untied, lam` leaves lam shared."""
+    out: dict[int, bool | None] = {}
+    group: list = []
+    for item in items:
+        if item[0][0] in LEARN_FORMS:
+            group = []
+            continue
+        group.append(item)
+        out[id(item)] = None
+        if len(item) == 1:
+            continue
+        if len(item) > 2 or item[1][0] not in TYING:
+            word, span = item[2] if len(item) > 2 and item[1][0] in TYING else item[1]
+            raise fail(program, f"'{' '.join(w for w, _ in item)}': a learned name takes at most one word "
+                       f"after it, tied or untied (got '{word}')", span,
+                       "name one param or hyper per list entry, e.g. learn D, lam untied")
+        for member in group:
+            out[id(member)] = not TYING[item[1][0]]
+        group = []
+    return out
+
+
+def _learn_name(program: Program, name: str, span, per_layer: bool | None = None) -> Program:
     if not program.has(name):
         raise fail(program, f"'{name}' is not declared", span)
     decl = program.decl(name)
@@ -48,7 +76,17 @@ def _learn_name(program: Program, name: str, span) -> Program:
         raise fail(program, f"'{name}' is a let, computed from others; learn what it is computed from", span)
     if decl.kind not in ("param", "hyper", "weight"):
         raise fail(program, f"'{name}' is a {decl.kind}; only params and hypers can be learned", span)
-    return program.with_decl(replace(decl, trainable=True)).noted(f"learn {name}", f"{name} is trainable")
+    if per_layer is None:  # no tying word: a name learned before keeps its tying; a new one is shared
+        return program.with_decl(replace(decl, trainable=True)).noted(f"learn {name}", f"{name} is trainable")
+    if decl.kind == "weight":
+        raise fail(program, f"'{name}' is a weight of a learn form; its tying is said there", span,
+                   "write learn weights tied (or untied)")
+    if per_layer and program.step is None and program.closed_form:
+        raise fail(program, f"learn {name} untied: a closed form is one layer, there is nothing to untie", span,
+                   f"write learn {name}")
+    copies = "one copy per layer, each starting at its given value" if per_layer else "one copy shared by all layers"
+    return program.with_decl(replace(decl, trainable=True, per_layer=per_layer)).noted(
+        f"learn {name}", f"{name} is trainable: {copies}")
 
 
 def _learn_weights(program: Program, directive: Directive, item) -> Program:
@@ -66,9 +104,10 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
     lines: list[str] = []
     taken: set[str] = set()
     step, count = map_thresholds(program, lambda atom, index: _linearise(
-        program, directive, atom, variables, index, learned, lines, not tied, taken))
+        program, directive, atom, variables, index, learned, lines, not tied, taken), atoms.LINEARISED_ATOMS)
     if not count:
-        raise fail(program, "learn weights found no soft/softss/softpos/hard threshold in the update to linearise",
+        raise fail(program, "learn weights found no soft/softss/softpos/hard threshold or clamp/relu projection "
+                   "in the update to linearise",
                    directive.span, "learn the params by name instead, e.g. learn D, lam")
     sharing = "shared by all layers" if tied else "one copy per layer"
     return with_learned(program, step, tied, learned).noted(
@@ -77,12 +116,16 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
 
 def _linearise(program, directive, atom, variables, index, learned, lines, per_layer, taken):
     """soft(arg, t) -> soft(W @ x + S @ z + b, theta), each weight initialised to its coefficient in arg."""
-    arg, threshold = atom.args[0], atom.args[1]
+    arg = atom.args[0]
+    per_sample = {d.name for d in program.decls if d.kind in ("input", "var", "temp")}
+    opened, inverses = open_solves(inline_temps(program, arg), per_sample)  # solve(A, b), A fixed: linear
     try:
-        coeffs, bias = algebra.affine_parts(inline_temps(program, arg), variables)
+        coeffs, bias = algebra.affine_parts(opened, variables)
     except algebra.NotAffine as e:
         raise fail(program, f"learn weights: the argument of {math(atom)} is not affine in the states and inputs "
-                   f"({math(e.term)})", directive.span) from None
+                   f"({math(close_solves(e.term, inverses))})", directive.span) from None
+    coeffs = {v: close_solves(c, inverses) for v, c in coeffs.items()}
+    bias = close_solves(bias, inverses) if bias is not None else None
     suffix = "" if index == 1 else str(index)
     inputs = [v for v in coeffs if program.decl(v.name).kind == "input"]
     states = [v for v in coeffs if program.decl(v.name).kind == "var"]
@@ -100,10 +143,13 @@ def _linearise(program, directive, atom, variables, index, learned, lines, per_l
         learned.append(b)
         lines.append(f"{b.name} = {math(bias)}")
         terms.append(make_symbol(b.name, b.shape))
+    new_arg = sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
+    if not isinstance(atom, atoms.THRESHOLD_ATOMS):  # a projection (clamp, relu): its bounds are the constraint
+        return atom.func(new_arg, *atom.args[1:])
+    threshold = atom.args[1]
     theta = weight(program, "theta" + suffix, (), threshold, directive, per_layer, taken)
     learned.append(theta)
     lines.append(f"{theta.name} = {math(threshold)}")
-    new_arg = sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
     return atom.func(new_arg, sp.Symbol(theta.name, real=True), *atom.args[2:])
 
 

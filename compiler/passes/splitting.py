@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy import MatrixSymbol
 
-from dpc import algebra, atoms
+from dpc import algebra, atoms, calculus
 from dpc.errors import DpcError
 from dpc.ir import Decl, Directive, Program
 from dpc.lower import lower_scalar
@@ -75,8 +75,9 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
     except algebra.NotDifferentiable as e:
         raise fail(program, f"cannot differentiate {math(e.term)} with respect to {var.name}",
                    _span_containing(program, e.term) or directive.span,
-                   "smooth terms are sqnorm(...), inner products and sums of affine expressions") from None
-    program, step = _step(program, directive, var, grad)
+                   "smooth terms are sqnorm(...), inner products, sum(...), sum_j, and the smooth entrywise functions "
+                   "square, softplus, log1p, logcosh, huber, exp, log, sigmoid, tanh of them") from None
+    program, step = _step(program, directive, var, grad, smooth)
     program = _requirements(program, directive, penalties, box, step)
     try:
         prox, text = build_prox(penalties, box, step)
@@ -139,26 +140,76 @@ def _box(program, directive, var):
     return box
 
 
-def _step(program, directive, var, grad):
-    """The step as written, or 1/L with L = opnorm of the gradient's Hessian (quadratic f)."""
+def _step(program, directive, var, grad, smooth):
+    """The step as written, or 1/L with L a Lipschitz constant of grad f: opnorm of the Hessian of f's
+    quadratic terms, plus |c| * curvature(phi) * opnorm(A)^2 for each term c*sum(phi(A @ z + b)) whose
+    entrywise phi has a bounded second derivative (softplus 1/4, huber and logcosh 1, square 2, ...)."""
     node = directive.kwarg("step")
     if node is not None:
         return program, lower_scalar(program, node, "the step")
-    try:
-        coeffs, _ = algebra.affine_parts(grad, [var])
-    except algebra.NotAffine:
-        raise fail(program, f"derive {directive.name} needs step = ... here (the gradient is not affine)",
-                   directive.span) from None
-    hessian = coeffs.get(var)
-    if hessian is None:
+    value = _lipschitz_bound(program, directive, var, smooth)
+    if value is None:
         raise fail(program, f"derive {directive.name} needs step = ...", directive.span)
     name = program.fresh_name("L")
-    value = _lipschitz(hessian)
     program = program.with_decl(Decl(name, "let", (), value, directive.span, note=LIPSCHITZ_NOTE)).requiring(
         sp.Symbol(name, real=True), "positive", f"{name} is the Lipschitz constant of grad f; the step is 1/{name}",
         directive.span).noted(
         directive.label(), f"no step given: step = 1/{name}, {name} = {math(value)} (Lipschitz constant of grad f)")
     return program, 1 / sp.Symbol(name, real=True)
+
+
+def _lipschitz_bound(program, directive, var, smooth):
+    """L for the smooth part (None if grad f is constant); an error at the first term with no known bound."""
+    quadratic, bounds = [], []
+    for term in sp.Add.make_args(smooth):
+        if not term.has(var):
+            continue
+        if not algebra.nonlinear_in(algebra.gradient(term, var), var):
+            quadratic.append(term)
+            continue
+        bound = _curvature_bound(term, var)
+        if bound is None:
+            raise fail(program, f"derive {directive.name} needs step = ... here: dpc knows no Lipschitz constant for "
+                       f"the gradient of {math(term)}", program.span_of_term(term)
+                       or _span_containing(program, term) or directive.span,
+                       f"give the step, e.g. derive {directive.name}(step = 0.1); bounds are known for quadratics "
+                       "and c*sum(phi(A @ z + b)), phi one of square, softplus, logcosh, huber, sigmoid, tanh")
+        bounds.append(bound)
+    if quadratic:
+        try:
+            coeffs, _ = algebra.affine_parts(algebra.gradient(sp.Add(*quadratic), var), [var])
+        except algebra.NotAffine:
+            raise fail(program, f"derive {directive.name} needs step = ... here (the gradient is not affine)",
+                       directive.span) from None
+        hessian = coeffs.get(var)
+        if hessian is not None:
+            bounds.insert(0, _lipschitz(hessian))
+    return sp.Add(*bounds) if bounds else None
+
+
+def _curvature_bound(term, var):
+    """c*sum(phi(A @ z + b)) -> |c| * sup|phi''| * opnorm(A)^2 (the Hessian is c A.T diag(phi'') A); else None."""
+    found = [a for a in term.atoms(atoms.ScalarAtom) if a.has(var)]
+    if len(found) != 1 or not isinstance(found[0], atoms.SumAll):
+        return None
+    weight, rest = term.as_independent(found[0], as_Add=False)
+    inner = found[0].args[0]
+    kappa = calculus.curvature(type(inner))
+    if rest != found[0] or weight.has(var) or kappa is None or any(p.has(var) for p in inner.args[1:]):
+        return None
+    try:
+        coeffs, _ = algebra.affine_parts(inner.args[0], [var])
+    except algebra.NotAffine:
+        return None
+    matrix = coeffs.get(var)
+    if matrix is None:
+        return None
+    scale = abs(weight) * kappa
+    if isinstance(matrix, sp.Identity):
+        return scale
+    c, mats = matrix.as_coeff_matrices() if isinstance(matrix, sp.MatMul) else (sp.Integer(1), [matrix])
+    norm = atoms.OpNorm(sp.MatMul(*mats) if len(mats) > 1 else mats[0])
+    return scale * c ** 2 * norm ** 2
 
 
 def _lipschitz(hessian):

@@ -27,10 +27,11 @@ def tying(program: Program, item, allowed: tuple[str, ...] = ()) -> bool:
     return tied
 
 
-def map_thresholds(program: Program, fn) -> tuple[Step, int]:
-    """Rewrite every thresholding atom (soft, softss, softpos, hard) of the update that is a layer of the
-    network, with fn(atom, index): one applied to a vector that reads an input or a state. A threshold of
-    a param (soft(D, 0.5).T @ x) is a constant of the layer, not a layer, and stays as it is."""
+def map_thresholds(program: Program, fn, kinds=atoms.THRESHOLD_ATOMS) -> tuple[Step, int]:
+    """Rewrite every thresholding atom (soft, softss, softpos, hard; or any of `kinds`) of the update that
+    is a layer of the network, with fn(atom, index): one applied to a vector that reads an input or a
+    state. A threshold of a param (soft(D, 0.5).T @ x) is a constant of the layer, not a layer, and stays
+    as it is."""
     count = [0]
     per_sample = {d.name for d in program.decls if d.kind in ("input", "var")}
 
@@ -39,7 +40,7 @@ def map_thresholds(program: Program, fn) -> tuple[Step, int]:
         return arg.shape[1] == 1 and bool({getattr(s, "name", None) for s in arg.free_symbols} & per_sample)
 
     def visit(expr):
-        if isinstance(expr, atoms.THRESHOLD_ATOMS) and is_layer(expr):
+        if isinstance(expr, kinds) and is_layer(expr):
             count[0] += 1
             return fn(expr, count[0])
         if not expr.args:

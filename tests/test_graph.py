@@ -1,0 +1,240 @@
+"""`dpc graph` (drawings of the unrolled network) and `dpc explain --latex`.
+
+The drawn network is checked against the compiled PyTorch module itself: every nn.Parameter is a learned
+value of the drawing, with one node per layer when the module stacks one copy a layer, else one node.
+"""
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES, run_dpc
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ALL_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.dp"))
+
+
+def dot_nodes(text: str) -> dict[str, str]:
+    """DOT node statements -> their labels (edges and attributes of the graph are skipped)."""
+    return dict(re.findall(r'^\s*"([^"]+)" \[label="([^"]*)"', text, flags=re.M))
+
+
+def dot_edges(text: str) -> set[tuple[str, str]]:
+    return set(re.findall(r'^\s*"([^"]+)" -> "([^"]+)"', text, flags=re.M))
+
+
+def graph_of(path, overrides=None):
+    from dpc.backends.graph import network_graph
+    from dpc.pipeline import compile_program
+    return network_graph(compile_program(path.read_text(), str(path), overrides))
+
+
+def nx_path(g, a, b):
+    import networkx as nx
+    return nx.shortest_path(g, a, b)
+
+
+def draw(tmp_path, example: str, suffix: str, *extra: str):
+    from dpc.cli import main
+    if suffix in (".svg", ".png"):
+        pytest.importorskip("matplotlib")  # the `graph` extra; .dot needs nothing
+    out = tmp_path / (example.removesuffix(".dp") + suffix)
+    assert main(["graph", str(EXAMPLES / example), "-o", str(out), *extra]) == 0
+    return out
+
+
+# --- every example, every format --------------------------------------------------
+
+@pytest.mark.parametrize("example", ALL_EXAMPLES)
+def test_every_example_draws_as_svg_png_and_dot(tmp_path, example):
+    svg = ET.parse(draw(tmp_path, example, ".svg")).getroot()
+    assert svg.tag.endswith("svg")
+    assert draw(tmp_path, example, ".png").read_bytes().startswith(PNG_SIGNATURE)
+    dot = draw(tmp_path, example, ".dot").read_text(encoding="utf-8")
+    assert dot.startswith("digraph ") and dot.rstrip().endswith("}")
+    assert dot.count("{") == dot.count("}")
+    nodes = dot_nodes(dot)
+    assert all(a in nodes and b in nodes for a, b in dot_edges(dot)), "an edge names a node never declared"
+
+
+# --- the drawing is the network --------------------------------------------------
+
+@pytest.mark.parametrize("example", ALL_EXAMPLES)
+def test_learned_nodes_are_the_modules_parameters(example):
+    """Each nn.Parameter of the compiled module is drawn: one node a layer when the module holds one copy a
+    layer (a leading dimension of length T), one node shared by every layer otherwise."""
+    import torch
+
+    import dpc
+    from dpc.pipeline import compile_program
+    path = EXAMPLES / example
+    program = compile_program(path.read_text(), str(path))
+    sizes = {dim: 5 + 3 * i for i, dim in enumerate(program.dims)}  # 5, 8: neither is the layer count 16
+    rng = np.random.default_rng(0)
+    given = {d.name: torch.tensor(rng.standard_normal([sizes[s] for s in d.shape]))
+             for d in program.decls if d.kind == "param"}
+    module = dpc.load(path)(**given)
+    g = graph_of(path)
+    drawn: dict[str, list] = {}
+    for _, data in g.nodes(data=True):
+        if data["role"] == "param":
+            drawn.setdefault(data["name"], []).append(data["layer"])
+    assert set(drawn) == {name for name, _ in module.named_parameters()}
+    count = program.layers or 1
+    for name, tensor in module.named_parameters():
+        stacked = tensor.dim() == len(program.decl(name).shape) + 1
+        if stacked:
+            assert tensor.shape[0] == count
+            assert sorted(drawn[name]) == list(range(1, count + 1)), name
+        else:
+            assert drawn[name] == [None], name  # one node, tied
+
+
+def test_untied_lista_draws_sixteen_copies_of_each_weight(tmp_path):
+    dot = draw(tmp_path, "lista.dp", ".dot").read_text(encoding="utf-8")
+    nodes, edges = dot_nodes(dot), dot_edges(dot)
+    for w in ("W", "S", "theta"):
+        copies = sorted(int(n.split("@")[1]) for n in nodes if n.startswith(f"param:{w}@"))
+        assert copies == list(range(1, 17))
+        assert f"param:{w}" not in nodes
+        assert nodes[f"param:{w}@16"] == f"{w}₁₆"
+    # each copy feeds its own layer only
+    assert ("param:W@5", "state:z@5") in edges and not any(a == "param:W@5" and b != "state:z@5" for a, b in edges)
+    # the chain z1 -> z2 -> ... -> z16, and x feeds every layer
+    assert {(f"state:z@{k}", f"state:z@{k + 1}") for k in range(1, 16)} <= edges
+    assert {b for a, b in edges if a == "input:x"} == {f"state:z@{k}" for k in range(1, 17)}
+    assert "peripheries=2" in dot.split('"state:z@16"')[1].split("\n")[0]  # the output
+
+
+def test_tied_lista_draws_one_node_wired_to_every_layer(tmp_path):
+    src = tmp_path / "tied.dp"
+    src.write_text((EXAMPLES / "lista.dp").read_text().replace("learn  weights untied", "learn  weights tied"))
+    out = tmp_path / "tied.dot"
+    assert run_dpc("graph", str(src), "-o", str(out)).returncode == 0
+    dot = out.read_text(encoding="utf-8")
+    nodes, edges = dot_nodes(dot), dot_edges(dot)
+    for w in ("W", "S", "theta"):
+        assert [n for n in nodes if n.startswith(f"param:{w}")] == [f"param:{w}"]
+    assert {b for a, b in edges if a == "param:W"} == {f"state:z@{k}" for k in range(1, 17)}
+    assert {b for a, b in edges if a == "param:S"} == {f"state:z@{k}" for k in range(2, 17)}  # layer 1: soft(W x, theta)
+
+
+def test_a_parameter_is_wired_only_to_the_states_that_read_it():
+    """LFISTA: z_next = soft(W x + S y, theta) feeds y and z; t's update reads none of the weights."""
+    g = graph_of(EXAMPLES / "lfista.dp")
+    for k in (2, 9, 16):
+        assert set(g.successors(f"param:S@{k}")) == {f"state:y@{k}", f"state:z@{k}"}
+        assert not any(g.nodes[p]["role"] == "param" for p in g.predecessors(f"state:t@{k}"))
+    assert not list(g.successors("param:S@1"))  # layer 1 starts from y = 0: S @ y folded away
+
+
+def test_a_closed_form_network_is_one_layer():
+    g = graph_of(EXAMPLES / "kmeansnet.dp")
+    states = [n for n, d in g.nodes(data=True) if d["role"] in ("state", "start")]
+    assert states == ["state:s@1"]
+    # s = softmax(W x + b) with lets W = 2/tau*C, b = -rowsqnorm(C)/tau: the learned C reaches s through them
+    assert set(g.predecessors("state:s@1")) == {"param:C", "input:x"}
+
+
+def test_a_long_unroll_is_drawn_as_a_summary(tmp_path):
+    png = draw(tmp_path, "lfista.dp", ".png", "--set", "unroll=10000")
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    g = graph_of(EXAMPLES / "lfista.dp", {"unroll": "10000"})
+    assert [c.title for c in g.graph["columns"]] == ["layer 1", "layer 2", "layer 3", "… 9996 layers …",
+                                                     "layer 10000"]
+    assert sorted(d["layer"] for _, d in g.nodes(data=True) if d.get("name") == "W") == [1, 2, 3, 10000]
+    assert list(nx_path(g, "state:z@3", "state:z@10000")) == ["state:z@3", "gap:z", "state:z@10000"]
+    assert g.number_of_nodes() < 40
+
+
+def test_the_same_program_draws_the_same_bytes(tmp_path):
+    for suffix in (".svg", ".dot"):
+        first = draw(tmp_path, "sc2net.dp", suffix).read_bytes()
+        assert draw(tmp_path, "sc2net.dp", suffix).read_bytes() == first
+
+
+def test_dot_needs_no_matplotlib(tmp_path):
+    out = tmp_path / "l.dot"
+    code = ("import sys; from dpc.cli import main; "
+            f"assert main(['graph', {str(EXAMPLES / 'lista.dp')!r}, '-o', {str(out)!r}]) == 0; "
+            "assert 'matplotlib' not in sys.modules and 'torch' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text(encoding="utf-8").startswith('digraph "LISTA"')
+
+
+def test_dot_to_stdout():
+    result = run_dpc("graph", "examples/lista.dp", "-o", "-")
+    assert result.returncode == 0 and result.stdout.startswith('digraph "LISTA"')
+
+
+# --- mistakes -----------------------------------------------------------------------
+
+def test_an_unknown_extension_is_an_error_with_a_hint(tmp_path):
+    out = tmp_path / "net.pdf"
+    result = run_dpc("graph", "examples/lista.dp", "-o", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: cannot draw to {out}: '.pdf' is not a format dpc graph writes" in result.stderr
+    assert "hint: end the path in .svg, .png or .dot" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".svg", ".dot"])
+def test_an_unwritable_path_is_an_error_with_a_hint(tmp_path, capsys, suffix):
+    from dpc.cli import main
+    if suffix == ".svg":
+        pytest.importorskip("matplotlib")
+    out = tmp_path / "no such folder" / f"net{suffix}"
+    assert main(["graph", str(EXAMPLES / "lista.dp"), "-o", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    assert f"error: cannot write {out}: No such file or directory" in stderr
+    assert "hint: choose another path with -o" in stderr
+
+
+def test_a_mistake_in_the_program_points_at_it(tmp_path):
+    src = tmp_path / "bad.dp"
+    src.write_text((EXAMPLES / "lista.dp").read_text().replace("sqnorm(x - D @ z)", "sqnorm(x - D.T @ z)"))
+    result = run_dpc("graph", str(src), "-o", str(tmp_path / "bad.svg"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert re.search(r"bad\.dp:\d+:\d+: error: cannot multiply", result.stderr)
+    assert not (tmp_path / "bad.svg").exists()
+
+
+# --- explain --latex ------------------------------------------------------------------
+
+def braces_balance(text: str) -> bool:
+    depth = 0
+    for ch in text.replace(r"\{", "").replace(r"\}", ""):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_explain_latex_prints_the_same_stages_as_latex():
+    plain = run_dpc("explain", "examples/lista.dp")
+    latex = run_dpc("explain", "--latex", "examples/lista.dp")
+    assert latex.returncode == 0 and plain.returncode == 0
+    out = latex.stdout
+    headers = [line for line in plain.stdout.splitlines() if line.startswith("== ")]
+    assert [line for line in out.splitlines() if line.startswith("== ")] == headers
+    assert braces_balance(out)
+    assert r"z \leftarrow \operatorname{soft}\left(W x + S z, \theta\right)" in out
+    assert r"z \leftarrow \operatorname{soft}\left(z - \frac{1}{L} D^{T} \left(D z - x\right), \frac{lam}{L}\right)" in out
+    assert r"minimize 0.5 \left\|x - D z\right\|_{2}^{2} + lam \left\|z\right\|_{1}" in out
+    assert r"let L = \left\|D\right\|_{2}^{2}" in out
+    assert r"weight S \in \mathbb{R}^{n \times n} = I_{n} - \frac{1}{L} D^{T} D" in out
+
+
+@pytest.mark.parametrize("example", ALL_EXAMPLES)
+def test_explain_latex_names_every_atom(capsys, example):
+    """No atom falls through to sympy's own printing (\\operatorname{Soft}, \\operatorname{Entropy}{...})."""
+    from dpc.cli import main
+    assert main(["explain", "--latex", str(EXAMPLES / example)]) == 0
+    out = capsys.readouterr().out
+    assert braces_balance(out)
+    assert not re.search(r"\\operatorname\{[A-Z]", out)
+    assert " <- " not in "\n".join(line for line in out.splitlines() if not line.startswith("   |"))

@@ -1,0 +1,217 @@
+"""The rewrites made for speed (issue #13) still compute the algorithm: batch products (all layers' W @ x
+in one product before the loop), the in-place soft threshold and addmm, one factorisation per batch for a
+solve. Each is checked in float64 against a numpy loop written here, and against the reference semantics."""
+import numpy as np
+import pytest
+import torch
+
+import dpc
+from dpc.api import compile_source
+from dpc.passes.batch_products import AllLayers
+from dpc.reference import evaluate
+
+LISTA = """network LISTA
+dims   m, n
+input  x : R[m]
+param  D : R[m, n]
+hyper  lam = 0.1
+let    L = opnorm(D)^2
+var    z : R[n] = 0
+minimize 0.5 * sqnorm(x - D @ z) + lam * norm1(z)
+derive proxgrad(step = 1/L)
+unroll 7
+learn  weights {tying}
+output z
+"""
+
+
+def build(text, tmp_path, name="net.dp"):
+    path = tmp_path / name
+    path.write_text(text)
+    return dpc.load(path), path
+
+
+def problem(seed=0, m=6, n=9, batch=5):
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((m, n)) / np.sqrt(m)
+    return D, rng.standard_normal((batch, m))
+
+
+def ista(D, x, lam, steps):
+    """ISTA, one sample at a time, in numpy: the algorithm the untrained network must be."""
+    L = np.linalg.norm(D, 2) ** 2
+    out = []
+    for sample in x:
+        z = np.zeros(D.shape[1])
+        for _ in range(steps):
+            v = z - D.T @ (D @ z - sample) / L
+            z = np.sign(v) * np.maximum(np.abs(v) - lam / L, 0)
+        out.append(z)
+    return np.array(out)
+
+
+def test_untied_products_with_the_input_are_marked_and_explained(tmp_path):
+    from dpc.pipeline import run_text
+    stages = run_text(LISTA.format(tying="untied"))
+    program = stages[-1].program
+    assert stages[-1].label == "batch products"
+    marked = [a for _, e in program.step.equations() for a in e.atoms(AllLayers)]
+    assert [str(a.args[0]) for a in marked] == ["W*x"]
+    assert any(n.pass_name == "batch products" for n in program.notes)
+    source = compile_source(LISTA.format(tying="untied"))
+    assert "Wx = torch.matmul(x, (self.W if steps == self.steps else self.W[:steps]).mT).unbind(0)" in source
+    assert "Wx[k]" in source and "self.W.unbind" not in source and "W, S" not in source
+
+
+def test_tied_weights_are_not_batched(tmp_path):
+    from dpc.pipeline import run_text
+    program = run_text(LISTA.format(tying="tied"))[-1].program
+    assert not any(e.has(AllLayers) for _, e in program.step.equations())
+    assert "torch.matmul" not in compile_source(LISTA.format(tying="tied"))
+
+
+@pytest.mark.parametrize("steps", [None, 1, 4, 7])
+def test_batched_lista_is_ista_untrained(tmp_path, steps):
+    Net, _ = build(LISTA.format(tying="untied"), tmp_path)
+    D, x = problem(1)
+    net = Net(D=torch.tensor(D), lam=0.2)
+    got = net(torch.tensor(x), steps=steps).detach().numpy()
+    assert np.abs(got - ista(D, x, 0.2, steps or 7)).max() < 1e-12
+    trace = net(torch.tensor(x), trace=True, steps=steps)
+    for k, z in enumerate(trace):
+        assert np.abs(z.detach().numpy() - ista(D, x, 0.2, k + 1)).max() < 1e-12
+
+
+def test_batched_lista_matches_the_reference_with_trained_weights(tmp_path):
+    """Distinct weights per layer (as after training): layer k must read its own W[k] @ x."""
+    Net, _ = build(LISTA.format(tying="untied"), tmp_path)
+    from dpc.pipeline import compile_program
+    program = compile_program(LISTA.format(tying="untied"))
+    D, x = problem(2)
+    net = Net(D=torch.tensor(D))
+    rng = np.random.default_rng(3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.tensor(rng.standard_normal(tuple(p.shape)) * 0.1))
+    weights = {name: p.detach().numpy() for name, p in net.named_parameters()}
+    for steps in (3, 7):
+        want = evaluate(program, {"x": x}, params={"D": D}, weights=weights, steps=steps)
+        got = net(torch.tensor(x), steps=steps).detach().numpy()
+        assert np.abs(got - want).max() < 1e-12
+
+
+def test_batched_weight_gradient_is_per_layer(tmp_path):
+    """W's gradient from the one batched product equals the per-layer products' (finite differences would be
+    slow: compared with the same network written per layer here)."""
+    Net, _ = build(LISTA.format(tying="untied"), tmp_path)
+    D, x = problem(4)
+    net = Net(D=torch.tensor(D))
+    with torch.no_grad():
+        net.W.add_(torch.randn(net.W.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.1)
+    xt = torch.tensor(x)
+    net(xt, steps=5).square().sum().backward()
+    W, S, theta = (p.detach().clone().requires_grad_() for p in (net.W, net.S, net.theta))
+
+    def soft(v, t):
+        return torch.sign(v) * torch.clamp(v.abs() - t, min=0)
+
+    z = soft(xt @ W[0].T, theta[0])
+    for k in range(1, 5):
+        z = soft(xt @ W[k].T + z @ S[k].T, theta[k])
+    z.square().sum().backward()
+    assert torch.allclose(net.W.grad, W.grad, atol=1e-12, rtol=0)
+    assert torch.allclose(net.S.grad, S.grad, atol=1e-12, rtol=0)
+    assert net.W.grad[5:].abs().max() == 0
+
+
+def test_soft_threshold_in_place_form_is_exact():
+    """The emitted _soft (v + (-t) and (-t) - v, relus in place) is bitwise the plain relu form, and its
+    gradient in v and t is the plain form's."""
+    source = compile_source(LISTA.format(tying="untied"))
+    scope: dict = {}
+    exec(source, scope)
+    soft = scope["_soft"]
+    g = torch.Generator().manual_seed(5)
+    v = torch.randn(64, 33, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    got = soft(v, t)
+    want = torch.relu(v - t) - torch.relu(-v - t)
+    assert torch.equal(got, want)
+    seed = torch.randn(64, 33, dtype=torch.float64, generator=g)
+    gv, gt = torch.autograd.grad((got * seed).sum(), (v, t))
+    wv, wt = torch.autograd.grad((want * seed).sum(), (v, t))
+    assert torch.equal(gv, wv) and torch.allclose(gt, wt, atol=1e-12, rtol=0)
+    numpy = np.sign(v.detach().numpy()) * np.maximum(np.abs(v.detach().numpy()) - 0.4, 0)
+    assert np.abs(got.detach().numpy() - numpy).max() < 1e-15
+
+
+TWO_PRODUCTS = """network Two
+dims   n
+input  x : R[n]
+param  A : R[n, n]
+param  B : R[n, n]
+var    z : R[n] = x
+update z <- tanh(A @ z + B @ relu(z))
+unroll 3
+"""
+
+
+def test_addmm_adds_in_place_into_a_fresh_product_only(tmp_path):
+    """A z + B relu(z): the first product is a new tensor, so the second is added into it in place
+    (F.linear(z, A).addmm_(...)); a hoisted or shared base keeps the copying torch.addmm."""
+    source = compile_source(TWO_PRODUCTS)
+    assert "F.linear(z, self.A).addmm_(torch.relu(z), self.B.mT)" in source
+    tied = compile_source(LISTA.format(tying="tied"))  # Wx is computed once and read by every layer
+    assert "addmm_(" not in tied and "torch.addmm(Wx, z, self.S.mT)" in tied
+    Net, _ = build(TWO_PRODUCTS, tmp_path)
+    rng = np.random.default_rng(8)
+    A, B, x = rng.standard_normal((4, 4)) / 2, rng.standard_normal((4, 4)) / 2, rng.standard_normal((3, 4))
+    xt = torch.tensor(x, requires_grad=True)
+    got = Net(A=torch.tensor(A), B=torch.tensor(B))(xt)
+    want = []
+    for sample in x:
+        z = sample
+        for _ in range(3):
+            z = np.tanh(A @ z + B @ np.maximum(z, 0))
+        want.append(z)
+    assert np.abs(got.detach().numpy() - np.array(want)).max() < 1e-12
+    got.sum().backward()  # the in-place add is legal for autograd, and the input is not written
+    assert np.array_equal(xt.detach().numpy(), x) and xt.grad is not None
+
+
+def test_tied_lista_is_ista(tmp_path):
+    Net, _ = build(LISTA.format(tying="tied"), tmp_path)
+    D, x = problem(6)
+    got = Net(D=torch.tensor(D), lam=0.15)(torch.tensor(x))
+    assert np.abs(got.detach().numpy() - ista(D, x, 0.15, 7)).max() < 1e-12
+
+
+RIDGE = """network Ridge
+dims   m, n
+input  x : R[m]
+param  D : R[m, n]
+hyper  lam = 0.1
+var    z : R[n]
+minimize 0.5 * sqnorm(x - D @ z) + 0.5 * lam * sqnorm(z)
+derive closed
+output z
+"""
+
+
+def test_ridge_factors_once_per_batch(tmp_path, monkeypatch):
+    Net, _ = build(RIDGE, tmp_path, "ridge.dp")
+    rng = np.random.default_rng(7)
+    D, x = rng.standard_normal((8, 5)), rng.standard_normal((6, 8))
+    net = Net(D=torch.tensor(D), lam=0.3)
+    calls = []
+    real = torch.linalg.solve
+
+    def counting(A, B, *args, **kwargs):
+        calls.append((tuple(A.shape), tuple(B.shape)))
+        return real(A, B, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "solve", counting)
+    z = net(torch.tensor(x)).detach().numpy()
+    # one (n, n) matrix, the batch as the columns of one right-hand side: one factorisation
+    assert calls == [((5, 5), (5, 6))]
+    assert np.abs(z - np.linalg.solve(D.T @ D + 0.3 * np.eye(5), D.T @ x.T).T).max() < 1e-12
