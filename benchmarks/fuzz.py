@@ -1881,6 +1881,9 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
         except ValueError as e:  # the constructor's own checks: a value float32 cannot hold (1e40/L = inf)
             if "must be finite" not in str(e):
                 return Result("run_fail", f"float32: {_exc_line(e)}", traceback.format_exc(limit=-3) + "\n" + source)
+        except RuntimeError as e:  # a value past float32's range (lam = 1e40) is float32's limit, not dpc's
+            if "without overflow" not in str(e):
+                return Result("run_fail", f"float32: {_exc_line(e)}", traceback.format_exc(limit=-3) + "\n" + source)
         except Exception as e:  # noqa: BLE001
             return Result("run_fail", f"float32: {_exc_line(e)}", traceback.format_exc(limit=-3) + "\n" + source)
         else:

@@ -319,6 +319,20 @@ def _indexed(expr, j):
     return atoms.Entry(expr, j) if vector else atoms.Row(expr, j)
 
 
+def _index_named(node, name: str):
+    """The first sum over an index called `name` inside an expression, or None (iterative: deep input)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.IndexSum) and item.index == name:
+            return item
+        if isinstance(item, ast.Expr):
+            stack.extend(v for v in vars(item).values() if isinstance(v, (ast.Expr, tuple)))
+        elif isinstance(item, tuple):
+            stack.extend(v for v in item if isinstance(v, (ast.Expr, tuple)))
+    return None
+
+
 def _index_sum(node: ast.IndexSum, env: _Env):
     if node.index in env.entries or node.index in env.dims or node.index in env.indices:
         raise _err(f"sum_{node.index}: the index '{node.index}' is already a name here", node,
@@ -498,6 +512,10 @@ class _Lowering:
 
     def _declaration(self, s: ast.DeclStmt):
         kind, name = s.kind, s.name.id
+        clash = _index_named(s.value, name)
+        if clash is not None:  # `var i : R = sum_i ...`: the index would read as the value being declared
+            raise DpcError(f"sum_{name}: the index '{name}' is the name being declared", clash.span,
+                           "name the index something else, e.g. sum_j ... [j]")
         if kind == "input":
             shape = self.check_type(s.type)
             if len(shape) != 1:

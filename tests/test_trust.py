@@ -456,3 +456,10 @@ def test_a_negative_huber_width_is_an_error_and_a_value_error():
                                                                                                "delta = -0.5"))
     with pytest.raises(ValueError, match=r"delta must be finite and >= 0"):
         build(text)(D=torch.eye(3), delta=-1.0)
+
+
+def test_a_sum_index_named_like_the_value_being_declared_is_an_error():
+    """Found by the 100,000-program run: `var i : R = ... sum_i ...` made the dataflow graph a cycle (crash)."""
+    text = ("network N\ndims n\ninput x : R[n]\nvar q : R[n] = x\nvar i : R = tanh(sum_i sigmoid(x[i]))\n"
+            "update q <- 0.5 * q\nunroll 2\n")
+    assert _error(text).startswith("prog.dp:5:18: error: sum_i: the index 'i' is the name being declared")
