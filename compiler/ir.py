@@ -49,6 +49,7 @@ class Decl:
     trainable: bool = False
     per_layer: bool = False
     note: str = ""
+    spd: bool = False  # a let the derivation knows is symmetric positive definite (factored by Cholesky)
 
     @property
     def symbol(self):

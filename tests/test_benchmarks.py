@@ -61,3 +61,43 @@ def test_fixed_point_script_smoke():
     assert size["unverified"] == 0
     (tight,) = [r for r in size["rows"] if r["method"].startswith("dpc implicit (tol")]
     assert max(tight["err"]["z"], tight["err"]["D"], tight["err"]["lam"]) < 1e-6, tight["err"]
+
+
+def test_front_script_smoke(tmp_path):
+    """benchmarks/front.py --quick: every network gets a test NMSE at each depth; the FISTA-N it names as
+    reaching that NMSE does, by examples/sparse_coding.fista (an implementation the script does not time),
+    and no lam of the grid does at N - 1; --reuse loads the saved state_dicts instead of training."""
+    import math
+    import sys
+
+    front = load_benchmark("front")
+    args = ["--quick", "--sizes", "20x40", "--batches", "1,8", "--nets", "LISTA-CPSS,ALISTA", "--threads", "1",
+            "--out", str(tmp_path)]
+    threads = torch.get_num_threads()
+    try:
+        (first,) = front.main(args)
+        (again,) = front.main(args + ["--reuse"])
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["20x40_ALISTA.pt", "20x40_LISTA-CPSS.pt"]
+    assert (tmp_path / "front.png").stat().st_size > 0 and "| N | FISTA NMSE" in (tmp_path / "front.md").read_text()
+    assert set(first["nets"]) == {f"{n}, {d} layers" for n in ("LISTA-CPSS", "ALISTA") for d in (4, 16)}
+    assert {k: r["nmse"] for k, r in first["nets"].items()} == {k: r["nmse"] for k, r in again["nets"].items()}
+
+    sc = sys.modules["sparse_coding_examples"]
+    problem = sc.make_problem(m=20, n=40, p=0.1, snr_db=None, seed=0, n_val=100, n_test=200)
+    y, x = problem.test
+    lams = front.LAMS[:4]
+    nmse = {lam: [sc.nmse_db(z, x) for z in sc.fista(problem.A, y, lam, 128)] for lam in lams}
+    checked = 0
+    for row in first["nets"].values():
+        f = row["FISTA"]
+        assert all(t > 0 for t in row["ms"].values())
+        assert all(math.isclose(f["ratio"][b], f["ms"][b] / row["ms"][b]) for b in (1, 8))
+        if f["reached"]:
+            checked += 1
+            assert nmse[f["lam"]][f["N"] - 1] <= row["nmse"] + 1e-3
+            assert f["N"] == 1 or all(nmse[lam][f["N"] - 2] > row["nmse"] - 1e-3 for lam in lams)
+        else:
+            assert all(min(c) > row["nmse"] - 1e-3 for c in nmse.values())
+    assert checked >= 2

@@ -492,10 +492,16 @@ derive closed
 
 def test_a_system_singular_to_working_precision_is_ill_conditioned():
     """Found by the 100,000-program run: a ridge weight of 1e-30 with fewer rows than columns leaves
-    D.T @ D + mu*I singular in float64; the module and the reference each solve noise, or refuse (torch and
-    numpy raise). None of that is a miscompilation."""
+    D.T @ D + mu*I singular in float64; the module and the reference solved noise, or refused (torch and
+    numpy raise). None of that is a miscompilation. Since the Hessian is factored at construction, the
+    constructor refuses it by name (rejected); a user's solve(A, b) of a singular A is ill_conditioned."""
     outcomes = {fuzz.classify(SINGULAR_RIDGE, seed=seed).outcome for seed in range(2, 6)}
-    assert outcomes <= {"ok", "ill_conditioned"} and "ill_conditioned" in outcomes, outcomes
+    assert outcomes <= {"ok", "ill_conditioned", "rejected"} and outcomes - {"ok"}, outcomes
+    user_solve = ("network S\ndims n, r\ninput x : R[n]\nparam B : R[n, r]\nhyper mu = 1e-30\n"
+                  "let A : R[n, n] = B @ B.T + mu * eye(n)\nvar z : R[n]\nupdate z <- solve(A, x) + 0.5 * z\n"
+                  "unroll 2\n")  # rank r plus 1e-30: LU-factored at construction, singular where r < n
+    outcomes = {fuzz.classify(user_solve, seed=seed).outcome for seed in (0, 1, 7)}
+    assert outcomes <= {"ok", "ill_conditioned", "rejected"} and outcomes - {"ok"}, outcomes
 
 
 def test_reference_without_a_rule_is_reference_missing():

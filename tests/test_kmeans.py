@@ -295,7 +295,9 @@ output z
     reference = np.linalg.solve(D.T @ D + 0.3 * np.eye(5), D.T @ x.T).T
     assert np.abs(z - reference).max() < 1e-10
     source = dpc_source(text)
-    assert "torch.linalg.solve(" in source and "linalg.inv" not in source and "torch.inverse" not in source
+    # factored once at construction (Cholesky), applied by triangular solves: never an explicit inverse
+    assert "_cholesky(H" in source and "torch.cholesky_solve(" in source
+    assert "linalg.inv" not in source and "torch.inverse" not in source
 
 
 def test_closed_form_refuses_a_singular_quadratic():

@@ -198,20 +198,41 @@ output z
 """
 
 
-def test_ridge_factors_once_per_batch(tmp_path, monkeypatch):
+def test_ridge_factors_once_at_construction(tmp_path, monkeypatch):
+    """derive closed's Hessian H = D.T D + lam I is factored (Cholesky) once, in __init__; forward only applies
+    the factor (two triangular solves for the whole batch), and equals numpy's solve."""
     Net, _ = build(RIDGE, tmp_path, "ridge.dp")
+    from dpc.api import compile_source
+    source = compile_source(RIDGE, "ridge.dp")
     rng = np.random.default_rng(7)
     D, x = rng.standard_normal((8, 5)), rng.standard_normal((6, 8))
+    factorisations, applications = [], []
+    real_factor, real_apply = torch.linalg.cholesky_ex, torch.cholesky_solve
+
+    def factor(A, *args, **kwargs):
+        factorisations.append(tuple(A.shape))
+        return real_factor(A, *args, **kwargs)
+
+    def apply(B, L, *args, **kwargs):
+        applications.append((tuple(B.shape), tuple(L.shape)))
+        return real_apply(B, L, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", factor)
+    monkeypatch.setattr(torch, "cholesky_solve", apply)
+    monkeypatch.setattr(torch.linalg, "solve", None)  # no general solve anywhere
     net = Net(D=torch.tensor(D), lam=0.3)
-    calls = []
-    real = torch.linalg.solve
-
-    def counting(A, B, *args, **kwargs):
-        calls.append((tuple(A.shape), tuple(B.shape)))
-        return real(A, B, *args, **kwargs)
-
-    monkeypatch.setattr(torch.linalg, "solve", counting)
+    assert factorisations == [(5, 5)]
     z = net(torch.tensor(x)).detach().numpy()
-    # one (n, n) matrix, the batch as the columns of one right-hand side: one factorisation
-    assert calls == [((5, 5), (5, 6))]
-    assert np.abs(z - np.linalg.solve(D.T @ D + 0.3 * np.eye(5), D.T @ x.T).T).max() < 1e-12
+    z2 = net(torch.tensor(x[:2])).detach().numpy()
+    assert factorisations == [(5, 5)]  # not again in forward
+    assert applications == [((5, 6), (5, 5)), ((5, 2), (5, 5))]  # the batch as the columns of one solve
+    want = np.linalg.solve(D.T @ D + 0.3 * np.eye(5), D.T @ x.T).T
+    np.testing.assert_allclose(z, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(z2, want[:2], rtol=0, atol=1e-12)
+    assert "torch.linalg.solve" not in source.split("class Ridge")[1]
+
+
+def test_a_singular_hessian_is_a_value_error_naming_it(tmp_path):
+    Net, _ = build(RIDGE.replace("lam = 0.1", "lam = 1e-30"), tmp_path, "ridge.dp")
+    with pytest.raises(ValueError, match="H is not positive definite to working precision"):
+        Net(D=torch.ones(3, 5, dtype=torch.float64))

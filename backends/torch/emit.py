@@ -85,6 +85,13 @@ HELPERS = {
         p = r + torch.where(rs > 0, rs_next / torch.where(rs > 0, rs, 1), 0) * p
         rs = rs_next
     return x''',
+    "_cholesky": '''def _cholesky(A, name):
+    """The Cholesky factor of A, positive definite by its derivation; a ValueError naming it where rounding
+    leaves it singular (a ridge weight of 1e-30 beside a rank-deficient D)."""
+    factor, info = torch.linalg.cholesky_ex(A)
+    if bool((info != 0).any()):
+        raise ValueError(f"{name} is not positive definite to working precision: make the ridge (or rho) larger")
+    return factor''',
     "_hard": '''def _hard(v, t):
     """Hard threshold: keep v where |v| > t, else 0."""
     return v * (v.abs() > t)''',
@@ -179,6 +186,21 @@ class Emitter:
         # construction, kept as self.NAME_given
         self.given = {d.name: self.ns.fresh(f"{d.name}_given") for d in self.per_layer
                       if d.kind in ("param", "hyper") and d.name in self.read_outside_layers()}
+        # a constant matrix that forward solves with is factored once, in __init__ (Cholesky where the
+        # derivation knows it is positive definite, else LU): a layer then costs two triangular solves
+        self.factors = {name: (self.ns.fresh(f"{name}_factor"), self.ns.fresh(f"{name}_pivots"))
+                        for name in self._solved_constants()}
+
+    def _solved_constants(self) -> list[str]:
+        """Lets computed once at construction that forward uses as the matrix of a solve(A, b)."""
+        exprs = [e for _, e in self.p.closed_form]
+        for step in (self.p.first_step, self.p.step):
+            if step is not None:
+                exprs += [e for _, e in step.equations()]
+        exprs += [d.value for d in self.p.of_kind("output") if d.value is not None]
+        solved = {s.args[0].name for e in exprs for s in e.atoms(atoms.Solve) if isinstance(s.args[0], sp.MatrixSymbol)}
+        return [d.name for d in self.p.of_kind("let") if d.name in solved and len(d.shape) == 2
+                and d.name not in self.trainable_deps and d.name not in self.layer_lets]
 
     # --- what is a tensor, what is computed where ---
     def _tensor_valued(self, in_init: bool = False) -> set[str]:
@@ -261,6 +283,9 @@ class Emitter:
                     names[d.name] = f"self.{self.given[d.name]}"
             else:
                 names[d.name] = d.name
+        for name, (factor, pivots) in self.factors.items():  # solve(A, b) reads A's factors (printer)
+            names[f"{name}.factor"] = (f"self.{factor}",) if self.p.decl(name).spd else \
+                (f"self.{factor}", f"self.{pivots}")
         if layer is not None:  # the layer number t = 1..T (support selection's schedule)
             names[atoms.LAYER.name] = "1" if layer == "0" else f"({layer} + 1)"
         return names
@@ -288,7 +313,7 @@ class Emitter:
         out("from torch import nn")
         out()
         for name in ("_layer_count", "_soft", "_hard", "_layers", "_sparsemax", "_softss", "_analytic", "_entr",
-                     "_logcosh", "_huber", "_converged", "_implicit_layer", "_cg"):
+                     "_logcosh", "_huber", "_converged", "_implicit_layer", "_cg", "_cholesky"):
             if name in self.used_helpers:
                 out()
                 out(HELPERS[name])
@@ -437,6 +462,15 @@ class Emitter:
                 out(f'self.register_buffer("{name}", torch.as_tensor({name}))', 2)
             else:
                 out(f"self.{name} = {name}", 2)
+            if name in self.factors:
+                factor, pivots = self.factors[name]
+                if decl.spd:
+                    self.used_helpers.add("_cholesky")
+                    out(f'self.register_buffer("{factor}", _cholesky({name}, "{name}"))  # factored once', 2)
+                else:
+                    out(f"{factor}, {pivots} = torch.linalg.lu_factor({name})  # factored once", 2)
+                    out(f'self.register_buffer("{factor}", {factor})', 2)
+                    out(f'self.register_buffer("{pivots}", {pivots})', 2)
         if self.weights:
             out("# learned weights, initialised to their values in the algorithm", 2)
         for w in self.weights:

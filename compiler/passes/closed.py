@@ -287,7 +287,7 @@ def _quadratic(program, directive, var):
         raise _fail(program, f"derive closed: the minimiser is {var.name} = 0 whatever the inputs", directive.span)
     name = program.fresh_name("H")
     n = str(var.shape[0])
-    program = program.with_decl(Decl(name, "let", (n, n), hessian, directive.span, note="Hessian"))
+    program = program.with_decl(Decl(name, "let", (n, n), hessian, directive.span, note="Hessian", spd=True))
     value = atoms.Solve(make_symbol(name, (n, n)), rhs)
     return replace(program, closed_form=((var.name, value),)).noted(
         directive.label(), f"grad f({var.name}) = {math(grad)}",

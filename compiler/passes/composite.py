@@ -157,5 +157,6 @@ def solve_or_divide(program: Program, directive: Directive, matrix, rhs, base: s
         return program, rhs / c, f"{math(matrix)} is a multiple of eye: a division"
     n = str(rhs.shape[0])
     name = program.fresh_name(base)
-    program = program.with_decl(Decl(name, "let", (n, n), algebra.tidy(matrix), directive.span, note=note))
+    program = program.with_decl(Decl(name, "let", (n, n), algebra.tidy(matrix), directive.span, note=note,
+                                     spd=True))  # H + rho K.T K and eye + tau H: the callers checked H
     return program, atoms.Solve(make_symbol(name, (n, n)), rhs), f"{name} = {math(algebra.tidy(matrix))}"
