@@ -101,3 +101,17 @@ def test_front_script_smoke(tmp_path):
         else:
             assert all(min(c) > row["nmse"] - 1e-3 for c in nmse.values())
     assert checked >= 2
+
+
+def test_tv1d_learned_script_smoke(capsys):
+    """benchmarks/tv1d_learned.py --quick: both networks build, train a few steps and print a row per layer."""
+    import torch
+    old, threads = torch.get_default_dtype(), torch.get_num_threads()
+    try:
+        load_benchmark("tv1d_learned").main(["--quick", "--n", "16"])
+    finally:
+        torch.set_default_dtype(old)
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line[:5].strip().isdigit()]
+    assert len(rows) == 4 and all(len(r.split()) == 5 for r in rows), out
