@@ -1,7 +1,7 @@
 """ADMM-Net and a learned PDHG for 1-D total-variation denoising, trained on the CPU: test error (dB) per layer
 against the untrained algorithm with the same number of iterations. Measures; asserts nothing.
 
-    python benchmarks/tv1d_learned.py            # 400 Adam steps per network
+    python benchmarks/tv1d_learned.py            # 1000 Adam steps per network
     python benchmarks/tv1d_learned.py --quick    # a smoke run
 
 Data: piecewise-constant signals of length n (a random number of jumps, Gaussian levels) plus white noise;
@@ -80,8 +80,8 @@ def per_layer_db(net, x, clean):
 
 
 def train(net, x, clean, steps, batch, lr, rng):
-    """Adam on the mean squared error to the clean signals, `steps` minibatches (a count, not a time: the
-    result does not depend on the machine's load)."""
+    """Adam on the squared error to the clean signals summed over the layers, `steps` minibatches of `batch`
+    (a count, not a time: the result does not depend on the machine's load)."""
     import torch
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     xt, ct = torch.tensor(x), torch.tensor(clean)
@@ -92,7 +92,8 @@ def train(net, x, clean, steps, batch, lr, rng):
         steps_iter = range(steps)
     for _ in steps_iter:
         idx = torch.as_tensor(rng.choice(len(x), batch, replace=False))
-        loss = ((net(xt[idx]) - ct[idx]) ** 2).sum(-1).mean()
+        # every layer's error, so each depth is a denoiser of its own (as in the LISTA family's training)
+        loss = sum(((z - ct[idx]) ** 2).sum(-1).mean() for z in net(xt[idx], trace=True))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -105,7 +106,8 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--noise", type=float, default=0.3)
-    ap.add_argument("--steps", type=int, default=400, help="Adam steps per network")
+    ap.add_argument("--steps", type=int, default=1000, help="Adam steps per network")
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -137,7 +139,7 @@ def main(argv=None):
         rows[f"{label} (lam = {lam})"] = per_layer_db(classic, x_test, clean_test)
         learned = build(template.format(lam=lam, T=T, learn=learn, **fmt))(Dd=Dd)
         start = time.time()
-        count = train(learned, x, clean, args.steps, 64, 1e-2, rng)
+        count = train(learned, x, clean, args.steps, 64, args.lr, rng)
         rows[f"learned {label}"] = per_layer_db(learned, x_test, clean_test)
         print(f"learned {label}: {count} Adam steps in {time.time() - start:.0f} s ({learn})")
     names = list(rows)
