@@ -708,12 +708,16 @@ def _scalar_arg(node, env, what):
 
 
 def _terms(node: ast.Expr, sign: int = 1):
-    """Split a sum into signed terms, so errors can point at one term."""
-    if isinstance(node, ast.BinOp) and node.op in "+-":
-        yield from _terms(node.left, sign)
-        yield from _terms(node.right, sign if node.op == "+" else -sign)
-    else:
-        yield sign, node
+    """Split a sum into signed terms, in order, so errors can point at one term. Iterative: a recursive
+    generator passes every term through one frame per level, quadratic in a sum of thousands of terms."""
+    stack = [(sign, node)]
+    while stack:
+        sign, node = stack.pop()
+        if isinstance(node, ast.BinOp) and node.op in "+-":
+            stack.append((sign if node.op == "+" else -sign, node.right))  # popped after the left side
+            stack.append((sign, node.left))
+        else:
+            yield sign, node
 
 
 def _merge_boxes(constraints: list[Constraint]) -> list[Constraint]:

@@ -236,3 +236,15 @@ def test_a_singular_hessian_is_a_value_error_naming_it(tmp_path):
     Net, _ = build(RIDGE.replace("lam = 0.1", "lam = 1e-30"), tmp_path, "ridge.dp")
     with pytest.raises(ValueError, match="H is not positive definite to working precision"):
         Net(D=torch.ones(3, 5, dtype=torch.float64))
+
+
+def test_an_invariant_product_of_a_per_layer_let_is_computed_once():
+    """ADMM-Net's A_k = rho_k * Dd.T @ Dd + eye: Dd.T @ Dd is the same in every layer, computed once per call
+    (the network still equals its per-layer ADMM: tests/test_per_layer_and_output.py, test_splitting_methods.py)."""
+    from dpc.api import compile_source
+    from conftest import EXAMPLES
+    source = compile_source((EXAMPLES / "admm_net.dp").read_text(), "admm_net.dp")
+    forward = source.split("def forward")[1]
+    assert forward.count("self.Dd.mT @ self.Dd") == 1
+    before_loop = forward.split("for k in range")[0]
+    assert "DdTDd = self.Dd.mT @ self.Dd" in before_loop and "rho[k] * DdTDd" in forward

@@ -190,6 +190,7 @@ class Emitter:
         # derivation knows it is positive definite, else LU): a layer then costs two triangular solves
         self.factors = {name: (self.ns.fresh(f"{name}_factor"), self.ns.fresh(f"{name}_pivots"))
                         for name in self._solved_constants()}
+        self.layer_let_values: dict = {}  # per-layer lets with their invariant products named (forward)
 
     def _solved_constants(self) -> list[str]:
         """Lets computed once at construction that forward uses as the matrix of a solve(A, b)."""
@@ -623,6 +624,9 @@ class Emitter:
         for name in self.layer_lets:  # a let of a per-layer value (ADMM's A of rho[k]) reads the layer's copy
             read |= graph.names_in(self.p.decl(name).value)
         per_layer = [d.name for d in self.per_layer if d.name in read]  # not those read only as one product
+        for name, expr in self.hoist_layer_lets():
+            out(f"{name} = {self.expr(base_printer, expr)}  # the same in every layer: computed once", 2)
+            hoisted.append((name, expr))  # read by the layers like the hoisted vectors
         if per_layer:
             out("# one slice per layer, taken once: self.W[k] in the loop would make backward build a", 2)
             out("# zero gradient of the whole stack for every layer", 2)
@@ -779,7 +783,8 @@ class Emitter:
                                like=self.inputs[0].name)
         for name in self.lets_for_layer(step):  # computed from this layer's copies of per-layer values
             decl = self.p.decl(name)
-            out(f"{name} = {self.expr(printer, decl.value, decl)}", indent)
+            value = self.layer_let_values.get(name, decl.value)  # its layer-invariant products hoisted
+            out(f"{name} = {self.expr(printer, value, decl)}", indent)
         for name, expr in step.lets:  # the output may be a temporary: it too keeps the batch shape
             code = self.batch_shaped(printer, name, expr) if name == self.p.output else self.expr(printer, expr)
             out(f"{name} = {code}", indent)
@@ -838,6 +843,35 @@ class Emitter:
         reuse = {e: make_symbol(name, (str(e.shape[0]),)) for e, name in found.items()}
         first2 = first.map(lambda e: e.xreplace(reuse))
         return first2, step2, [(name, e) for e, name in found.items()]
+
+    def hoist_layer_lets(self) -> list:
+        """Matrix products inside a per-layer let that read nothing per layer (ADMM-Net's
+        A_k = rho_k * Dd.T @ Dd + eye: Dd.T @ Dd) are computed once per call, before the layers; sets
+        self.layer_let_values (the lets with those products named) and returns [(name, product)]."""
+        varying = {d.name for d in self.per_layer} | set(self.layer_lets) | {d.name for d in self.states}
+        found: dict = {}
+
+        def visit(e):
+            if isinstance(e, sp.MatMul) and e.shape[1] != 1:
+                coeff, mats = e.as_coeff_mmul()
+                mats = list(mats.args) if isinstance(mats, sp.MatMul) else [mats]
+                matrices = [m for m in mats if getattr(m, "is_Matrix", False)]
+                scalars = [m for m in mats if not getattr(m, "is_Matrix", False)]
+                product = sp.MatMul(*matrices) if len(matrices) >= 2 else None
+                if product is not None and not graph.names_in(product) & varying:
+                    if product not in found:
+                        found[product] = self.ns.fresh("".join(  # Dd.T @ Dd -> DdTDd
+                            f"{m.arg.name}T" if isinstance(m, sp.Transpose) and hasattr(m.arg, "name")
+                            else getattr(m, "name", "M") for m in matrices))
+                    named = make_symbol(found[product], (str(product.shape[0]), str(product.shape[1])))
+                    return sp.Mul(coeff, *scalars) * named if (coeff != 1 or scalars) else named
+            if not e.args:
+                return e
+            new = [visit(a) for a in e.args]
+            return e if all(a is b for a, b in zip(new, e.args)) else e.func(*new)
+
+        self.layer_let_values = {name: visit(self.p.decl(name).value) for name in self.layer_lets}
+        return [(name, product) for product, name in found.items()]
 
     def batch_all_layers(self, first: Step, step: Step):
         """The products the batch-products pass marked (all_layers(W @ x)) -> a name each, read in layer k as
