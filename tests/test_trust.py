@@ -463,3 +463,24 @@ def test_a_sum_index_named_like_the_value_being_declared_is_an_error():
     text = ("network N\ndims n\ninput x : R[n]\nvar q : R[n] = x\nvar i : R = tanh(sum_i sigmoid(x[i]))\n"
             "update q <- 0.5 * q\nunroll 2\n")
     assert _error(text).startswith("prog.dp:5:18: error: sum_i: the index 'i' is the name being declared")
+
+
+def test_support_selection_keeps_the_lower_index_among_ties():
+    """_softss selects without sorting (kthvalue, then the first of the tied entries): on data full of ties it
+    must pick what numpy's stable sort picks."""
+    from dpc.backends.torch.emit import HELPERS
+    namespace = {"torch": torch}
+    exec(HELPERS["_softss"], namespace)
+    rng = np.random.default_rng(4)
+    v = rng.choice([-2.0, -1.0, 0.5, 1.0, 2.0], size=(50, 23))  # many equal magnitudes
+    for layer, p, pmax in [(1, 13.0, 13.0), (3, 13.0, 50.0), (8, 30.0, 100.0), (1, 1.0, 1.0)]:
+        got = namespace["_softss"](torch.tensor(v), 0.25, p, pmax, layer).numpy()
+        k = min(int(min(layer * p, pmax) * 23 / 100 + 1e-6), 23)
+        want = soft(v, 0.25)
+        for row in range(50):
+            top = np.argsort(-np.abs(v[row]), kind="stable")[:k]
+            keep = np.zeros(23, bool)
+            keep[top] = True
+            keep &= np.abs(v[row]) > 0.25
+            want[row, keep] = v[row, keep]
+        np.testing.assert_array_equal(got, want)
