@@ -409,7 +409,7 @@ def format_program(p: Program, latex: bool = False) -> str:
         if d.value is not None:
             head += f" = {st.math(d.value)}"
         if d.trainable:
-            head += f"    {st.comment} learned"
+            head += f"    {st.comment} learned" + (", one copy per layer" if d.per_layer else "")
         out.append(head)
     if p.objective is not None:
         out.append(f"  minimize {st.math(p.objective)}")

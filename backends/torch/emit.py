@@ -347,8 +347,10 @@ class Emitter:
         for name, expr in self.p.closed_form:
             lines.append(f"    {name} = {math(expr)}")
         if self.p.layers:
-            lines.append(f"  {self.p.layers} layers by default (steps=...), "
-                         f"{'tied' if self.p.tied else 'untied' if self.p.tied is False else 'no learned weights'}")
+            untied = [d.name for d in self.per_layer]
+            sharing = "tied" if self.p.tied else "untied" if self.p.tied is False else \
+                (f"{', '.join(untied)} one copy per layer" if untied else "no learned weights")
+            lines.append(f"  {self.p.layers} layers by default (steps=...), {sharing}")
         return "\n".join(lines) + "\n"
 
     def emit_class(self, out: _Lines):
