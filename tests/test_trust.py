@@ -484,3 +484,25 @@ def test_support_selection_keeps_the_lower_index_among_ties():
             keep &= np.abs(v[row]) > 0.25
             want[row, keep] = v[row, keep]
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_matrix_that_differs_per_sample_is_an_error_not_a_shape_error():
+    """Found by the 100,000-program run: abs(bentropy(sigmoid(i)) * rownormalize(C)) @ ... compiled into code
+    that failed with a tensor-size error at run time."""
+    text = ("network N\ndims h, N2\ninput x2 : R[N2]\nparam C : R[h, h]\nvar i : R[h] = 0.5\n"
+            "update i <- abs(bentropy(sigmoid(i)) * rownormalize(C)) @ relu(i)\nunroll 2\n")
+    message = _error(text)
+    assert message.startswith("prog.dp:6:1: error: abs(bentropy(sigmoid(i))*rownormalize(C)) is a matrix that "
+                              "differs from sample to sample"), message
+    # the same scaling applied to a vector is fine, and right
+    ok = build(text.replace("abs(bentropy(sigmoid(i)) * rownormalize(C)) @ relu(i)",
+                            "bentropy(sigmoid(i)) * (rownormalize(C) @ relu(i))"))
+    C = np.random.default_rng(1).standard_normal((3, 3))
+    x = np.zeros((2, 4))
+    z = ok(C=torch.tensor(C), N2=4)(torch.tensor(x)).numpy()
+    i = np.full(3, 0.5)
+    R = C / np.linalg.norm(C, axis=1, keepdims=True)
+    for _ in range(2):
+        s = 1 / (1 + np.exp(-i))
+        i = -(s * np.log(s) + (1 - s) * np.log(1 - s)).sum() * (R @ np.maximum(i, 0))
+    np.testing.assert_allclose(z, np.tile(i, (2, 1)), rtol=0, atol=1e-12)

@@ -194,6 +194,30 @@ class Emitter:
         self.factors = {name: (self.ns.fresh(f"{name}_factor"), self.ns.fresh(f"{name}_pivots"))
                         for name in self._solved_constants()}
         self.layer_let_values: dict = {}  # per-layer lets with their invariant products named (forward)
+        self._refuse_per_sample_matrices()
+
+    def _refuse_per_sample_matrices(self):
+        """The generated code holds a batch of vectors as (batch, n) and a matrix once for the whole batch:
+        a matrix that differs per sample (abs(bentropy(sigmoid(z)) * C), s * C + D with s per sample) has
+        no layout there. A DpcError at the update or the objective, not a shape error at run time."""
+        per_sample = {d.name for d in self.p.decls if d.kind in ("input", "var", "temp", "output")}
+        places = [("update", e) for step in (self.p.first_step, self.p.step) if step is not None
+                  for _, e in step.equations()]
+        places += [("update", e) for _, e in self.p.closed_form]
+        places += [("output", d.value) for d in self.p.of_kind("output") if d.value is not None]
+        if self.p.objective is not None:
+            places.append(("minimize", self.p.objective))
+        for where, expr in places:
+            for node in sp.preorder_traversal(expr):
+                shape = getattr(node, "shape", None)
+                if isinstance(node, sp.MatrixExpr) and shape and shape[0] != 1 and shape[1] != 1 \
+                        and graph.names_in(node) & per_sample:
+                    span = self.p.span_of_directive(where) if where != "minimize" else \
+                        (self.p.term_spans[0][1] if self.p.term_spans else None)
+                    raise DpcError(f"{math(node)} is a matrix that differs from sample to sample; the generated "
+                                   "code keeps one matrix for the whole batch", span,
+                                   "apply the per-sample factor to a vector instead, e.g. s * (C @ v)"
+                                   ).with_source(self.p.source)
 
     def _solved_constants(self) -> list[str]:
         """Lets computed once at construction that forward uses as the matrix of a solve(A, b)."""
