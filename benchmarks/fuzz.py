@@ -1878,8 +1878,9 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
             net32 = cls(**{k: v.float() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
             with torch.no_grad():
                 out32 = net32(*[a.float() for a in args])
-        except ValueError as e:  # the constructor's own checks: a value float32 cannot hold (1e40/L = inf)
-            if "must be finite" not in str(e):
+        except ValueError as e:  # the constructor's own checks: a value float32 cannot hold (1e40/L = inf), a
+            # Hessian positive definite in float64 but singular in float32
+            if "must be finite" not in str(e) and not _refuses(e, source):
                 return Result("run_fail", f"float32: {_exc_line(e)}", traceback.format_exc(limit=-3) + "\n" + source)
         except RuntimeError as e:  # a value past float32's range (lam = 1e40) is float32's limit, not dpc's
             if "without overflow" not in str(e):
