@@ -1909,17 +1909,7 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
         if not bool(torch.isfinite(out).all()):
             return Result("ok", "non-finite output (no reference to compare)")
         return Result("ok", "not compared: no dpc.reference")
-    weights = dict(per_layer_values)
-    for d in program.of_kind("weight"):
-        value = getattr(net, d.name, None)
-        if value is not None:
-            weights[d.name] = _as_array(value)
-    extra = {}
-    try:
-        if "dims" in inspect.signature(reference.evaluate).parameters:
-            extra["dims"] = dict(sizes)  # dims no param or input fixes (the module took them as ints)
-    except (TypeError, ValueError):
-        pass
+    weights, extra = _reference_arguments(reference, program, net, per_layer_values, sizes)
     try:
         want = reference.evaluate(program, inputs, params=params, hypers=hypers, weights=weights, steps=steps,
                                   **extra)
@@ -1961,6 +1951,23 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
     return Result("ok", "", verified=True)
 
 
+def _reference_arguments(reference, program, net, per_layer_values, sizes):
+    """(weights, extra keyword arguments) for reference.evaluate: the module's learned weights and per-layer
+    copies as they are, and the dims no param or input fixes (the module took them as ints)."""
+    weights = dict(per_layer_values)
+    for d in program.of_kind("weight"):
+        value = getattr(net, d.name, None)
+        if value is not None:
+            weights[d.name] = _as_array(value)
+    extra = {}
+    try:
+        if "dims" in inspect.signature(reference.evaluate).parameters:
+            extra["dims"] = dict(sizes)
+    except (TypeError, ValueError):
+        pass
+    return weights, extra
+
+
 def _is_singular(error) -> bool:
     """A linear-algebra error of a singular (or not positive-definite) matrix, from torch or numpy."""
     text = str(error).lower()
@@ -1977,11 +1984,7 @@ def _singular_verdict(error, hooks, program, net, inputs, params, hypers, per_la
     reference = hooks.reference()
     if reference is None:
         return failed
-    weights = dict(per_layer_values)
-    for d in program.of_kind("weight"):
-        if getattr(net, d.name, None) is not None:
-            weights[d.name] = _as_array(getattr(net, d.name))
-    extra = {"dims": dict(sizes)} if "dims" in inspect.signature(reference.evaluate).parameters else {}
+    weights, extra = _reference_arguments(reference, program, net, per_layer_values, sizes)
     try:
         want = reference.evaluate(program, inputs, params=params, hypers=hypers, weights=weights, steps=steps,
                                   **extra)

@@ -264,6 +264,9 @@ Huber.reference = staticmethod(
     lambda np, v, d: np.where(np.abs(v) <= d, 0.5 * v * v, d * (np.abs(v) - 0.5 * d)))
 Huber.derivative = staticmethod(lambda v, d: Clamp(v, -d, d))
 Huber.curvature = sp.Integer(1)
+# what an argument must be for the atom to mean anything: (argument index, relation, why), checked at the
+# default and in the constructor where the argument is a hyper or let (dpc.requirements)
+Huber.requires = ((1, "nonnegative", "the width of huber(v, d)"),)
 
 
 class Softmax(VectorAtom):

@@ -42,6 +42,17 @@ def decimal(r: sp.Rational) -> str:
     return text
 
 
+
+def signed_sum(printed: list[str], strip: bool = False) -> str:
+    """Printed terms joined as a person writes them, x - D @ z rather than -D @ z + x: positive terms first,
+    order kept otherwise (strip: drop the space LaTeX leaves after a leading minus)."""
+    printed = [t for t in printed if not t.startswith("-")] + [t for t in printed if t.startswith("-")]
+    out = printed[:1]
+    for t in printed[1:]:
+        rest = t[1:].lstrip() if strip else t[1:]
+        out.append(" - " + rest if t.startswith("-") else " + " + t)
+    return "".join(out)
+
 class MathPrinter(StrPrinter):
     def _print_Rational(self, expr):
         return decimal(expr)
@@ -88,18 +99,7 @@ class MathPrinter(StrPrinter):
         return super()._print_Mul(expr)
 
     def _print_MatAdd(self, expr):
-        printed = [self._print(t) for t in expr.args]
-        # a person writes x - D @ z, not -D @ z + x: positive terms first, order kept otherwise
-        printed = [s for s in printed if not s.startswith("-")] + [s for s in printed if s.startswith("-")]
-        out = []
-        for i, s in enumerate(printed):
-            if i == 0:
-                out.append(s)
-            elif s.startswith("-"):
-                out.append(" - " + s[1:])
-            else:
-                out.append(" + " + s)
-        return "".join(out)
+        return signed_sum([self._print(t) for t in expr.args])
 
     def _print_HadamardProduct(self, expr):
         return " * ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in expr.args)
@@ -242,15 +242,7 @@ class LatexMathPrinter(LatexPrinter):
         return sorted(expr.args, key=lambda t: (t.is_number, t.could_extract_minus_sign()))
 
     def _print_MatAdd(self, expr):
-        printed = [self._print(t) for t in expr.args]
-        printed = [s for s in printed if not s.startswith("-")] + [s for s in printed if s.startswith("-")]
-        out = []
-        for i, s in enumerate(printed):
-            if i == 0:
-                out.append(s)
-            else:
-                out.append(" - " + s[1:].lstrip() if s.startswith("-") else " + " + s)
-        return "".join(out)
+        return signed_sum([self._print(t) for t in expr.args], strip=True)
 
     def _print_HadamardProduct(self, expr):
         return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in expr.args)

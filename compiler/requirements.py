@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sympy as sp
 
-from dpc import atoms
 from dpc.errors import DpcError
 from dpc.ir import NO_SPAN, Program, Requirement
 from dpc.printing import math
@@ -49,35 +48,36 @@ def denominators(program: Program) -> list[Requirement]:
     for expr in exprs:
         if expr is None:
             continue
-        for node in sorted(expr.atoms(sp.Pow, sp.log, atoms.Huber), key=sp.default_sort_key):
-            base = node.args[1] if isinstance(node, atoms.Huber) else node.args[0]
-            need = _implicit_relation(node)
-            if need is None or base.is_number:
-                continue
-            names = {getattr(s, "name", None) for s in base.free_symbols}
-            if not names or not names <= constant or getattr(base, "shape", None) not in (None, (1, 1)):
-                continue
-            span = program.decl(base.name).span if isinstance(base, sp.Symbol) else NO_SPAN
-            req = Requirement(base, *need, span)
-            if req not in found:
-                found.append(req)
+        nodes = {n for n in sp.preorder_traversal(expr)
+                 if isinstance(n, (sp.Pow, sp.log)) or getattr(type(n), "requires", None)}
+        for node in sorted(nodes, key=sp.default_sort_key):
+            for base, *need in _implicit_relations(node):
+                if base.is_number:
+                    continue
+                names = {getattr(s, "name", None) for s in base.free_symbols}
+                if not names or not names <= constant or getattr(base, "shape", None) not in (None, (1, 1)):
+                    continue
+                span = program.decl(base.name).span if isinstance(base, sp.Symbol) else NO_SPAN
+                req = Requirement(base, *need, span)
+                if req not in found:
+                    found.append(req)
     return found
 
 
-def _implicit_relation(node):
-    """(relation, why) that a scalar power or logarithm needs of its base, or None."""
+def _implicit_relations(node) -> list:
+    """[(argument, relation, why)] that a scalar power, a logarithm or an atom (its `requires`) needs."""
     if isinstance(node, sp.log):
-        return "positive", "the network takes its logarithm"
-    if isinstance(node, atoms.Huber):
-        return "nonnegative", "the width of huber(v, d)"
-    exponent = node.args[1]
-    if not exponent.is_number:
-        return None
-    if exponent.is_negative:
-        return "nonzero", "the network divides by it"
-    if not exponent.is_integer:
-        return "nonnegative", "the network takes a root of it"
-    return None
+        return [(node.args[0], "positive", "the network takes its logarithm")]
+    if isinstance(node, sp.Pow):
+        base, exponent = node.args
+        if not exponent.is_number:
+            return []
+        if exponent.is_negative:
+            return [(base, "nonzero", "the network divides by it")]
+        if not exponent.is_integer:
+            return [(base, "nonnegative", "the network takes a root of it")]
+        return []
+    return [(node.args[i], relation, why) for i, relation, why in type(node).requires]
 
 
 def holds(relation: str, value: float) -> bool:
