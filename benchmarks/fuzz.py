@@ -1671,6 +1671,8 @@ def _as_array(value):
     import torch
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
+    if isinstance(value, torch.nn.ParameterList):  # per-layer copies: stacked, layer k at [k]
+        return np.stack([p.detach().cpu().numpy() for p in value])
     return np.asarray(value, dtype=float)
 
 
@@ -1842,11 +1844,12 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
     # reads another layer's copy is a mismatch; the reference gets them as weights
     per_layer_values = {}
     for d in program.decls:
-        if d.per_layer and d.kind in ("param", "hyper") and isinstance(getattr(net, d.name, None), torch.Tensor):
-            stack = getattr(net, d.name)
+        copies = getattr(net, d.name, None)
+        if d.per_layer and d.kind in ("param", "hyper") and isinstance(copies, (torch.Tensor, torch.nn.ParameterList)):
             with torch.no_grad():
-                stack.mul_(torch.as_tensor(rng.uniform(0.8, 1.25, tuple(stack.shape)), dtype=stack.dtype))
-            per_layer_values[d.name] = _as_array(stack).copy()
+                for copy in copies:  # a stacked tensor's slices, or a ParameterList's parameters
+                    copy.mul_(torch.as_tensor(rng.uniform(0.8, 1.25, tuple(copy.shape)), dtype=copy.dtype))
+            per_layer_values[d.name] = _as_array(copies).copy()
     inputs = {d.name: rng.standard_normal((BATCH,) + _resolve(d.shape, sizes)) for d in program.of_kind("input")}
     args = [torch.tensor(inputs[d.name]) for d in program.of_kind("input")]
     out_decl = program.decl(program.output)

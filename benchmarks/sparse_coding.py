@@ -99,7 +99,7 @@ def emit_modules(directory: pathlib.Path):
 
 
 def per_layer_parameters(cls, net, A, lam):
-    """Names of the parameters stacked per layer (layer k uses P[k]): the generated class lists them;
+    """Names of the per-layer parameters (layer k uses P[k]): the generated class lists them;
     for a module that does not, those whose first axis follows `steps`."""
     if hasattr(cls, "per_layer_parameters"):
         return set(cls.per_layer_parameters)
@@ -122,7 +122,8 @@ def train_layerwise(net, per_layer, problem, cfg, budget, log):
     the layers after it."""
     T = net.steps
     params = [p for p in net.parameters() if p.requires_grad]
-    stacked = [p for n, p in net.named_parameters() if n in per_layer]
+    named = dict(net.named_parameters())
+    stacked = [named[n] if n in named else getattr(net, n) for n in per_layer]  # stacks or ParameterLists
     start = time.perf_counter()
     iterations = 0
     for t in range(1, T + 1):
@@ -146,9 +147,7 @@ def _stage(net, params, stacked, lo, t, problem, lr, cap, deadline, cfg):
         loss = torch.nn.functional.mse_loss(net(y, steps=t), x)
         opt.zero_grad(set_to_none=False)
         loss.backward()
-        for p in stacked:  # fresh Adam, zero gradient: those slices do not move
-            if p.grad is not None:
-                p.grad[:lo].zero_()
+        sc.keep_layers(stacked, lo, t)  # fresh Adam, zero gradient: the other layers' copies do not move
         opt.step()
         last = it == cap or time.perf_counter() > deadline
         if it % cfg["check_every"] == 0 or last:

@@ -18,6 +18,7 @@ Contents
     soft_threshold, lipschitz, ista, fista           -- classical baselines
     nmse_db, nmse_per_layer                          -- metrics
     train_end_to_end, train_layerwise                -- training loops
+    keep_layers                                      -- freeze all layers but some
 
 Only numpy and torch are required; tqdm is used for progress bars when it is
 installed and plain prints are used otherwise.  Everything is deterministic
@@ -44,7 +45,7 @@ __all__ = [
     "make_dictionary", "sample", "Problem", "make_problem",
     "soft_threshold", "lipschitz", "ista", "fista",
     "nmse_db", "nmse_per_layer",
-    "train_end_to_end", "train_layerwise",
+    "train_end_to_end", "train_layerwise", "keep_layers",
 ]
 
 
@@ -284,15 +285,33 @@ def _num_layers(net, problem):
 
 
 def _stacked(net, T):
-    """Trainable parameters split into per-layer stacks (leading dim T) and tied ones.
+    """Trainable parameters, and the per-layer values: sequences whose [k] belongs to layer k+1
+    (W[k], S[k], theta[k] for LISTA).
 
-    A parameter counts as per-layer when its first dimension has size T, i.e.
-    its slice [k] belongs to layer k+1 (W[k], S[k], theta[k] for LISTA).  (A
-    tied parameter whose first dimension happens to equal T would be taken
-    for a stack; build the network with a different depth if that matters.)
+    A dpc-generated module names them in `per_layer_parameters`, each a stacked
+    tensor or an nn.ParameterList.  For another module, a parameter counts as
+    per-layer when its first dimension has size T.  (A tied parameter whose first
+    dimension happens to equal T would be taken for a stack; build the network
+    with a different depth if that matters.)
     """
     params = [p for p in net.parameters() if p.requires_grad]
+    names = getattr(type(net), "per_layer_parameters", None)
+    if names is not None:
+        return params, [getattr(net, name) for name in names]
     return params, [p for p in params if p.dim() >= 1 and p.shape[0] == T]
+
+
+def keep_layers(per_layer, lo, hi):
+    """Zero the gradient of every layer's copy outside lo..hi-1: a stack's slices, a list's parameters."""
+    for copies in per_layer:
+        if isinstance(copies, torch.Tensor):
+            if copies.grad is not None:
+                copies.grad[:lo].zero_()
+                copies.grad[hi:].zero_()
+            continue
+        for k, copy in enumerate(copies):
+            if (k < lo or k >= hi) and copy.grad is not None:
+                copy.grad.zero_()
 
 
 @torch.no_grad()
@@ -354,11 +373,11 @@ def _train_stage(net, problem, layer, params, stacked, lo, lr, batch, max_iters,
                  patience, check_every, bar):
     """One stage of the layer-wise schedule: fit layer `layer`'s output.
 
-    Only slices lo..layer-1 of the per-layer stacks are updated: the gradient
-    of the other slices is zeroed after backward.  With a fresh Adam whose
-    moments start at zero, a slice whose gradient is always zero gets exactly
-    zero updates, so masking gradients is equivalent to freezing those slices.
-    Slices >= layer have zero gradient anyway (later layers do not influence
+    Only copies lo..layer-1 of the per-layer values are updated: the gradient
+    of the other copies is zeroed after backward.  With a fresh Adam whose
+    moments start at zero, a copy whose gradient is always zero gets exactly
+    zero updates, so masking gradients is equivalent to freezing those copies.
+    Copies >= layer have zero gradient anyway (later layers do not influence
     layer `layer`'s output); tied parameters are always trained.
 
     Stops after `max_iters` steps or when the validation NMSE has not improved
@@ -372,10 +391,7 @@ def _train_stage(net, problem, layer, params, stacked, lo, lr, batch, max_iters,
         loss = torch.nn.functional.mse_loss(net(y, trace=True)[layer - 1], x)
         opt.zero_grad(set_to_none=False)
         loss.backward()
-        for p in stacked:
-            if p.grad is not None:
-                p.grad[:lo].zero_()
-                p.grad[layer:].zero_()
+        keep_layers(stacked, lo, layer)
         opt.step()
         if it % check_every == 0:
             v = _val_nmse(net, problem, layer)
@@ -400,8 +416,9 @@ def train_layerwise(net, problem, lr=5e-4, batch=64, max_iters=2000, patience=5,
     For t = 1..T: train layer t's parameters alone at `lr`, then layers 1..t
     together at lr*lr_factors[1], lr*lr_factors[2], ...; every stage minimises
     the MSE between `net(y, trace=True)[t-1]` and x*.  Works for any module
-    whose per-layer parameters are stacked along a leading dimension of size
-    T; parameters without it (tied across layers) are trained in every stage.
+    whose per-layer parameters are listed in `per_layer_parameters` (stacks or
+    ParameterLists) or stacked along a leading dimension of size T; parameters
+    without it (tied across layers) are trained in every stage.
 
     `layers` defaults to the depth of `net`'s trace.  Returns a history list of
     (layer, stage, iterations, val_nmse_db).

@@ -34,6 +34,28 @@ def build(text: str, name: str = "prog.dp", overrides=None):
     return classes[0]
 
 
+def layers(net, name: str):
+    """A per-layer value's copies as one tensor, layer k at [k], whether the module stores them stacked
+    (a weight one batched product reads) or as an nn.ParameterList; differentiable to the copies."""
+    import torch
+    value = getattr(net, name)
+    return value if isinstance(value, torch.Tensor) else torch.stack(list(value))
+
+
+def learned_shapes(net) -> dict:
+    """{name: shape} of the learned values, a per-layer value as its stack (steps, ...)."""
+    names = dict.fromkeys(n.split(".")[0] for n, _ in net.named_parameters())
+    return {n: tuple(layers(net, n).shape) for n in names}
+
+
+def set_layers(net, name: str, values):
+    """Copy `values` (layer k at [k]) into a per-layer value, stacked or a ParameterList."""
+    import torch
+    with torch.no_grad():
+        for copy, value in zip(getattr(net, name), torch.as_tensor(values)):
+            copy.copy_(value)
+
+
 def load_benchmark(name: str):
     """benchmarks/NAME.py imported by path (the scripts are not a package)."""
     import importlib.util

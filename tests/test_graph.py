@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, run_dpc
+from conftest import EXAMPLES, layers, run_dpc
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.dp"))
@@ -64,8 +64,9 @@ def test_every_example_draws_as_svg_png_and_dot(tmp_path, example):
 
 @pytest.mark.parametrize("example", ALL_EXAMPLES)
 def test_learned_nodes_are_the_modules_parameters(example):
-    """Each nn.Parameter of the compiled module is drawn: one node a layer when the module holds one copy a
-    layer (a leading dimension of length T), one node shared by every layer otherwise."""
+    """Each learned value of the compiled module is drawn: one node a layer when the module holds one copy a
+    layer (a stack with a leading dimension of length T, or a ParameterList of T), one node shared by every
+    layer otherwise."""
     import torch
 
     import dpc
@@ -82,11 +83,12 @@ def test_learned_nodes_are_the_modules_parameters(example):
     for _, data in g.nodes(data=True):
         if data["role"] == "param":
             drawn.setdefault(data["name"], []).append(data["layer"])
-    assert set(drawn) == {name for name, _ in module.named_parameters()}
+    names = {name.split(".")[0] for name, _ in module.named_parameters()}  # S.3 is layer 3's copy of S
+    assert set(drawn) == names
     count = program.layers or 1
-    for name, tensor in module.named_parameters():
-        stacked = tensor.dim() == len(program.decl(name).shape) + 1
-        if stacked:
+    for name in names:
+        tensor = layers(module, name)
+        if tensor.dim() == len(program.decl(name).shape) + 1:  # one copy per layer
             assert tensor.shape[0] == count
             assert sorted(drawn[name]) == list(range(1, count + 1)), name
         else:

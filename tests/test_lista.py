@@ -40,7 +40,9 @@ def test_untrained_lista_is_ista_layer_by_layer(LISTA):
 def test_steps_override_and_parameter_shapes(LISTA):
     D = dictionary(12, 25)
     net = LISTA(D=torch.tensor(D), lam=0.1, steps=5)
-    assert net.W.shape == (5, 25, 12) and net.S.shape == (5, 25, 25) and net.theta.shape == (5,)
+    # W one stacked tensor (one batched product reads it); S and theta one parameter per layer
+    assert net.W.shape == (5, 25, 12) and len(net.S) == len(net.theta) == 5
+    assert all(S.shape == (25, 25) and theta.shape == () for S, theta in zip(net.S, net.theta))
     x, _ = sparse_batch(D, 4)
     assert np.abs(net(torch.tensor(x)).detach().numpy() - ista_iterates(D, x, 0.1, 5)[-1]).max() < 1e-9
     with pytest.raises(ValueError, match="steps"):
@@ -66,11 +68,14 @@ def test_gradient_step_lowers_objective_and_every_parameter_learns(LISTA):
     xt = torch.tensor(x)
     loss = net.objective(xt, net(xt)).mean()
     loss.backward()
+    # S[0] is frozen: the first layer starts from z = 0 and never reads it
+    assert [n for n, p in net.named_parameters() if not p.requires_grad] == ["S.0"]
     for name, p in net.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert (p.grad is not None and p.grad.abs().sum() > 0) == p.requires_grad, name
     with torch.no_grad():
         for p in net.parameters():
-            p -= 1e-3 * p.grad
+            if p.requires_grad:
+                p -= 1e-3 * p.grad
     assert net.objective(xt, net(xt)).mean() < loss
 
 
@@ -144,7 +149,7 @@ def test_soft_threshold_formula_holds_for_any_threshold(LISTA):
     v = x @ (D / np.linalg.norm(D, 2) ** 2)  # W x, the first layer's pre-activation
     for t in (0.05, 0.0, -0.1):
         with torch.no_grad():
-            net.theta[0] = t
+            net.theta[0].fill_(t)
         got = net(torch.tensor(x)).detach().numpy()
         assert np.abs(got - (np.maximum(v - t, 0) - np.maximum(-v - t, 0))).max() < 1e-12
         if t >= 0:

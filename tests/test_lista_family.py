@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dpc
-from conftest import EXAMPLES, build, dictionary, load_benchmark, soft, sparse_batch
+from conftest import EXAMPLES, build, dictionary, layers, learned_shapes, load_benchmark, set_layers, soft, sparse_batch
 from dpc.api import compile_file
 from dpc.errors import DpcError
 from dpc.pipeline import run_text
@@ -135,7 +135,7 @@ def test_lista_cp_untrained_is_ista_and_learns_only_coupled_weights(nets, proble
     net = nets["lista_cp.dp"](D=torch.tensor(D), lam=0.3)
     for got, want in zip(net(torch.tensor(x), trace=True), ista(D, x, 0.3, 16)):
         assert close(got, want)
-    assert {n: tuple(p.shape) for n, p in net.named_parameters()} == {"W": (16, 40, 20), "theta": (16,)}
+    assert learned_shapes(net) == {"W": (16, 40, 20), "theta": (16,)}
     assert "D" in dict(net.named_buffers())
 
 
@@ -144,9 +144,8 @@ def test_lista_cp_keeps_the_residual_form_for_any_weights(nets, problem):
     net = nets["lista_cp.dp"](D=torch.tensor(D), lam=0.3, steps=4)
     rng = np.random.default_rng(3)
     W, theta = rng.standard_normal((4, 40, 20)) * 0.1, rng.random(4) * 0.05
-    with torch.no_grad():
-        net.W.copy_(torch.tensor(W))
-        net.theta.copy_(torch.tensor(theta))
+    set_layers(net, "W", W)
+    set_layers(net, "theta", theta)
     z = np.zeros((x.shape[0], 40))
     for k, got in enumerate(net(torch.tensor(x), trace=True)):
         z = soft(z + (x - z @ D.T) @ W[k].T, theta[k])
@@ -158,7 +157,7 @@ def test_lfista_untrained_is_fista(nets, problem):
     net = nets["lfista.dp"](D=torch.tensor(D), lam=0.2)
     for got, want in zip(net(torch.tensor(x), trace=True), fista(D, x, 0.2, 16)):
         assert close(got, want)
-    assert net.W.shape == (16, 40, 20) and net.S.shape == (16, 40, 40) and net.theta.shape == (16,)
+    assert learned_shapes(net) == {"W": (16, 40, 20), "S": (16, 40, 40), "theta": (16,)}
 
 
 def test_lista_cpss_untrained_is_ista_with_support_selection(nets):
@@ -243,7 +242,7 @@ def test_analytic_weight_solves_the_coherence_problem(nets):
 def test_alista_learns_two_numbers_a_layer_and_starts_as_documented(nets, problem):
     D, x = problem
     net = nets["alista.dp"](D=torch.tensor(D), lam=0.2)
-    assert {n: tuple(p.shape) for n, p in net.named_parameters()} == {"gamma": (16,), "theta": (16,)}
+    assert learned_shapes(net) == {"gamma": (16,), "theta": (16,)}
     assert sum(p.numel() for p in net.parameters()) == 2 * 16
     W = analytic_weight_pgd(D)
     L = np.linalg.norm(D, 2) ** 2
@@ -272,7 +271,8 @@ output z
     D, x = problem
     net = Net(D=torch.tensor(D), lam=0.1)
     L = np.linalg.norm(D, 2) ** 2
-    assert np.allclose(net.gamma.detach().numpy(), 1 / L) and np.allclose(net.theta.detach().numpy(), 0.1 / L)
+    assert np.allclose(layers(net, "gamma").detach().numpy(), 1 / L)
+    assert np.allclose(layers(net, "theta").detach().numpy(), 0.1 / L)
     for got, want in zip(net(torch.tensor(x), trace=True), ista(D, x, 0.1, 5)):
         assert close(got, want)
 
@@ -353,7 +353,8 @@ def test_sc2net_untied_gives_every_layer_its_gates(problem):
     Net = sc2net("adapt gates(init = ista)", "untied")
     D, x = problem
     net = Net(D=torch.tensor(D), lam=0.3, steps=4)
-    assert net.U_i.shape == (4, 40, 20) and net.a_f.shape == (4, 40) and net.S.shape == (4, 40, 40)
+    shapes = learned_shapes(net)
+    assert shapes["U_i"] == (4, 40, 20) and shapes["a_f"] == (4, 40) and shapes["S"] == (4, 40, 40)
     assert close(net(torch.tensor(x)), ista(D, x, 0.3, 4)[-1])
 
 

@@ -15,6 +15,8 @@ from dpc.errors import DpcError
 from dpc.pipeline import compile_program
 from dpc.reference import evaluate
 
+from conftest import layers, set_layers
+
 ADMM = """\
 network ADMMNet
 dims m, n
@@ -103,7 +105,7 @@ def test_untied_hyper_untrained_is_admm(tmp_path):
     D, x = _data()
     net = Net(D=torch.tensor(D), lam=0.1, rho=2.0)
     assert Net.per_layer_parameters == ("rho",)
-    assert tuple(net.rho.shape) == (6,) and torch.equal(net.rho, torch.full((6,), 2.0, dtype=torch.float64))
+    assert torch.equal(layers(net, "rho"), torch.full((6,), 2.0, dtype=torch.float64))
     trace = net(torch.tensor(x), trace=True)
     want = _admm_numpy(x, D, 0.1, [2.0] * 6)
     for got, ref in zip(trace, want):
@@ -115,8 +117,7 @@ def test_untied_hyper_each_layer_reads_its_own_copy(tmp_path):
     D, x = _data(seed=1)
     net = Net(D=torch.tensor(D), lam=0.1)
     rhos = [0.5, 1.0, 2.0, 4.0, 0.7, 1.3]
-    with torch.no_grad():
-        net.rho.copy_(torch.tensor(rhos))
+    set_layers(net, "rho", rhos)
     trace = net(torch.tensor(x), trace=True)
     for got, ref in zip(trace, _admm_numpy(x, D, 0.1, rhos)):
         np.testing.assert_allclose(got.detach().numpy(), ref, rtol=0, atol=1e-12)
@@ -134,7 +135,7 @@ def test_untied_hyper_copies_are_independent_and_each_gets_a_gradient(tmp_path):
     D, x = _data(seed=2)
     net = Net(D=torch.tensor(D), lam=0.05)
     net(torch.tensor(x)).square().sum().backward()
-    grad = net.rho.grad
+    grad = torch.stack([copy.grad for copy in net.rho])  # each copy its own parameter and gradient
     assert grad.shape == (6,) and bool((grad != 0).all())
     assert len({round(float(g), 12) for g in grad}) == 6  # six values, not one shared gradient copied
     # moving layer 3's copy leaves layers 0..2 as they were and changes layer 3
@@ -153,9 +154,9 @@ def test_tying_word_closes_the_list_of_names(tmp_path):
     D, _ = _data()
     net = Net(D=torch.tensor(D))
     assert set(Net.per_layer_parameters) == {"lam", "rho"}
-    assert net.lam.shape == (6,) and net.rho.shape == (6,)
+    assert layers(net, "lam").shape == (6,) and layers(net, "rho").shape == (6,)
     tied = _load(ADMM.replace("LEARN", "lam tied, rho untied"), tmp_path, "tied.dp")(D=torch.tensor(D))
-    assert tied.lam.shape == () and tied.rho.shape == (6,)
+    assert tied.lam.shape == () and layers(tied, "rho").shape == (6,)
     assert type(tied).per_layer_parameters == ("rho",)
     # `learn rho tied` is what `learn rho` is: one copy, shared by every layer
     shared = _load(ADMM.replace("LEARN", "rho tied"), tmp_path, "shared.dp")
@@ -177,11 +178,10 @@ def test_untied_param_matrix_and_its_lets_per_layer(tmp_path):
     Net = _load(text, tmp_path)
     D, x = _data(seed=3)
     net = Net(D=torch.tensor(D), lam=0.1)
-    assert Net.per_layer_parameters == ("D",) and tuple(net.D.shape) == (4,) + D.shape
+    assert Net.per_layer_parameters == ("D",) and tuple(layers(net, "D").shape) == (4,) + D.shape
     rng = np.random.default_rng(4)
     copies = [D + 0.1 * rng.standard_normal(D.shape) for _ in range(4)]
-    with torch.no_grad():
-        net.D.copy_(torch.tensor(np.stack(copies)))
+    set_layers(net, "D", np.stack(copies))
     z, want = np.zeros((len(x), D.shape[1])), []
     for Dk in copies:  # ISTA with each layer's own dictionary and step 1/|D_k|^2
         L = np.linalg.norm(Dk, 2) ** 2
@@ -193,14 +193,14 @@ def test_untied_param_matrix_and_its_lets_per_layer(tmp_path):
     np.testing.assert_allclose(net.objective(torch.tensor(x), torch.tensor(z)).detach().numpy(), objective,
                                rtol=1e-13)
     net(torch.tensor(x)).sum().backward()
-    assert all(float(g.abs().sum()) > 0 for g in net.D.grad)  # every copy gets a gradient
+    assert all(float(copy.grad.abs().sum()) > 0 for copy in net.D)  # every copy gets a gradient
 
 
 def test_untied_steps_limited_to_layers_built(tmp_path):
     Net = _load(ADMM.replace("LEARN", "rho untied"), tmp_path)
     D, x = _data()
     net = Net(D=torch.tensor(D), steps=3)
-    assert net.rho.shape == (3,)
+    assert len(net.rho) == 3
     with pytest.raises(ValueError, match="between 1 and 3"):
         net(torch.tensor(x), steps=4)
 
@@ -267,8 +267,7 @@ def test_output_expression_with_untied_hyper_and_reference(tmp_path):
     Dd, x = rng.standard_normal((7, 8)), 2 * rng.standard_normal((3, 8))
     net = Net(Dd=torch.tensor(Dd))
     lams = [0.1, 0.2, 0.3, 0.4, 0.5]
-    with torch.no_grad():
-        net.lam.copy_(torch.tensor(lams))
+    set_layers(net, "lam", lams)
     trace = net(torch.tensor(x), trace=True)
     want = _dual_numpy(x, Dd, lams)
     program = compile_program(text, "dual.dp")

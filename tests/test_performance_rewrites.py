@@ -10,6 +10,8 @@ from dpc.api import compile_source
 from dpc.passes.batch_products import AllLayers
 from dpc.reference import evaluate
 
+from conftest import layers
+
 LISTA = """network LISTA
 dims   m, n
 input  x : R[m]
@@ -93,7 +95,7 @@ def test_batched_lista_matches_the_reference_with_trained_weights(tmp_path):
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.tensor(rng.standard_normal(tuple(p.shape)) * 0.1))
-    weights = {name: p.detach().numpy() for name, p in net.named_parameters()}
+    weights = {name: layers(net, name).detach().numpy() for name in net.per_layer_parameters}
     for steps in (3, 7):
         want = evaluate(program, {"x": x}, params={"D": D}, weights=weights, steps=steps)
         got = net(torch.tensor(x), steps=steps).detach().numpy()
@@ -110,7 +112,7 @@ def test_batched_weight_gradient_is_per_layer(tmp_path):
         net.W.add_(torch.randn(net.W.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.1)
     xt = torch.tensor(x)
     net(xt, steps=5).square().sum().backward()
-    W, S, theta = (p.detach().clone().requires_grad_() for p in (net.W, net.S, net.theta))
+    W, S, theta = (layers(net, name).detach().clone().requires_grad_() for name in ("W", "S", "theta"))
 
     def soft(v, t):
         return torch.sign(v) * torch.clamp(v.abs() - t, min=0)
@@ -120,8 +122,71 @@ def test_batched_weight_gradient_is_per_layer(tmp_path):
         z = soft(xt @ W[k].T + z @ S[k].T, theta[k])
     z.square().sum().backward()
     assert torch.allclose(net.W.grad, W.grad, atol=1e-12, rtol=0)
-    assert torch.allclose(net.S.grad, S.grad, atol=1e-12, rtol=0)
+    for k in range(1, 5):  # S[0] is frozen: the first layer starts from z = 0
+        assert torch.allclose(net.S[k].grad, S.grad[k], atol=1e-12, rtol=0)
+        assert torch.allclose(net.theta[k].grad, theta.grad[k], atol=1e-12, rtol=0)
+    assert net.S[0].grad is None and not net.S[0].requires_grad
+    assert all(net.S[k].grad is None and net.theta[k].grad is None for k in range(5, net.steps))  # not run
     assert net.W.grad[5:].abs().max() == 0
+
+
+def _parameter_stacks(output):
+    """The backward nodes that gather several gradients into one tensor (unbind's and stack's backward)
+    and lead straight to a parameter: a per-layer gradient copied into a stack."""
+    found, seen, frontier = [], set(), [output.grad_fn]
+    while frontier:
+        node = frontier.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        parents = [f for f, _ in node.next_functions if f is not None]
+        if node.name().startswith(("UnbindBackward", "StackBackward")) and any(
+                f.name() == "torch::autograd::AccumulateGrad" for f in parents):
+            found.append(node.name())
+        frontier += parents
+    return found
+
+
+def test_untied_weights_backward_stacks_no_gradient(tmp_path):
+    """W is one stacked parameter whose gradient comes whole from the batched product; S and theta are
+    ParameterLists, so each layer's gradient accumulates into its own parameter: nothing is stacked."""
+    Net, _ = build(LISTA.format(tying="untied"), tmp_path)
+    D, x = problem(5)
+    net = Net(D=torch.tensor(D))
+    assert isinstance(net.W, torch.nn.Parameter) and net.W.shape == (7, 9, 6)
+    assert isinstance(net.S, torch.nn.ParameterList) and isinstance(net.theta, torch.nn.ParameterList)
+    out = net(torch.tensor(x))
+    assert _parameter_stacks(out) == []
+    out.square().sum().backward()
+    assert all(net.S[k].grad.shape == (9, 9) and net.theta[k].grad.shape == () for k in range(1, 7))
+    # the check can fail: the stacked form this replaced gathers S's and theta's gradients with unbind
+    stacked = torch.stack([p.detach() for p in net.S]).requires_grad_()
+    z = torch.zeros(5, 9, dtype=torch.float64)
+    for S_k in stacked.unbind(0):
+        z = z @ S_k.T
+    assert _parameter_stacks(z) == ["UnbindBackward0"]
+
+
+def test_state_dict_of_stacked_per_layer_values_still_loads(tmp_path):
+    """A state_dict saved by an earlier dpc (S and theta stacked on a steps axis) loads into the
+    ParameterLists; one with another layer count fails naming the key and both counts."""
+    Net, _ = build(LISTA.format(tying="untied"), tmp_path)
+    D, x = problem(6)
+    trained = Net(D=torch.tensor(D))
+    rng = np.random.default_rng(7)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.tensor(rng.standard_normal(tuple(p.shape)) * 0.05))
+    state = trained.state_dict()
+    assert {"S.1", "theta.6", "W"} <= set(state) and "S" not in state
+    old = {"W": state["W"], "D": state["D"], "S": layers(trained, "S").detach(),
+           "theta": layers(trained, "theta").detach()}
+    fresh = Net(D=torch.tensor(D))
+    fresh.load_state_dict(old)
+    xt = torch.tensor(x)
+    assert torch.equal(fresh(xt), trained(xt))
+    with pytest.raises(RuntimeError, match=r"S: a stacked value of shape \(7, 9, 9\), and this network has 4 layers"):
+        Net(D=torch.tensor(D), steps=4).load_state_dict(old)
 
 
 def test_soft_threshold_in_place_form_is_exact():

@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 import torch
 
-from conftest import EXAMPLES, build, dictionary, soft, sparse_batch
+from conftest import EXAMPLES, build, dictionary, layers, soft, sparse_batch
 from dpc import atoms
 from dpc.pipeline import compile_program, run_text
 from dpc.reference import ReferenceError, evaluate, evaluate_objective, value_of
@@ -237,10 +237,11 @@ def _perturb(net, program, rng):
     with torch.no_grad():
         for d in program.of_kind("weight"):
             w = getattr(net, d.name)
-            w.add_(0.1 * torch.as_tensor(rng.standard_normal(tuple(w.shape))))
-            if not d.shape:
-                w.abs_()
-            weights[d.name] = w.numpy().copy()
+            for copy in (w if isinstance(w, torch.nn.ParameterList) else [w]):  # per layer, one at a time
+                copy.add_(0.1 * torch.as_tensor(rng.standard_normal(tuple(copy.shape))))
+                if not d.shape:
+                    copy.abs_()
+            weights[d.name] = layers(net, d.name).numpy().copy()
     return weights
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, build, dictionary, soft
+from conftest import EXAMPLES, build, dictionary, layers, soft
 
 from dpc.api import compile_source
 from dpc.errors import DpcError
@@ -433,7 +433,7 @@ def test_root_of_a_negative_given_hyper_is_a_value_error():
     with pytest.raises(ValueError, match=r"lam must be finite and >= 0 \(the network takes a root of it\), got -1"):
         cls(lam=-1.0, n=3)
     net = cls(lam=4.0, n=3)  # theta starts at sqrt(4) in every layer
-    assert torch.equal(net.theta.detach(), torch.full_like(net.theta.detach(), 2.0))
+    assert torch.equal(layers(net, "theta").detach(), torch.full((net.steps,), 2.0))
 
 
 def test_logarithm_of_a_non_positive_default_is_an_error():

@@ -9,6 +9,8 @@ deterministic: the same program gives the same bytes. Layout of the class:
 """
 from __future__ import annotations
 
+import textwrap
+
 import sympy as sp
 
 from dpc import __version__, atoms, graph
@@ -98,6 +100,25 @@ HELPERS = {
     "_layers": '''def _layers(value, steps):
     """One copy of an initial value per layer (untied weights), stacked on a new first axis."""
     return value.expand(steps, *value.shape).clone()''',
+    "_layer_list": '''def _layer_list(value, steps, first_read=True):
+    """One copy of an initial value per layer (untied weights), each its own parameter: layer k's gradient
+    is its own tensor, so backward stacks nothing. first_read=False: the first layer starts from constants
+    and does not read its copy, which is frozen (requires_grad False) so that no optimizer or DDP waits
+    for a gradient it never gets."""
+    return nn.ParameterList(nn.Parameter(value.clone(), requires_grad=first_read or k > 0) for k in range(steps))''',
+    "_unstack_layers": '''def _unstack_layers(state_dict, prefix, names, steps, error_msgs):
+    """A state_dict from a module an earlier dpc generated, where these per-layer values were one tensor
+    stacked on a steps axis (key NAME): its slices become the keys NAME.0 ... NAME.<steps-1>."""
+    for name in names:
+        value = state_dict.pop(prefix + name, None)
+        if value is None:
+            continue
+        if value.dim() == 0 or value.shape[0] != steps:
+            error_msgs.append(f"{prefix}{name}: a stacked value of shape {tuple(value.shape)}, and this network has "
+                              f"{steps} layers (keys {prefix}{name}.0 ... {prefix}{name}.{steps - 1})")
+            continue
+        for k, layer in enumerate(value.unbind(0)):
+            state_dict[f"{prefix}{name}.{k}"] = layer''',
     "_sparsemax": '''def _sparsemax(v):
     """Euclidean projection of every row of v onto the probability simplex (Martins & Astudillo, 2016)."""
     z = torch.sort(v, dim=-1, descending=True).values
@@ -184,7 +205,13 @@ class Emitter:
         self.used_helpers: set[str] = set()
         # per-layer values: untied weights, and params/hypers of `learn NAME untied` (a leading steps axis)
         self.per_layer = [d for d in program.decls if d.per_layer]
+        # a per-layer weight that one batched product reads whole (batch products) is one tensor with a leading
+        # steps axis: its gradient comes out of that product already stacked. Every other per-layer value is an
+        # nn.ParameterList, so each layer's gradient is its own tensor and backward stacks nothing.
+        self.stacked = self._read_whole()
+        self.listed = [d.name for d in self.per_layer if d.name not in self.stacked]
         self.layer_lets = graph.per_layer_lets(program)
+        self.unread_first = self._unread_by_first_layer()
         # outside the layers (a var's start, the objective) a per-layer param or hyper is the value given at
         # construction, kept as self.NAME_given
         self.given = {d.name: self.ns.fresh(f"{d.name}_given") for d in self.per_layer
@@ -195,6 +222,41 @@ class Emitter:
                         for name in self._solved_constants()}
         self.layer_let_values: dict = {}  # per-layer lets with their invariant products named (forward)
         self._refuse_per_sample_matrices()
+
+    def _read_whole(self) -> set[str]:
+        """The per-layer weights that an all_layers(W @ x) product of the batch-products pass reads."""
+        from dpc.passes.batch_products import AllLayers
+        found = set()
+        for step in (self.p.step, self.p.first_step):
+            for _, e in step.equations() if step is not None else ():
+                for node in sp.preorder_traversal(e):
+                    if isinstance(node, AllLayers):
+                        matrix = node.args[0].as_coeff_matrices()[1][0]
+                        found.add((matrix.arg if isinstance(matrix, sp.Transpose) else matrix).name)
+        return found
+
+    def _unread_by_first_layer(self) -> set[str]:
+        """The listed per-layer values that the first layer does not read (fold start: it starts from z = 0,
+        so S @ z folded away)."""
+        first = self.p.first_step
+        if first is None or self.p.until is not None or not self.listed:
+            return set()
+        read = set()
+        for _, e in first.equations():
+            read |= graph.names_in(e)
+        for name in self.lets_for_layer(first):  # the output expression's names included
+            read |= graph.names_in(self.p.decl(name).value)
+        for d in self.p.of_kind("output"):
+            read |= graph.names_in(d.value)
+        return {name for name in self.listed if name not in read}
+
+    def per_layer_init(self, name: str, value: str) -> str:
+        """The constructor's code for a per-layer value starting at `value` (see self.stacked)."""
+        if name in self.stacked:
+            self.used_helpers.add("_layers")
+            return f"nn.Parameter(_layers({value}, steps))"
+        self.used_helpers.add("_layer_list")
+        return f"_layer_list({value}, steps{', first_read=False' if name in self.unread_first else ''})"
 
     def _refuse_per_sample_matrices(self):
         """The generated code holds a batch of vectors as (batch, n) and a matrix once for the whole batch:
@@ -305,8 +367,8 @@ class Emitter:
         for d in self.p.decls:
             if d.kind in ("param", "hyper", "weight") or (d.kind == "let" and d.name not in self.trainable_deps):
                 names[d.name] = f"self.{d.name}"
-                if d.per_layer and layer is not None:  # the tuple of layer slices taken in forward
-                    names[d.name] = f"{d.name}[{layer}]"
+                if d.per_layer and layer is not None:  # layer k's copy; of a stack, the slices taken in forward
+                    names[d.name] = f"{d.name}[{layer}]" if d.name in self.stacked else f"self.{d.name}[{layer}]"
                 elif d.name in self.given and layer is None:  # outside the layers: the value given
                     names[d.name] = f"self.{self.given[d.name]}"
             else:
@@ -340,8 +402,9 @@ class Emitter:
         out("import torch.nn.functional as F")
         out("from torch import nn")
         out()
-        for name in ("_layer_count", "_soft", "_hard", "_layers", "_sparsemax", "_softss", "_analytic", "_entr",
-                     "_logcosh", "_huber", "_converged", "_implicit_layer", "_cg", "_cholesky"):
+        for name in ("_layer_count", "_soft", "_hard", "_layers", "_layer_list", "_unstack_layers", "_sparsemax",
+                     "_softss", "_analytic", "_entr", "_logcosh", "_huber", "_converged", "_implicit_layer", "_cg",
+                     "_cholesky"):
             if name in self.used_helpers:
                 out()
                 out(HELPERS[name])
@@ -383,10 +446,13 @@ class Emitter:
         out()
         per_layer = tuple(d.name for d in self.per_layer)
         if per_layer:
-            out("# parameters with a leading layer axis: layer k uses W[k] (for layer-wise training)", 1)
+            example = per_layer[0]
+            out(f"# values with one copy per layer: layer k uses {example}[k] (for layer-wise training)", 1)
             out(f"per_layer_parameters = {per_layer!r}", 1)
             out()
         self.emit_init(out)
+        if self.listed:
+            self.emit_load_stacked(out)
         out()
         self.emit_forward(out)
         if self.p.objective is not None:
@@ -402,10 +468,10 @@ class Emitter:
         lines = [f"{self.p.name}, compiled by dpc from {self.source_name}.", "", "Args:"]
         for d in self.params:
             lines.append(f"    {d.name}: tensor of shape ({', '.join(d.shape)})"
-                         f"{', learned' if d.trainable else ''}{_per_layer_doc(d)}")
+                         f"{', learned' if d.trainable else ''}{self.per_layer_doc(d)}")
         for d in self.hypers:
             lines.append(f"    {d.name}: float, default {math(d.value)}{', learned' if d.trainable else ''}"
-                         f"{_per_layer_doc(d)}")
+                         f"{self.per_layer_doc(d)}")
         for dim in self.unbound_dims():
             lines.append(f"    {dim}: int, the size {dim}")
         if self.p.layers:
@@ -413,9 +479,55 @@ class Emitter:
         if self.weights:
             lines += ["", "Learned weights (initialised so the untrained network is the algorithm):"]
             for w in self.weights:
-                shape = (("steps",) if w.per_layer else ()) + w.shape
-                lines.append(f"    {w.name}: ({', '.join(shape)}) = {math(w.value)}")
+                lines.append(f"    {w.name}: {self.layer_shape(w)} = {math(w.value)}")
+        if self.per_layer:
+            lines += [""] + textwrap.wrap(self.per_layer_storage_doc(), 104)
         return "\n".join(lines) + "\n"
+
+    def per_layer_storage_doc(self) -> str:
+        listing = _listing
+        text = "Per layer: layer k uses " + listing([f"{d.name}[k]" for d in self.per_layer]) + "."
+        if self.stacked:
+            names = sorted(self.stacked)
+            text += (f" {listing(names)} {'is one tensor' if len(names) == 1 else 'are tensors'} with a leading "
+                     f"steps axis (one product computes every layer's product with {listing(names)}, and gives "
+                     "the gradient already stacked).")
+        if self.listed:
+            first = self.listed[0]
+            lists = "is an nn.ParameterList" if len(self.listed) == 1 else "are nn.ParameterLists"
+            text += (f" {listing(self.listed)} {lists}, one parameter per layer (state_dict keys {first}.0, "
+                     f"{first}.1, ...), so backward stacks no gradient; load_state_dict also takes them stacked, "
+                     "as an earlier dpc saved them.")
+        if self.unread_first:
+            names = sorted(self.unread_first)
+            text += (f" The first layer (its start is constant) does not read {listing(names)}, so "
+                     f"{listing([n + '[0]' for n in names])} {'is' if len(names) == 1 else 'are'} frozen "
+                     "(requires_grad False): no optimizer or DDP waits for its gradient.")
+        return text
+
+    def per_layer_doc(self, d) -> str:
+        """`learn NAME untied`: one copy per layer."""
+        return f" per layer: self.{d.name} is {self.layer_shape(d)}" if d.per_layer else ""
+
+    def layer_shape(self, d) -> str:
+        """A value's shape as the class docstring states it: per layer, a stack or a list of `steps` copies."""
+        shape = f"({', '.join(d.shape)})"
+        if not d.per_layer:
+            return shape
+        if d.name in self.stacked:
+            return f"({', '.join(('steps',) + d.shape)})"
+        return f"steps x {shape}" if d.shape else "steps scalars"
+
+    def emit_load_stacked(self, out: _Lines):
+        """load_state_dict also takes a state_dict saved when the ParameterLists were stacked tensors."""
+        self.used_helpers.add("_unstack_layers")
+        out()
+        out("def _load_from_state_dict(self, state_dict, prefix, metadata, strict, missing, unexpected, errors):", 1)
+        were = "were" if len(self.listed) > 1 else "was"
+        out(f'"""Also loads a state_dict from an earlier dpc, where {_listing(self.listed)} {were} stacked on a '
+            'steps axis."""', 2)
+        out(f"_unstack_layers(state_dict, prefix, {tuple(self.listed)!r}, self.steps, errors)", 2)
+        out("super()._load_from_state_dict(state_dict, prefix, metadata, strict, missing, unexpected, errors)", 2)
 
     # --- __init__ ---
     def unbound_dims(self) -> list[str]:
@@ -448,9 +560,8 @@ class Emitter:
         printer = TorchPrinter(self.init_names(), set(), keepdim=False, like=self.like())
         for d in self.hypers:
             if d.per_layer:  # learn NAME untied: one copy per layer, each the value given
-                self.used_helpers.add("_layers")
-                out(f"self.{d.name} = nn.Parameter(_layers(torch.as_tensor(float({d.name}), "
-                    f"dtype={self.like()}.dtype, device={self.like()}.device), steps))", 2)
+                value = f"torch.as_tensor(float({d.name}), dtype={self.like()}.dtype, device={self.like()}.device)"
+                out(f"self.{d.name} = {self.per_layer_init(d.name, value)}", 2)
                 if d.name in self.given:
                     out(f"self.{self.given[d.name]} = float({d.name})  # read outside the layers", 2)
             elif d.trainable:
@@ -460,8 +571,7 @@ class Emitter:
                 out(f"self.{d.name} = {d.name} = float({d.name})", 2)
         for d in self.params:
             if d.per_layer:
-                self.used_helpers.add("_layers")
-                out(f"self.{d.name} = nn.Parameter(_layers({d.name}, steps))", 2)
+                out(f"self.{d.name} = {self.per_layer_init(d.name, d.name)}", 2)
                 if d.name in self.given:
                     out(f'self.register_buffer("{self.given[d.name]}", {d.name})  # read outside the layers', 2)
             elif d.trainable:
@@ -510,8 +620,7 @@ class Emitter:
                 # a number: give it the params' dtype
                 tensor = f"torch.as_tensor({value}, dtype={self.like()}.dtype, device={self.like()}.device)"
             if w.per_layer:
-                self.used_helpers.add("_layers")
-                out(f"self.{w.name} = nn.Parameter(_layers({tensor}, steps))", 2)
+                out(f"self.{w.name} = {self.per_layer_init(w.name, tensor)}", 2)
             else:
                 tensor = tensor if tensor.isidentifier() else f"({tensor})"  # 2 * C / tau: clone the whole value
                 out(f"self.{w.name} = nn.Parameter({tensor}.clone())", 2)
@@ -652,7 +761,8 @@ class Emitter:
             read |= graph.names_in(e)
         for name in self.layer_lets:  # a let of a per-layer value (ADMM's A of rho[k]) reads the layer's copy
             read |= graph.names_in(self.p.decl(name).value)
-        per_layer = [d.name for d in self.per_layer if d.name in read]  # not those read only as one product
+        # a stack read per layer too: its slices, taken once (not those read only as one product)
+        per_layer = [d.name for d in self.per_layer if d.name in read and d.name in self.stacked]
         for name, expr in self.hoist_layer_lets():
             out(f"{name} = {self.expr(base_printer, expr)}  # the same in every layer: computed once", 2)
             hoisted.append((name, expr))  # read by the layers like the hoisted vectors
@@ -788,7 +898,7 @@ class Emitter:
             out(f"if not {name}.is_floating_point():", 2)
             out(f'raise ValueError(f"{name} must be a floating-point tensor, got dtype {{{name}.dtype}}")', 3)
             return
-        ref = f"self.{tensors[0]}"
+        ref = f"self.{tensors[0]}" + ("[0]" if tensors[0] in self.listed else "")  # a ParameterList: layer 0's
         out(f"if {name}.dtype != {ref}.dtype:", 2)
         out(f'raise ValueError(f"{name} must have dtype {{{ref}.dtype}} (the dtype of {tensors[0]}), '
             f'got {{{name}.dtype}}")', 3)
@@ -952,9 +1062,9 @@ class Emitter:
         out(f"return {self.expr(printer, self.p.objective)}", 2)
 
 
-def _per_layer_doc(d) -> str:
-    """`learn NAME untied`: the parameter's shape, one copy per layer."""
-    return f" per layer: self.{d.name} is ({', '.join(('steps',) + d.shape)})" if d.per_layer else ""
+def _listing(names) -> str:
+    """a, b and c."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _hoist_name(expr, inputs) -> str:
