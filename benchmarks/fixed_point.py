@@ -81,7 +81,7 @@ def deq_module(tol, max_iter, backward):
 def deq_class(tol, max_iter=10000, backward="implicit"):
     namespace = {"__name__": "dpc_fixed_point_bench"}
     exec(compile(deq_module(tol, max_iter, backward), f"<lasso_deq tol={tol}>", "exec"), namespace)
-    return next(v for v in namespace.values() if isinstance(v, type) and hasattr(v, "forward")
+    return next(v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
                 and v.__module__ == "dpc_fixed_point_bench")
 
 

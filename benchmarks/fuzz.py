@@ -1659,7 +1659,8 @@ def _refuses(e: BaseException, source: str) -> bool:
 def _load_class(source: str):
     namespace = {"__name__": "dpc_fuzz_generated"}
     exec(compile(source, "<dpc:fuzz>", "exec"), namespace)
-    classes = [v for v in namespace.values() if isinstance(v, type) and hasattr(v, "forward")
+    import torch
+    classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
                and v.__module__ == "dpc_fuzz_generated"]
     if len(classes) != 1:
         raise ImportError(f"the module defines {len(classes)} network classes, not 1")

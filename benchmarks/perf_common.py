@@ -76,8 +76,10 @@ def load_path(path, name):
 
 def load_generated(path, name):
     """The network class of a module dpc compiled, imported by path (it needs nothing but torch)."""
+    import torch
     module = load_path(path, name)
-    return next(v for v in vars(module).values() if isinstance(v, type) and v.__module__ == name)
+    return next(v for v in vars(module).values()
+                if isinstance(v, type) and v.__module__ == name and issubclass(v, torch.nn.Module))
 
 
 def sparse_coding():

@@ -74,7 +74,7 @@ def child(cfg):
     T, n, B = cfg["T"], cfg["n"], cfg["batch"]
     m = n // 2
     LISTA = next(v for v in vars(load_path(cfg["module"], "lista_generated")).values()
-                 if isinstance(v, type) and v.__module__ == "lista_generated")
+                 if isinstance(v, type) and v.__module__ == "lista_generated" and issubclass(v, torch.nn.Module))
     g = torch.Generator().manual_seed(0)
     D = torch.randn(m, n, generator=g)
     D = (D / D.norm(dim=0)).to(device)

@@ -66,11 +66,12 @@ def error_db(z, clean):
 
 
 def build(text):
-    import torch  # noqa: F401
+    import torch
     from dpc.api import compile_source
     namespace = {"__name__": "tv1d_generated"}
     exec(compile(compile_source(text, "tv1d.dp"), "tv1d.dp", "exec"), namespace)
-    return next(v for v in namespace.values() if isinstance(v, type) and v.__module__ == "tv1d_generated")
+    return next(v for v in namespace.values()
+                if isinstance(v, type) and v.__module__ == "tv1d_generated" and issubclass(v, torch.nn.Module))
 
 
 def per_layer_db(net, x, clean):

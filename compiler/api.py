@@ -50,8 +50,9 @@ def load(path, overrides=None):
     module.__file__ = path
     sys.modules[name] = module  # torch.compile and pickling look modules up by name
     exec(compile(source, f"<dpc:{path}>", "exec"), module.__dict__)
+    network = sys.modules["torch"].nn.Module  # imported by the generated code (dpc itself does not import torch)
     classes = [v for v in module.__dict__.values()
-               if isinstance(v, type) and v.__module__ == name and hasattr(v, "forward")]
+               if isinstance(v, type) and v.__module__ == name and issubclass(v, network)]
     if len(classes) != 1:
         raise DpcError(f"{path} does not define exactly one network class")
     return classes[0]

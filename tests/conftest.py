@@ -28,7 +28,8 @@ def build(text: str, name: str = "prog.dp", overrides=None):
     source = compile_source(text, name, overrides)
     namespace: dict = {"__name__": "dpc_test_generated"}
     exec(compile(source, name, "exec"), namespace)
-    classes = [v for v in namespace.values() if isinstance(v, type) and hasattr(v, "forward")
+    import torch
+    classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
                and v.__module__ == "dpc_test_generated"]
     assert len(classes) == 1
     return classes[0]

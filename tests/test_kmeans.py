@@ -73,7 +73,7 @@ def test_kmeansnet_is_one_affine_layer_tied_to_the_centroids():
     s = net(t(x)).detach().numpy()
     assert np.abs(s - softmax(-sqdist(x, C + 0.5) / 0.2, axis=1)).max() < 1e-10
     source = dpc_source(KMEANS)
-    forward = source[source.index("def forward"):source.index("def objective")]
+    forward = source[source.index("def forward(self"):source.index("def objective")]
     assert "W = 2 * self.C / self.tau" in forward and "self.C.square().sum(-1)" in forward
     assert "torch.softmax(torch.addmm(b, x, W.mT), dim=-1)" in forward
 

@@ -189,6 +189,43 @@ def test_state_dict_of_stacked_per_layer_values_still_loads(tmp_path):
         Net(D=torch.tensor(D), steps=4).load_state_dict(old)
 
 
+@pytest.mark.parametrize("t", [0.3, 0.0, -0.2, "per entry", "float"])
+def test_soft_threshold_under_torch_compile_has_the_eager_values_and_gradients(t):
+    """Under torch.compile _soft is _SoftCompiled (a backward inductor's CPU code runs fast): the same values
+    and gradients as the eager form, for thresholds of both signs, at ties (v = +-t), per entry and a float."""
+    from dpc.backends.torch.emit import HELPERS
+    namespace = {"torch": torch}
+    exec(HELPERS["_soft"], namespace)
+    soft_ = namespace["_soft"]
+    rng = np.random.default_rng(9)
+    v = torch.tensor(rng.standard_normal((6, 8)), requires_grad=True)
+    if t == "per entry":
+        t = torch.tensor(rng.standard_normal(8) * 0.3, requires_grad=True)
+    elif t != "float":
+        t = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+        with torch.no_grad():
+            v[0, :3] = t
+            v[1, :3] = -t
+    else:
+        t = 0.25
+    grad = torch.tensor(rng.standard_normal((6, 8)))
+    wrt = (v, t) if isinstance(t, torch.Tensor) else (v,)
+    want = soft_(v, t)
+    want_grads = torch.autograd.grad(want, wrt, grad)
+    # count the calls of _SoftCompiled.forward (a function of the module's globals: dynamo replays its side effect)
+    namespace.update(calls=[], compiled_forward=namespace["_SoftCompiled"].forward)
+    exec("def counted(v, t):\n    calls.append(1)\n    return compiled_forward(v, t)", namespace)
+    namespace["_SoftCompiled"].forward = staticmethod(namespace["counted"])
+    calls = namespace["calls"]
+    torch._dynamo.reset()
+    got = torch.compile(soft_, backend="aot_eager", fullgraph=True)(v, t)  # is_compiling(): _SoftCompiled
+    got_grads = torch.autograd.grad(got, wrt, grad)
+    assert calls, "the compiled path did not take _SoftCompiled"
+    assert torch.equal(got, want)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, rtol=0, atol=1e-13)
+
+
 def test_soft_threshold_in_place_form_is_exact():
     """The emitted _soft (v + (-t) and (-t) - v, relus in place) is bitwise the plain relu form, and its
     gradient in v and t is the plain form's."""
@@ -309,7 +346,7 @@ def test_an_invariant_product_of_a_per_layer_let_is_computed_once():
     from dpc.api import compile_source
     from conftest import EXAMPLES
     source = compile_source((EXAMPLES / "admm_net.dp").read_text(), "admm_net.dp")
-    forward = source.split("def forward")[1]
+    forward = source.split("def forward(self")[1]
     assert forward.count("self.Dd.mT @ self.Dd") == 1
     before_loop = forward.split("for k in range")[0]
     assert "DdTDd = self.Dd.mT @ self.Dd" in before_loop and "rho[k] * DdTDd" in forward

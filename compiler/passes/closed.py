@@ -26,7 +26,7 @@ from dpc.errors import DpcError
 from dpc.indexsum import VectorForm, vector_form
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.prox import is_nonsmooth
-from dpc.passes.splitting import the_var
+from dpc.passes.splitting import hessian_terms, the_var
 from dpc.printing import format_constraint, math
 
 LAYER_NOTE = "layer of derive closed"
@@ -300,17 +300,13 @@ def _strictly_convex(program, directive, hessian) -> str:
     """H = sum of c*A.T@A (c >= 0) and c*eye (c > 0), with at least one eye: positive definite."""
     defaults = {d.symbol: d.value for d in program.of_kind("hyper")}
     strict, reasons = False, []
-    for term in algebra.terms_of(hessian):
-        coeff, mats = term.as_coeff_matrices() if isinstance(term, MatMul) else (sp.Integer(1), [term])
-        sign = coeff.xreplace(defaults)
+    for term, kind, coeff in hessian_terms(program, hessian):
         used = [str(s) for s in coeff.free_symbols if s in defaults]
-        if len(mats) == 1 and isinstance(mats[0], sp.Identity) and sign.is_positive:
+        if kind == "eye":
             strict = True
             at = ", ".join(f"{u} = {math(defaults[sp.Symbol(u, real=True)])}" for u in sorted(used))
             reasons.append(f"{math(coeff)} > 0" + (f", true at the default {at}: keep it positive" if used else ""))
-        elif len(mats) == 2 and mats[0] == mats[1].T and sign.is_nonnegative:
-            continue
-        else:
+        elif kind is None:
             raise _fail(program, f"derive closed: cannot show the quadratic is strictly convex "
                         f"(Hessian term {math(term)})", directive.span,
                         "a ridge term c*sqnorm(z) with c > 0 makes it so; or use derive gd/proxgrad")

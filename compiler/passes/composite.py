@@ -16,7 +16,7 @@ from dpc import algebra, atoms
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.lower import lower_scalar
 from dpc.passes.prox import Penalty
-from dpc.passes.splitting import fail, the_var
+from dpc.passes.splitting import fail, hessian_terms, the_var
 from dpc.printing import math
 
 NORMS = {atoms.Norm1: "norm1"}
@@ -109,16 +109,10 @@ def positive_semidefinite(program: Program, hessian) -> tuple[bool, bool]:
     whether an eye term makes it definite. (False, False) when the form is not recognised."""
     if hessian is None:
         return True, False
-    defaults = {d.symbol: d.value for d in program.of_kind("hyper")}
-    eye = False
-    for term in algebra.terms_of(hessian):
-        coeff, mats = term.as_coeff_matrices() if isinstance(term, MatMul) else (sp.Integer(1), [term])
-        sign = coeff.xreplace(defaults)
-        if len(mats) == 1 and isinstance(mats[0], Identity) and sign.is_positive:
-            eye = True
-        elif not (len(mats) == 2 and mats[0] == mats[1].T and sign.is_nonnegative):
-            return False, False
-    return True, eye
+    kinds = [kind for _, kind, _ in hessian_terms(program, hessian)]
+    if None in kinds:
+        return False, False
+    return True, "eye" in kinds
 
 
 def identity_multiple(matrix):

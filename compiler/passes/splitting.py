@@ -221,6 +221,25 @@ def _lipschitz(hessian):
     return atoms.OpNorm(hessian)
 
 
+def hessian_terms(program: Program, hessian) -> list[tuple[sp.Basic, str | None, sp.Basic]]:
+    """A quadratic's Hessian, term by term, as (term, kind, coefficient): kind "eye" for c*eye with c > 0,
+    "gram" for c*A.T@A with c >= 0 (the signs read at the hypers' defaults), None for anything else.
+    A sum of eye and gram terms is positive semidefinite, and definite with an eye term in it."""
+    defaults = {d.symbol: d.value for d in program.of_kind("hyper")}
+    out = []
+    for term in algebra.terms_of(hessian):
+        coeff, mats = term.as_coeff_matrices() if isinstance(term, sp.MatMul) else (sp.Integer(1), [term])
+        sign = coeff.xreplace(defaults)
+        if len(mats) == 1 and isinstance(mats[0], sp.Identity) and sign.is_positive:
+            kind = "eye"
+        elif len(mats) == 2 and mats[0] == mats[1].T and sign.is_nonnegative:
+            kind = "gram"
+        else:
+            kind = None
+        out.append((term, kind, coeff))
+    return out
+
+
 def describe(s: Splitting) -> list[str]:
     g_terms = [math(p.term) for p in s.penalties]
     if s.box == "simplex":
