@@ -74,8 +74,9 @@ class _SoftCompiled(torch.autograd.Function):
     "_implicit_layer": '''def _implicit_layer(layer, z, tol, max_iter):
     """layer(z) at a fixed point z = layer(z), whose backward is the implicit gradient: the incoming gradient
     g0 becomes the solution of g = J.T g + g0 (J = d layer / dz at the fixed point), found by iterating to
-    the same tolerance, at most max_iter times (deep equilibrium models, Bai, Kolter & Koltun 2019). Memory
-    is that of one layer, whatever the number of iterations that found z."""
+    the same tolerance for every sample (as the forward loop stops), at most max_iter times (deep equilibrium
+    models, Bai, Kolter & Koltun 2019). Memory is that of one layer, whatever the number of iterations that
+    found z."""
     z = z.detach()
     out = layer(z)  # carries the graph to the parameters (and inputs)
     if not out.requires_grad:
@@ -87,9 +88,10 @@ class _SoftCompiled(torch.autograd.Function):
         g = g0
         for _ in range(max_iter):
             g_next = torch.autograd.grad(f0, z0, g, retain_graph=True)[0] + g0
-            close = torch.linalg.vector_norm(g_next - g) <= tol * torch.linalg.vector_norm(g_next)
+            # per sample: a batch's norm would let a large gradient's convergence stop a small one's
+            close = torch.linalg.vector_norm(g_next - g, dim=-1) <= tol * torch.linalg.vector_norm(g_next, dim=-1)
             g = g_next
-            if close:
+            if bool(close.all()):
                 break
         return g
     out.register_hook(adjoint)
