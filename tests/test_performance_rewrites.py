@@ -39,6 +39,15 @@ def problem(seed=0, m=6, n=9, batch=5):
     return D, rng.standard_normal((batch, m))
 
 
+def moved(net, seed, scale):
+    """net with every parameter moved by scale * N(0, 1), as training would move it."""
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.tensor(rng.standard_normal(tuple(p.shape)) * scale))
+    return net
+
+
 def ista(D, x, lam, steps):
     """ISTA, one sample at a time, in numpy: the algorithm the untrained network must be."""
     L = np.linalg.norm(D, 2) ** 2
@@ -90,11 +99,7 @@ def test_batched_lista_matches_the_reference_with_trained_weights(tmp_path):
     from dpc.pipeline import compile_program
     program = compile_program(LISTA.format(tying="untied"))
     D, x = problem(2)
-    net = Net(D=torch.tensor(D))
-    rng = np.random.default_rng(3)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.tensor(rng.standard_normal(tuple(p.shape)) * 0.1))
+    net = moved(Net(D=torch.tensor(D)), seed=3, scale=0.1)
     weights = {name: layers(net, name).detach().numpy() for name in net.per_layer_parameters}
     for steps in (3, 7):
         want = evaluate(program, {"x": x}, params={"D": D}, weights=weights, steps=steps)
@@ -172,11 +177,7 @@ def test_state_dict_of_stacked_per_layer_values_still_loads(tmp_path):
     ParameterLists; one with another layer count fails naming the key and both counts."""
     Net, _ = build(LISTA.format(tying="untied"), tmp_path)
     D, x = problem(6)
-    trained = Net(D=torch.tensor(D))
-    rng = np.random.default_rng(7)
-    with torch.no_grad():
-        for p in trained.parameters():
-            p.add_(torch.tensor(rng.standard_normal(tuple(p.shape)) * 0.05))
+    trained = moved(Net(D=torch.tensor(D)), seed=7, scale=0.05)
     state = trained.state_dict()
     assert {"S.1", "theta.6", "W"} <= set(state) and "S" not in state
     old = {"W": state["W"], "D": state["D"], "S": layers(trained, "S").detach(),
