@@ -70,7 +70,7 @@ def test_untied_products_with_the_input_are_marked_and_explained(tmp_path):
     assert [str(a.args[0]) for a in marked] == ["W*x"]
     assert any(n.pass_name == "batch products" for n in program.notes)
     source = compile_source(LISTA.format(tying="untied"))
-    assert "Wx = torch.matmul(x, (self.W if steps == self.steps else self.W[:steps]).mT).unbind(0)" in source
+    assert "Wx = torch.matmul(x, (self.W if steps == len(self.W) else self.W[:steps]).mT).unbind(0)" in source
     assert "Wx[k]" in source and "self.W.unbind" not in source and "W, S" not in source
 
 
@@ -170,6 +170,20 @@ def test_untied_weights_backward_stacks_no_gradient(tmp_path):
     for S_k in stacked.unbind(0):
         z = z @ S_k.T
     assert _parameter_stacks(z) == ["UnbindBackward0"]
+
+
+def test_lowering_steps_attribute_runs_only_those_layers(tmp_path):
+    """Layer-wise trainers lower net.steps while layer t trains (examples/sparse_coding._Truncated): the
+    batched product then takes W's first t layers, and the output is forward(steps=t)'s."""
+    Net, _ = build(LISTA.format(tying="untied"), tmp_path)
+    D, x = problem(8)
+    net = moved(Net(D=torch.tensor(D)), seed=8, scale=0.05)
+    xt = torch.tensor(x)
+    want = net(xt, steps=3)
+    net.steps = 3
+    assert torch.equal(net(xt), want)
+    source = compile_source(LISTA.format(tying="untied"))
+    assert "self.W if steps == len(self.W) else self.W[:steps]" in source
 
 
 def test_state_dict_of_stacked_per_layer_values_still_loads(tmp_path):

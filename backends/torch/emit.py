@@ -1073,7 +1073,8 @@ class Emitter:
         copy its gradient into a zero tensor of the whole stack)."""
         transposed = isinstance(matrix, sp.Transpose)
         weight = (matrix.arg if transposed else matrix).name
-        stack = f"self.{weight} if steps == self.steps else self.{weight}[:steps]"
+        # whole when every layer built runs (len, not self.steps, which a layer-wise trainer may lower)
+        stack = f"self.{weight} if steps == len(self.{weight}) else self.{weight}[:steps]"
         operand = f"({stack})" if transposed else f"({stack}).mT"
         out(f"# {math(sp.MatMul(matrix, vector))} of every layer in one product before the loop (batch products):", 2)
         out(f"# layer k reads {name}[k], and backward gets {weight}'s gradient from one product, already stacked", 2)
