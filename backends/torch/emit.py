@@ -233,7 +233,7 @@ class Emitter:
         self.tensor_names = self._tensor_valued()
         self.init_tensor_names = self._tensor_valued(in_init=True)
         self.used_helpers: set[str] = set()
-        # per-layer values: untied weights, and params/hypers of `learn NAME untied` (a leading steps axis)
+        # per-layer values: untied weights, and params/hypers of `learn NAME untied` (one copy per layer)
         self.per_layer = [d for d in program.decls if d.per_layer]
         # a per-layer weight that one batched product reads whole (batch products) is one tensor with a leading
         # steps axis: its gradient comes out of that product already stacked. Every other per-layer value is an
@@ -435,9 +435,8 @@ class Emitter:
         if "_softss" in self.used_helpers:  # its unselected entries are soft-thresholded by _soft
             self.used_helpers.add("_soft")
         for name in ("_layer_count", "_soft", "_hard", "_layers", "_layer_list", "_copies", "_unstack_layers",
-                     "_sparsemax",
-                     "_softss", "_analytic", "_entr", "_logcosh", "_huber", "_converged", "_implicit_layer", "_cg",
-                     "_cholesky"):
+                     "_sparsemax", "_softss", "_analytic", "_entr", "_logcosh", "_huber", "_converged",
+                     "_implicit_layer", "_cg", "_cholesky"):
             if name in self.used_helpers:
                 out()
                 out(HELPERS[name])
@@ -518,7 +517,8 @@ class Emitter:
         return "\n".join(lines) + "\n"
 
     def per_layer_storage_doc(self) -> str:
-        listing = _listing
+        """The class docstring's paragraph on per-layer values: how each is stored, and its state_dict keys."""
+        listing = _listing  # a, b and c
         text = "Per layer: layer k uses " + listing([f"{d.name}[k]" for d in self.per_layer]) + "."
         if self.stacked:
             names = sorted(self.stacked)
