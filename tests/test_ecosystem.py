@@ -1,5 +1,6 @@
-"""A generated module in the PyTorch ecosystem: torch.export with a dynamic batch, ONNX in onnxruntime,
-DistributedDataParallel over gloo, state_dict through torch.save/torch.load, copy.deepcopy.
+"""A generated module in the PyTorch ecosystem: torch.export with a dynamic batch, training under
+torch.compile, ONNX in onnxruntime, DistributedDataParallel over gloo, state_dict through
+torch.save/torch.load, copy.deepcopy.
 
 Four programs of different shapes: LISTA (untied layers, a buffer D), the k-means network (one layer,
 a learned param with lets recomputed in forward), SC2Net (a tied recurrent cell with gates and two
@@ -65,6 +66,29 @@ def test_torch_export_with_a_dynamic_batch_matches_the_module(name):
         want = net(x)
         assert want.abs().max() > 1e-3  # the comparison below is not between zeros
         torch.testing.assert_close(exported.module()(x), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["lista", "lista_cpss", "sc2net"])
+def test_training_under_torch_compile_gives_the_eager_gradients(name):
+    """torch.compile traces the modules' training path too (the soft threshold takes _SoftCompiled there):
+    outputs and every parameter's gradient equal eager's. aot_eager runs AOTAutograd's forward and backward
+    graphs without inductor's C++ compile, which tests/test_lista.py exercises on the forward."""
+    if name == "lista_cpss":
+        net = perturbed(network_class(name)(D=torch.tensor(dictionary(M, N)), steps=LAYERS), 100)
+    else:
+        net = network(name)
+    x = inputs(6)
+    out = net(x)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=out.dtype)
+    params = [p for p in net.parameters() if p.requires_grad]
+    want = torch.autograd.grad(out, params, grad)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend="aot_eager")
+    got_out = compiled(x)
+    got = torch.autograd.grad(got_out, params, grad)
+    torch.testing.assert_close(got_out, out, rtol=0, atol=1e-12)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
 # --- (b) ONNX ------------------------------------------------------------------------------------
