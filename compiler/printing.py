@@ -95,6 +95,12 @@ class MathPrinter(StrPrinter):
         coeff, rest = expr.as_coeff_Mul()
         if isinstance(coeff, sp.Rational) and not coeff.is_Integer and coeff.q != 1 and decimal(abs(coeff)).find("/") < 0:
             sign = "-" if coeff < 0 else ""
+            try:
+                numerator, denominator = sp.fraction(rest)
+            except Exception:  # noqa: BLE001 - an atom sympy cannot split: print the product as it is
+                numerator, denominator = rest, sp.Integer(1)
+            if numerator == 1 and denominator != 1:  # 0.99/normK, not 0.99*1/normK
+                return f"{sign}{decimal(abs(coeff))}/{self.parenthesize(denominator, PRECEDENCE['Mul'])}"
             return f"{sign}{decimal(abs(coeff))}*{self.parenthesize(rest, PRECEDENCE['Mul'])}"
         return super()._print_Mul(expr)
 

@@ -416,6 +416,17 @@ def test_a_coefficient_holding_a_broadcast_is_printed_as_it_is():
     assert np.allclose(net(torch.tensor(x)).numpy(), z, atol=1e-12)
 
 
+def test_a_decimal_over_a_value_prints_as_a_quotient():
+    """PDHG's default step printed as 0.99*1/normK; it is 0.99/normK, with parentheses where they are needed."""
+    import sympy as sp
+    from dpc.printing import math
+    a, b = sp.symbols("a b", real=True)
+    assert math(sp.Rational(99, 100) / a) == "0.99/a"
+    assert math(sp.Rational(1, 2) / (a * b)) == "0.5/(a*b)"
+    assert math(-sp.Rational(1, 2) / (a + b)) == "-0.5/(a + b)"
+    assert math(sp.Rational(3, 2) * a) == "1.5*a"
+
+
 # --- the long fuzz run: a root of a negative value, a float power past float64 ----------------------
 
 ROOT_OF_HYPER = ("network N\ndims n\ninput u : R[n]\nhyper lam = 0.1\nvar z : R[n]\n"
