@@ -47,7 +47,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_common import ROOT, fmt_ms, load_generated, machine_line, sparse_coding, time_call  # noqa: E402
+from perf_common import (  # noqa: E402
+    ROOT, fmt_ms, ints, load_generated, machine_line, parse_sizes, sparse_coding, time_call,
+)
 
 sc = sparse_coding()
 LAM = 0.1
@@ -369,14 +371,6 @@ def _report(m, n, rows, log):
 
 
 # ------------------------------------------------------------------ main
-
-def parse_sizes(text):
-    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
-
-
-def ints(text):
-    return [int(v) for v in text.split(",") if v]
-
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

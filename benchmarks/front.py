@@ -41,7 +41,9 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from perf_common import ROOT, fmt_ms, load_path, machine_line, sparse_coding, time_call  # noqa: E402
+from perf_common import (  # noqa: E402
+    ROOT, floats, fmt_ms, ints, load_path, machine_line, parse_sizes, sparse_coding, time_call,
+)
 
 sc = sparse_coding()
 peers = load_path(ROOT / "benchmarks" / "peers.py", "front_peers")                   # Iterative, nmse_curve
@@ -252,18 +254,6 @@ def plot(results, args, path):
 
 # ------------------------------------------------------------------ main
 
-def parse_sizes(text):
-    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
-
-
-def ints(text):
-    return [int(v) for v in text.split(",") if v]
-
-
-def floats(text):
-    return [float(v) for v in text.split(",") if v]
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: one small size, second-long training")
@@ -294,7 +284,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     q = args.quick
     defaults = dict(sizes=[(20, 40)] if q else [(50, 100), (100, 200)], batches=[1, 32, 128],
-                    cap=128 if q else 4096, depths=[4, 16] if q else [4, 8, 12, 16], lams=list(LAMS[:4]) if q else list(LAMS), test=200 if q else 1000,
+                    cap=128 if q else 4096, depths=[4, 16] if q else [4, 8, 12, 16],
+                    lams=list(LAMS[:4]) if q else list(LAMS), test=200 if q else 1000,
                     val=100 if q else 1000, min_time=0.0 if q else 0.1, min_reps=2 if q else 3)
     for k, v in defaults.items():
         if getattr(args, k) is None:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_common import ROOT, fmt_ms, machine_line, sparse_coding, time_call  # noqa: E402
+from perf_common import ROOT, fmt_ms, ints, machine_line, parse_sizes, sparse_coding, time_call  # noqa: E402
 
 sc = sparse_coding()
 
@@ -507,14 +507,6 @@ def report(m, n, res, args, log):
         else:
             tail = "none within the cap | -"
         log(f"| {b} | {fmt_ms(tl)} | {cells[0]} | {cells[1]} | {tail} |")
-
-
-def parse_sizes(text):
-    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
-
-
-def ints(text):
-    return [int(v) for v in text.split(",") if v]
 
 
 def main(argv=None):

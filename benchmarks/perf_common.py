@@ -101,3 +101,18 @@ def fmt_ms(seconds) -> str:
     if ms >= 1:
         return f"{ms:.2f}"
     return f"{ms:.3f}"
+
+
+# --- command-line lists, shared by the benchmarks' parsers ---
+
+def parse_sizes(text):
+    """"50x100,100x200" -> [(50, 100), (100, 200)] (m x n)."""
+    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
+
+
+def ints(text):
+    return [int(v) for v in text.split(",") if v]
+
+
+def floats(text):
+    return [float(v) for v in text.split(",") if v]

@@ -41,18 +41,27 @@ def gradient_terms(expr, var) -> list:
         raise NotDifferentiable(expr)
     if isinstance(expr, sp.Add):  # term by term: an error names the summand at fault
         return [t for term in expr.args for t in gradient_terms(term, var)]
-    inner = _outer_atoms(expr, var)
-    dummies = {a: sp.Dummy(real=True) for a in inner}
-    outer = expr.xreplace(dummies)
-    if outer.has(var):  # var outside every scalar atom: it is a vector, a scalar expression cannot hold it
-        raise NotDifferentiable(expr)
-    back = {d: a for a, d in dummies.items()}
     terms = []
-    for a, d in dummies.items():
-        coeff = sp.diff(outer, d).xreplace(back)
-        _check_scalar(coeff, expr)
+    for a, coeff in _partials(expr, _outer_atoms(expr, var), var, expr):
         terms += _scaled(coeff, _atom_gradient(a, var))
     return terms
+
+
+def _partials(expr, parts, var, at) -> list:
+    """The chain rule's outer step: [(part, d expr / d part)] for the scalar parts of expr that hold var,
+    each part treated as a variable. var outside every part (a vector, which a scalar expression cannot
+    hold) or a coefficient that is not a scalar is NotDifferentiable(at)."""
+    dummies = {part: sp.Dummy(real=True) for part in parts}
+    outer = expr.xreplace(dummies)
+    if outer.has(var):
+        raise NotDifferentiable(at)
+    back = {d: part for part, d in dummies.items()}
+    out = []
+    for part, d in dummies.items():
+        coeff = sp.diff(outer, d).xreplace(back)
+        _check_scalar(coeff, at)
+        out.append((part, coeff))
+    return out
 
 
 def _outer_atoms(expr, var) -> list:
@@ -113,15 +122,8 @@ def _index_sum_gradient(a, var) -> list:
     entries = [e for e in _outer_atoms(body, var)]
     if any(not isinstance(e, atoms.Entry) or e.args[1] != j or e.args[0].has(j) for e in entries):
         raise NotDifferentiable(a)
-    dummies = {e: sp.Dummy(real=True) for e in entries}
-    outer = body.xreplace(dummies)
-    if outer.has(var):
-        raise NotDifferentiable(a)
-    back = {d: e for e, d in dummies.items()}
     terms = []
-    for e, d in dummies.items():
-        coeff = sp.diff(outer, d).xreplace(back)
-        _check_scalar(coeff, a)
+    for e, coeff in _partials(body, entries, var, a):
         vector = _vectorised(coeff, j, dim)
         if vector is None:
             raise NotDifferentiable(a)
