@@ -1,26 +1,34 @@
-"""The IR's atoms: sympy classes for the functions a .dp program can call.
+"""The atoms: every function a .dp program can call, each declared once with all its rules (dpc.declare).
 
-Atoms state only local facts, each in one place: their shape rule (used by the checker
-in lower.py), how they are built, their numpy `reference` (reference.py) and, for smooth
-entrywise atoms, their `derivative` and `curvature` (calculus.py, passes/splitting.py).
-Printing lives with each printer (printing.py for math, backends/torch/printer.py for
-code); proximal operators live in passes/prox.py.
+A declaration states the atom's shape rule (the checker, lower.py), its builder, its numpy `reference`
+(reference.py), its derivative and curvature bound (calculus.py, passes/splitting.py), its requirements
+(requirements.py), its convexity and monotonicity, its prox kind (passes/prox.py), its torch rendering
+(backends/torch/printer.py) with any runtime helper it needs, its LaTeX, and how the fuzzer uses it. The
+printers, the lexer's word list, the hint strings, the fuzzer and the docs' atom table read these
+declarations; docs/design.md, "Adding an atom", walks through one.
+
+The IR's own nodes that no program calls by name (Dot, Entry, IndexSum, Row, IndexVector, Ones, CG, the
+initial values) are plain classes at the end of this file; each printer has a rule for them.
 
 Shapes are tuples of dim names: () a scalar, (n,) a vector, (m, n) a matrix.
 In sympy a vector R[n] is an n x 1 MatrixExpr.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import sympy as sp
 from sympy import Basic, HadamardPower, HadamardProduct, MatrixExpr
+
+from dpc.declare import Fuzz, Pullback, declare, declare_macro, helper
+from dpc.declare import ATOMS  # noqa: F401 - name -> declaration, the checker's table
 
 Shape = tuple
 
 
-# --- scalar-valued atoms ------------------------------------------------------
+class ShapeError(Exception):
+    """Raised by a shape rule; lower.py turns it into a DpcError at the call's span."""
+
+
+# --- the kinds of IR node an atom is ------------------------------------------------------------
 
 class ScalarAtom(sp.Function):
     """A real scalar computed from vectors or matrices (norms, sums)."""
@@ -32,57 +40,766 @@ class ScalarAtom(sp.Function):
     def eval(cls, *args):
         return None
 
-    def _eval_derivative(self, s):  # diff goes through matrix calculus (passes/smooth.py)
+    def _eval_derivative(self, s):  # diff goes through dpc's calculus (calculus.py)
         raise NotImplementedError(f"{type(self).__name__} has no scalar derivative")
 
+
+class VectorAtom(MatrixExpr):
+    """A matrix expression whose shape is its first argument's shape (entrywise functions, thresholds)."""
+
+    def __new__(cls, *args):
+        return Basic.__new__(cls, *(sp.sympify(a) for a in args))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _eval_transpose(self):
+        return None
+
+
+# --- shape rules ----------------------------------------------------------------------------------
+
+def show_shape(shape: Shape) -> str:
+    return "R" if not shape else "R[" + ", ".join(shape) + "]"
+
+
+def _one(args):
+    if len(args) != 1:
+        raise ShapeError(f"takes 1 argument, got {len(args)}")
+
+
+def vector_to_scalar(args):
+    _one(args)
+    if len(args[0]) != 1:
+        raise ShapeError(f"needs a vector, got {show_shape(args[0])}")
+    return ()
+
+
+def matrix_to_scalar(args):
+    _one(args)
+    if len(args[0]) != 2:
+        raise ShapeError(f"needs a matrix, got {show_shape(args[0])}")
+    return ()
+
+
+def elementwise(args):
+    """Any shape, scalars included, to the same shape."""
+    _one(args)
+    return args[0]
+
+
+def entrywise(args):
+    """A vector or matrix to the same shape."""
+    _one(args)
+    if args[0] == ():
+        raise ShapeError("needs a vector or matrix (it acts entrywise), got a scalar")
+    return args[0]
+
+
+def vector_same(args):
+    _one(args)
+    if len(args[0]) != 1:
+        raise ShapeError(f"needs a vector, got {show_shape(args[0])}")
+    return args[0]
+
+
+def matrix_same(args):
+    _one(args)
+    if len(args[0]) != 2:
+        raise ShapeError(f"needs a matrix, got {show_shape(args[0])}")
+    return args[0]
+
+
+def with_scalars(count):
+    """A vector or matrix, then `count` scalars (thresholds, bounds, widths), to the first's shape."""
+    def rule(args):
+        if len(args) != 1 + count:
+            raise ShapeError(f"takes {1 + count} arguments, got {len(args)}")
+        if args[0] == ():
+            raise ShapeError("needs a vector or matrix first (it acts entrywise), got a scalar")
+        for a in args[1:]:
+            if a != ():
+                raise ShapeError(f"needs scalar thresholds/bounds after the first argument, got {show_shape(a)}")
+        return args[0]
+    return rule
+
+
+def scalar_only(args):
+    _one(args)
+    if args[0] != ():
+        raise ShapeError(f"needs a scalar, got {show_shape(args[0])}")
+    return ()
+
+
+def _matrix_rows(args):
+    _one(args)
+    if len(args[0]) != 2:
+        raise ShapeError(f"needs a matrix, got {show_shape(args[0])}")
+    return (args[0][0],)
+
+
+def _solve_shape(args):
+    if len(args) != 2:
+        raise ShapeError(f"takes 2 arguments, got {len(args)}")
+    a, b = args
+    if len(a) != 2 or a[0] != a[1]:
+        raise ShapeError(f"needs a square matrix first, got {show_shape(a)}")
+    if len(b) != 1 or b[0] != a[0]:
+        raise ShapeError(f"needs a vector of size {a[0]} second, got {show_shape(b)}")
+    return b
+
+
+def _softss_shape(args):
+    if len(args) != 4:
+        raise ShapeError(f"takes 4 arguments, got {len(args)}")
+    if len(args[0]) != 1:
+        raise ShapeError(f"needs a vector first, got {show_shape(args[0])}")
+    return with_scalars(3)(args)
+
+
+def _scalar_or(cls, scalar_fn):
+    """The builder of an atom that also takes scalars: elementwise on vectors, scalar_fn on scalars."""
+    def build(v):
+        if isinstance(v, MatrixExpr):
+            return cls(v)
+        try:
+            return scalar_fn(v)
+        except (NotImplementedError, TypeError):  # sympy's own evaluation trips on a matrix inside the scalar
+            with sp.evaluate(False):              # (abs of an entry of D @ (0.1 - s)): keep it as written
+                return scalar_fn(v)
+    return build
+
+
+def _ones_like(v):
+    return Ones(*v.shape)
+
+
+# --- printing helpers for the rules below -------------------------------------------------------
+
+def _norm_latex(sub, squared=False):
+    r"""\left\|v\right\|_{sub}, raised to sympy's `exp` when the norm is (opnorm(D)^2)."""
+    def latex(printer, expr, exp=None):
+        tex = rf"\left\|{printer._print(expr.args[0])}\right\|_{{{sub}}}"
+        if squared:
+            tex += "^{2}"
+            return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+        return tex if exp is None else f"{tex}^{{{exp}}}"
+    return latex
+
+
+def _abs_latex(printer, expr, exp=None):
+    tex = rf"\left|{printer._print(expr.args[0])}\right|"
+    return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
+
+
+def _reduced(method_code):
+    """A reduction over the last axis (one number per sample) of code built from the argument."""
+    return lambda pr, e: pr.reduce(method_code(pr, e.args[0]))
+
+
+# ==================================================================================================
+# Scalars of vectors and matrices
+# ==================================================================================================
 
 class SqNorm(ScalarAtom):
     """sqnorm(v) = ||v||_2^2."""
 
 
-SqNorm.reference = staticmethod(lambda np, v: np.sum(v * v))
+declare("sqnorm", SqNorm, signature="sqnorm(v)", doc="||v||_2^2", shape=vector_to_scalar,
+        reference=lambda np, v: np.sum(v * v),
+        torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.square()"), latex=_norm_latex("2", squared=True),
+        derivative=lambda v: 2 * v, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
+        prox="ridge", fuzz=Fuzz("reduction"))
 
 
 class Norm1(ScalarAtom):
     """norm1(v) = sum |v_i|."""
 
 
-Norm1.reference = staticmethod(lambda np, v: np.sum(np.abs(v)))
+declare("norm1", Norm1, signature="norm1(v)", doc="sum_i |v_i|", shape=vector_to_scalar,
+        reference=lambda np, v: np.sum(np.abs(v)),
+        torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.abs()"), latex=_norm_latex("1"),
+        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
+        prox="norm1", fuzz=Fuzz("reduction"))
 
 
 class Norm2(ScalarAtom):
     """norm2(v) = ||v||_2."""
 
 
-Norm2.reference = staticmethod(lambda np, v: np.sqrt(np.sum(v * v)))
+declare("norm2", Norm2, signature="norm2(v)", doc="||v||_2", shape=vector_to_scalar,
+        reference=lambda np, v: np.sqrt(np.sum(v * v)),
+        torch=lambda pr, e: (f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1"
+                             f"{', keepdim=True' if pr.keepdim else ''})"),
+        latex=_norm_latex("2"), derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
+        requires=(), prox=None, fuzz=Fuzz("reduction"))
 
 
 class Norm0(ScalarAtom):
     """norm0(v) = number of non-zero entries."""
 
 
-Norm0.reference = staticmethod(lambda np, v: np.float64(np.count_nonzero(v)))
+# |sign(v)| counts the non-zeros in v's own dtype (a bool sum would be int64)
+declare("norm0", Norm0, signature="norm0(v)", doc="number of non-zeros", shape=vector_to_scalar,
+        reference=lambda np, v: np.float64(np.count_nonzero(v)),
+        torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.sign().abs()"), latex=_norm_latex("0"),
+        derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, requires=(),
+        prox="norm0", fuzz=Fuzz("reduction", weight=0.5))
 
 
 class SumAll(ScalarAtom):
     """sum(v) = sum of the entries."""
 
 
-SumAll.reference = staticmethod(lambda np, v: np.sum(v))
-
-
-class Dot(ScalarAtom):
-    """v @ w for two vectors: the inner product."""
-
-
-Dot.reference = staticmethod(lambda np, a, b: np.sum(a * b))
+declare("sum", SumAll, signature="sum(v)", doc="sum of entries", shape=vector_to_scalar,
+        reference=lambda np, v: np.sum(v), torch=_reduced(lambda pr, v: pr.wrap(v, "call")), latex=None,
+        derivative=_ones_like, curvature=None, convexity="affine", monotone="increasing", scalar=None,
+        requires=(), prox=None, fuzz=Fuzz("reduction", weight=2))
 
 
 class OpNorm(ScalarAtom):
     """opnorm(A): the largest singular value of A."""
 
 
-OpNorm.reference = staticmethod(lambda np, A: np.linalg.norm(A, 2))  # the largest singular value
+# the fuzzer writes opnorm of its params itself (Lipschitz lets)
+declare("opnorm", OpNorm, signature="opnorm(A)", doc="largest singular value", shape=matrix_to_scalar,
+        reference=lambda np, A: np.linalg.norm(A, 2), torch="torch.linalg.matrix_norm({0}, ord=2)",
+        latex=_norm_latex("2"),  # of a matrix: the spectral norm, as the LISTA papers write L
+        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(), prox=None,
+        fuzz=None)
+
+
+def _xlogx(np, v):
+    """v log v elementwise, 0 where v = 0."""
+    return np.where(v == 0, 0.0, v * np.log(np.where(v == 0, 1.0, v)))
+
+
+ENTR = helper("_entr", '''
+def _entr(v):
+    """-v * log(v), 0 at v = 0, like torch.special.entr but with a finite gradient where v underflows to 0
+    (the log reads v clamped to the smallest normal number), so entropies of softmax outputs backpropagate."""
+    return -v * v.clamp_min(torch.finfo(v.dtype).tiny).log()
+''')
+
+
+class Entropy(ScalarAtom):
+    """entropy(v) = -sum_i v_i log v_i (with 0 log 0 = 0): Shannon entropy of a distribution."""
+
+
+# the fuzzer writes entropy(softmax(...)) and bentropy(sigmoid(...)) itself: their arguments are distributions
+declare("entropy", Entropy, signature="entropy(v)", doc="-sum_i v_i log v_i", shape=vector_to_scalar,
+        reference=lambda np, v: -np.sum(_xlogx(np, v)),
+        torch=lambda pr, e: pr.reduce(f"{pr.use(ENTR)}({pr(e.args[0])})"), latex=None,
+        derivative=lambda v: -(Log(v) + _ones_like(v)), curvature=None, convexity="concave", monotone=None,
+        scalar=None, requires=(), prox=None, fuzz=None)
+
+
+class BinaryEntropy(ScalarAtom):
+    """bentropy(v) = -sum_i (v_i log v_i + (1 - v_i) log(1 - v_i)): entropies of independent bits."""
+
+
+declare("bentropy", BinaryEntropy, signature="bentropy(v)", doc="-sum_i (v_i log v_i + (1 - v_i) log(1 - v_i))",
+        shape=vector_to_scalar, reference=lambda np, v: -np.sum(_xlogx(np, v) + _xlogx(np, 1 - v)),
+        torch=lambda pr, e: pr.reduce(f"({pr.use(ENTR)}({pr(e.args[0])}) + _entr(1 - {pr.wrap(e.args[0], 'add+')}))"),
+        latex=None, derivative=lambda v: Log(_ones_like(v) - v) - Log(v), curvature=None, convexity="concave",
+        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+# ==================================================================================================
+# Thresholds and projections (the proxes; `learn weights` makes their thresholds parameters)
+# ==================================================================================================
+
+SOFT_COMPILED = helper("_SoftCompiled", '''
+class _SoftCompiled(torch.autograd.Function):
+    """_soft under torch.compile: the same values and gradients, with a backward that inductor's CPU code
+    runs fast (differentiated as written, inductor stores the relus' masks as bools in slow kernels); this
+    backward recomputes the masks as floats from v and t."""
+
+    @staticmethod
+    def forward(v, t):
+        return torch.relu(v - t) - torch.relu(-v - t)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, t = ctx.saved_tensors
+        up, down = (v - t).relu().sign(), (-v - t).relu().sign()  # 1 where each relu is positive, else 0
+        grad_t = (grad * (down - up)).sum_to_size(t.shape) if ctx.needs_input_grad[1] else None
+        return grad * (up + down), grad_t
+''')
+
+SOFT = helper("_soft", '''
+def _soft(v, t):
+    """Soft threshold relu(v - t) - relu(-v - t), which is sign(v) * max(|v| - t, 0) for t >= 0 (and stays
+    continuous if a learned t goes below 0). Written with -t once, so backward negates one gradient instead
+    of four, and the relus run in place on the two fresh temporaries."""
+    if torch.compiler.is_compiling():
+        return _SoftCompiled.apply(v, torch.as_tensor(t, dtype=v.dtype, device=v.device))
+    neg_t = -t
+    return (v + neg_t).relu_() - (neg_t - v).relu_()
+''', needs=("_SoftCompiled",))
+
+
+class Soft(VectorAtom):
+    """soft(v, t) = max(v - t, 0) - max(-v - t, 0); for t >= 0 this is sign(v) * max(|v| - t, 0), the prox of
+    t*norm1. A learned threshold can go below 0 in training: there the formula gives 2v for |v| < -t, which is
+    continuous, where sign(v) * max(|v| - t, 0) would jump at v = 0. The formula is the definition."""
+
+
+def _soft_reference(np, v, t):
+    return np.maximum(v - t, 0) - np.maximum(-v - t, 0)
+
+
+declare("soft", Soft, signature="soft(v, t)", doc="soft threshold", shape=with_scalars(1),
+        reference=_soft_reference, torch=SOFT, latex=None, derivative=None, curvature=None, convexity=None,
+        monotone="increasing", scalar=None, requires=(), prox=None, fuzz=Fuzz("threshold", params=("nonnegative",)))
+
+
+class SoftPos(VectorAtom):
+    """softpos(v, t) = max(v - t, 0): the prox of t*norm1 restricted to v >= 0."""
+
+
+declare("softpos", SoftPos, signature="softpos(v, t)", doc="max(v - t, 0)", shape=with_scalars(1),
+        reference=lambda np, v, t: np.maximum(v - t, 0), torch="torch.relu({0:add} - {1:add+})", latex=None,
+        derivative=None, curvature=None, convexity="convex", monotone="increasing", scalar=None, requires=(),
+        prox=None, fuzz=Fuzz("threshold", params=("nonnegative",)))
+
+
+HARD = helper("_hard", '''
+def _hard(v, t):
+    """Hard threshold: keep v where |v| > t, else 0."""
+    return v * (v.abs() > t)
+''')
+
+
+class Hard(VectorAtom):
+    """hard(v, t) = v * [|v| > t]: the prox of (t^2/2)*norm0."""
+
+
+declare("hard", Hard, signature="hard(v, t)", doc="hard threshold", shape=with_scalars(1),
+        reference=lambda np, v, t: v * (np.abs(v) > t), torch=HARD, latex=None, derivative=None, curvature=None,
+        convexity=None, monotone=None, scalar=None, requires=(), prox=None,
+        fuzz=Fuzz("threshold", params=("nonnegative",)))
+
+
+class Clamp(VectorAtom):
+    """clamp(v, lo, hi) = min(max(v, lo), hi): projection onto a box."""
+
+
+def _clamp_torch(pr, e):
+    v, lo, hi = e.args
+    lo_code = "None" if lo == -sp.oo else pr(lo)
+    hi_code = "None" if hi == sp.oo else pr(hi)
+    return f"torch.clamp({pr(v)}, {lo_code}, {hi_code})"
+
+
+declare("clamp", Clamp, signature="clamp(v, lo, hi)", doc="clip to [lo, hi]", shape=with_scalars(2),
+        reference=lambda np, v, lo, hi: np.minimum(np.maximum(v, lo), hi), torch=_clamp_torch, latex=None,
+        derivative=None, curvature=None, convexity=None, monotone="increasing", scalar=None, requires=(),
+        prox=None, fuzz=Fuzz("threshold", params=("real", "real")))
+
+
+# ==================================================================================================
+# Elementwise functions (on vectors and matrices; those with a scalar form also on scalars)
+# ==================================================================================================
+
+class Relu(VectorAtom):
+    """relu(v) = max(v, 0)."""
+
+
+declare("relu", Relu, build=_scalar_or(Relu, lambda v: sp.Max(v, 0)), signature="relu(v)", doc="max(v, 0)",
+        shape=elementwise, reference=lambda np, v: np.maximum(v, 0), torch="torch.relu({0})", latex=None,
+        derivative=None, curvature=None, convexity="convex", monotone="increasing",
+        scalar=lambda v: sp.Max(v, 0), requires=(), prox=None, fuzz=Fuzz("elementwise"))
+
+
+class Sigmoid(VectorAtom):
+    """sigmoid(v) = 1 / (1 + exp(-v))."""
+
+
+declare("sigmoid", Sigmoid, build=_scalar_or(Sigmoid, lambda v: 1 / (1 + sp.exp(-v))), signature="sigmoid(v)",
+        doc="1/(1+exp(-v))", shape=elementwise, reference=lambda np, v: 1 / (1 + np.exp(-v)),
+        torch="torch.sigmoid({0})", latex=None,
+        derivative=lambda v: HadamardProduct(Sigmoid(v), Sigmoid(-v)),  # s(v)(1 - s(v))
+        curvature=sp.sqrt(3) / 18,  # |s''| is largest at v = log(2 -+ sqrt(3)): 1/(6 sqrt(3))
+        convexity=None, monotone="increasing", scalar=lambda v: 1 / (1 + sp.exp(-v)), requires=(), prox=None,
+        fuzz=Fuzz("elementwise"))
+
+
+class Tanh(VectorAtom):
+    """tanh(v), elementwise."""
+
+
+declare("tanh", Tanh, build=_scalar_or(Tanh, sp.tanh), signature="tanh(v)", doc="tanh", shape=elementwise,
+        reference=lambda np, v: np.tanh(v), torch="torch.tanh({0})", latex=r"\tanh",
+        derivative=lambda v: _ones_like(v) - HadamardPower(Tanh(v), 2),
+        curvature=4 * sp.sqrt(3) / 9,  # |tanh''| = 2 tanh (1 - tanh^2) is largest at tanh = 1/sqrt(3)
+        convexity=None, monotone="increasing", scalar=sp.tanh, requires=(), prox=None, fuzz=Fuzz("elementwise"))
+
+
+class Exp(VectorAtom):
+    """exp(v), elementwise."""
+
+
+declare("exp", Exp, build=_scalar_or(Exp, sp.exp), signature="exp(v)", doc="exp", shape=elementwise,
+        reference=lambda np, v: np.exp(v), torch="torch.exp({0})", latex=r"\exp", derivative=lambda v: Exp(v),
+        curvature=None, convexity="convex", monotone="increasing", scalar=sp.exp, requires=(), prox=None,
+        fuzz=Fuzz("elementwise", domain="bounded"))
+
+
+class Log(VectorAtom):
+    """log(v), elementwise."""
+
+
+declare("log", Log, build=_scalar_or(Log, sp.log), signature="log(v)", doc="log", shape=elementwise,
+        reference=lambda np, v: np.log(v), torch="torch.log({0})", latex=r"\log",
+        derivative=lambda v: HadamardPower(v, -1), curvature=None, convexity="concave", monotone="increasing",
+        scalar=sp.log, requires=(), prox=None, fuzz=Fuzz("elementwise", domain="positive", weight=0.5))
+
+
+class Abs(VectorAtom):
+    """abs(v), elementwise."""
+
+
+declare("abs", Abs, build=_scalar_or(Abs, sp.Abs), signature="abs(v)", doc="|v|", shape=elementwise,
+        reference=lambda np, v: np.abs(v), torch="torch.abs({0})", latex=_abs_latex, derivative=None,
+        curvature=None, convexity="convex", monotone=None, scalar=sp.Abs, requires=(), prox=None,
+        fuzz=Fuzz("elementwise"))
+
+
+# --- smooth entrywise functions: each states its derivative beside its reference ---------------------
+# derivative(v, *params): phi'(v) entrywise, an IR value of v's shape (calculus.py chains it: the gradient
+# of sum(phi(A @ z + b)) is A.T @ phi'(A @ z + b), never a diagonal matrix).
+# curvature: sup over the reals of |phi''|, a Lipschitz constant of phi' (splitting.py bounds the step with
+# it); None where phi'' is unbounded (exp, log, log1p): derive then needs an explicit step.
+
+class Square(VectorAtom):
+    """square(v) = v * v, entrywise."""
+
+
+declare("square", Square, signature="square(v)", doc="v * v", shape=entrywise, reference=lambda np, v: v * v,
+        torch="{0:call}.square()", latex=None, derivative=lambda v: 2 * v, curvature=sp.Integer(2),
+        convexity="convex", monotone=None, scalar=None, requires=(), prox=None, fuzz=Fuzz("smooth"))
+
+
+class Softplus(VectorAtom):
+    """softplus(v) = log(1 + exp(v)), entrywise, computed without overflow."""
+
+
+# threshold 40: linear only where log(1 + e^-v) < 1e-17, below float64's precision
+declare("softplus", Softplus, signature="softplus(v)", doc="log(1 + exp(v)), stable", shape=entrywise,
+        reference=lambda np, v: np.logaddexp(0, v), torch="F.softplus({0}, threshold=40)", latex=None,
+        derivative=lambda v: Sigmoid(v), curvature=sp.Rational(1, 4), convexity="convex", monotone="increasing",
+        scalar=None, requires=(), prox=None, fuzz=Fuzz("smooth"))
+
+
+class Log1p(VectorAtom):
+    """log1p(v) = log(1 + v), entrywise, accurate for small v."""
+
+
+declare("log1p", Log1p, signature="log1p(v)", doc="log(1 + v)", shape=entrywise,
+        reference=lambda np, v: np.log1p(v), torch="torch.log1p({0})", latex=None,
+        derivative=lambda v: HadamardPower(_ones_like(v) + v, -1), curvature=None, convexity="concave",
+        monotone="increasing", scalar=None, requires=(), prox=None,
+        fuzz=Fuzz("smooth", domain="positive", weight=0.5))
+
+
+LOGCOSH = helper("_logcosh", '''
+def _logcosh(v):
+    """log(cosh(v)) = |v| + log(1 + exp(-2|v|)) - log(2), which never overflows (cosh does past |v| ~ 710)."""
+    a = v.abs()
+    return a + torch.log1p(torch.exp(-2 * a)) - 0.6931471805599453
+''')
+
+
+class LogCosh(VectorAtom):
+    """logcosh(v) = log(cosh(v)), entrywise, computed without overflow: ~ v^2/2 near 0, ~ |v| - log 2 far."""
+
+
+declare("logcosh", LogCosh, signature="logcosh(v)", doc="log(cosh(v)), stable", shape=entrywise,
+        reference=lambda np, v: np.logaddexp(v, -v) - np.log(2), torch=LOGCOSH, latex=None,
+        derivative=lambda v: Tanh(v), curvature=sp.Integer(1), convexity="convex", monotone=None, scalar=None,
+        requires=(), prox=None, fuzz=Fuzz("smooth"))
+
+
+HUBER = helper("_huber", '''
+def _huber(v, d):
+    """Huber's function, v^2/2 where |v| <= d and d*(|v| - d/2) beyond, as c*(v - c/2) with c = v clipped to
+    [-d, d]: one formula, whose gradient is c."""
+    c = torch.clamp(v, -d, d)
+    return c * (v - 0.5 * c)
+''')
+
+
+class Huber(VectorAtom):
+    """huber(v, d) = v^2/2 where |v| <= d, d*(|v| - d/2) elsewhere, entrywise (Huber 1964); d >= 0."""
+
+
+declare("huber", Huber, signature="huber(v, d)", doc="v^2/2 for |v| <= d, d*(|v| - d/2) beyond",
+        shape=with_scalars(1),
+        reference=lambda np, v, d: np.where(np.abs(v) <= d, 0.5 * v * v, d * (np.abs(v) - 0.5 * d)),
+        torch=HUBER, latex=None, derivative=lambda v, d: Clamp(v, -d, d), curvature=sp.Integer(1),
+        convexity="convex", monotone=None, scalar=None, requires=((1, "nonnegative", "the width of huber(v, d)"),),
+        prox=None, fuzz=Fuzz("smooth", params=("positive",), weight=0.5))
+
+
+# ==================================================================================================
+# Distributions and normalisations (relaxations, closed forms)
+# ==================================================================================================
+
+class Softmax(VectorAtom):
+    """softmax(v) = exp(v) / sum(exp(v))."""
+
+
+def _softmax_pullback(s, w):
+    from dpc.calculus import hadamard  # the chain rule's entrywise product (calculus imports this module)
+    return hadamard(s, w) - Dot(s, w) * s
+
+
+# the fuzzer writes softmax, normalize and sparsemax where a distribution or a direction fits
+declare("softmax", Softmax, signature="softmax(v)", doc="exp(v)/sum(exp(v))", shape=vector_same,
+        reference=lambda np, v: np.exp(v - v.max()) / np.sum(np.exp(v - v.max())), torch="torch.softmax({0}, dim=-1)",
+        latex=None, derivative=Pullback(_softmax_pullback), curvature=None, convexity=None, monotone=None,
+        scalar=None, requires=(), prox=None, fuzz=None)
+
+
+SPARSEMAX = helper("_sparsemax", '''
+def _sparsemax(v):
+    """Euclidean projection of every row of v onto the probability simplex (Martins & Astudillo, 2016)."""
+    z = torch.sort(v, dim=-1, descending=True).values
+    cumsum = z.cumsum(-1) - 1
+    rank = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
+    support = (rank * z > cumsum).sum(-1, keepdim=True).clamp(min=1)  # >= 1 even where z + 1 rounds to z
+    threshold = cumsum.gather(-1, support - 1) / support.to(v.dtype)
+    return torch.clamp(v - threshold, min=0)
+''')
+
+
+class Sparsemax(VectorAtom):
+    """sparsemax(v): the Euclidean projection of v onto the probability simplex."""
+
+
+def _sparsemax_reference(np, v):
+    """max(v - tau, 0) with tau such that the entries sum to 1: sort descending, the support is every
+    k with 1 + k z_k > z_1 + ... + z_k (Held, Wolfe & Crowder 1974; Michelot 1986)."""
+    z = np.sort(v.ravel())[::-1]
+    cumsum = np.cumsum(z)
+    k = np.arange(1, z.size + 1)
+    support = k[1 + k * z > cumsum].max(initial=1)  # >= 1: the largest entry, even where 1 + z_1 rounds to z_1
+    tau = (cumsum[support - 1] - 1) / support
+    return np.maximum(v - tau, 0)
+
+
+declare("sparsemax", Sparsemax, signature="sparsemax(v)", doc="projection onto the simplex", shape=vector_same,
+        reference=_sparsemax_reference, torch=SPARSEMAX, latex=None, derivative=None, curvature=None,
+        convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+# normalize and rownormalize divide by max(||v||, NORM_FLOOR): the zero vector stays 0 (not 0/0), as in
+# torch's F.normalize, which the emitter uses.
+NORM_FLOOR = 1e-12
+
+
+class Normalize(VectorAtom):
+    """normalize(v) = v / max(||v||_2, 1e-12): v scaled to unit norm, and 0 for v = 0."""
+
+
+declare("normalize", Normalize, signature="normalize(v)", doc="v / ||v||_2", shape=vector_same,
+        reference=lambda np, v: v / max(np.sqrt(np.sum(v * v)), NORM_FLOOR), torch="F.normalize({0}, dim=-1)",
+        latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, requires=(),
+        prox=None, fuzz=None)
+
+
+class RowNormalize(VectorAtom):
+    """rownormalize(A): every row of A divided by max(its Euclidean norm, 1e-12) (same shape as A)."""
+
+
+declare("rownormalize", RowNormalize, signature="rownormalize(A)", doc="rows of A scaled to unit norm",
+        shape=matrix_same,
+        reference=lambda np, A: A / np.maximum(np.sqrt(np.sum(A * A, axis=1, keepdims=True)), NORM_FLOOR),
+        torch="F.normalize({0}, dim=-1)", latex=None, derivative=None, curvature=None, convexity=None,
+        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+class RowSqNorm(MatrixExpr):
+    """rowsqnorm(A): the vector of squared row norms, entry j = ||A[j]||^2; A (k x d) -> k x 1."""
+
+    def __new__(cls, matrix):
+        return Basic.__new__(cls, sp.sympify(matrix))
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.S.One)
+
+
+declare("rowsqnorm", RowSqNorm, signature="rowsqnorm(A)", doc="squared norm of every row of A",
+        shape=_matrix_rows, reference=lambda np, A: np.sum(A * A, axis=1, keepdims=True),
+        torch="{0:call}.square().sum(-1)", latex=None, derivative=None, curvature=None, convexity=None,
+        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+# ==================================================================================================
+# Linear algebra
+# ==================================================================================================
+
+class Solve(MatrixExpr):
+    """solve(A, b) = A^-1 b, computed by a linear solve (never an explicit inverse); args (A, b)."""
+
+    def __new__(cls, matrix, rhs):
+        return Basic.__new__(cls, sp.sympify(matrix), sp.sympify(rhs))
+
+    @property
+    def shape(self):
+        return self.args[1].shape
+
+
+def _solve_torch(pr, e):
+    matrix, rhs = e.args
+    factor = pr.names.get(f"{matrix.name}.factor") if isinstance(matrix, sp.MatrixSymbol) else None
+    if factor is not None:  # factored once at construction (emit.py): two triangular solves
+        return _factored_solve(pr, factor, rhs)
+    if rhs.shape[1] != 1:  # a matrix right-hand side (a learned weight's start, Dd @ solve(A, Dd.T))
+        return f"torch.linalg.solve({pr(matrix)}, {pr(rhs)})"
+    if pr.is_batched(rhs) and not pr.is_batched(matrix):
+        # one matrix for the whole batch: the samples are the columns of one right-hand side, so the matrix
+        # is factored once per call (a (batch, n, 1) right-hand side would factor it once per sample)
+        return f"torch.linalg.solve({pr(matrix)}, {pr.wrap(rhs, 'call')}.mT).mT"
+    return f"torch.linalg.solve({pr(matrix)}, {pr.wrap(rhs, 'call')}.unsqueeze(-1)).squeeze(-1)"
+
+
+def _factored_solve(pr, factor, rhs):
+    """solve(A, rhs) from A's Cholesky factor (one name) or LU factors (two), rhs a batch of rows, a constant
+    vector or a matrix."""
+    if rhs.shape[1] != 1:
+        columns, back = pr(rhs), ""
+    elif pr.is_batched(rhs):
+        columns, back = f"{pr.wrap(rhs, 'call')}.mT", ".mT"
+    else:
+        columns, back = f"{pr.wrap(rhs, 'call')}.unsqueeze(-1)", ".squeeze(-1)"
+    if len(factor) == 1:
+        return f"torch.cholesky_solve({columns}, {factor[0]}){back}"
+    return f"torch.linalg.lu_solve({factor[0]}, {factor[1]}, {columns}){back}"
+
+
+# the fuzzer builds a positive definite matrix for solve itself
+declare("solve", Solve, signature="solve(A, b)", doc="A^-1 b by a linear solve", shape=_solve_shape,
+        reference=lambda np, A, b: np.linalg.solve(A, b), torch=_solve_torch, latex=None, derivative=None,
+        curvature=None, convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+declare_macro("sqrt", signature="sqrt(a)", doc="square root of a scalar", shape=scalar_only, build=sp.sqrt)
+declare_macro("eye", signature="eye(n)", doc="identity matrix", shape=None, build=None)  # takes a dim: lower.py
+
+
+# ==================================================================================================
+# The LISTA family (passes/adapt_support.py, adapt_gates.py, learn_coupled.py)
+# ==================================================================================================
+
+LAYER = sp.Symbol("_layer", integer=True, positive=True)  # the layer number t = 1..T; the emitter binds it
+
+SOFTSS = helper("_softss", '''
+def _softss(v, t, p, pmax, layer):
+    """Soft threshold with support selection (LISTA-CPSS): at layer number `layer` the largest
+    min(layer * p, pmax) percent of |v| in each sample (k entries, k = floor of that share) pass
+    unshrunk where |v| > t; the rest are soft-thresholded (as _soft does). The selection carries no
+    gradient. Among equal |v| the lower index is kept (what a stable sort gives, the same on every
+    device), found without sorting: the k-th largest |v| (kthvalue), every entry above it, and the
+    first of those equal to it."""
+    n = v.shape[-1]
+    k = min(int(min(layer * p, pmax) * n / 100 + 1e-6), n)
+    shrunk = _soft(v, t)
+    if k < 1:
+        return shrunk
+    magnitude = v.detach().abs()
+    kth = magnitude.kthvalue(n - k + 1, dim=-1, keepdim=True).values
+    above, tied = magnitude > kth, magnitude == kth
+    top = above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True)))
+    return torch.where(top & (magnitude > t), v, shrunk)
+''', needs=("_soft",))
+
+
+class SoftSS(VectorAtom):
+    """softss(v, t, p, pmax): soft threshold with support selection (LISTA-CPSS, Chen et al. 2018).
+
+    args (v, t, p, pmax, layer). At layer number `layer` the share p_t = min(layer * p, pmax) percent:
+    in each sample the k = floor(p_t * len(v) / 100) largest |v_i| pass unshrunk where |v_i| > t
+    (the selection mask carries no gradient); every other entry is soft-thresholded.
+    """
+
+
+def _softss_reference(np, v, t, p, pmax, layer):
+    """soft(v, t), except that the k = floor(min(layer * p, pmax) * n / 100) entries of largest |v| (ties:
+    the lower index first) pass unshrunk where |v| > t."""
+    n = v.size
+    k = min(int(np.floor(min(layer * p, pmax) * n / 100 + 1e-6)), n)  # 1e-6: a share rounded just below k is k
+    top = np.zeros(n, dtype=bool)
+    top[np.argsort(-np.abs(v.ravel()), kind="stable")[:max(k, 0)]] = True
+    keep = top.reshape(v.shape) & (np.abs(v) > t)
+    return np.where(keep, v, _soft_reference(np, v, t))
+
+
+# the fuzzer writes softss in updates itself (it needs the layer number)
+declare("softss", SoftSS, build=lambda v, t, p, pmax: SoftSS(v, t, p, pmax, LAYER), signature="softss(v, t, p, pmax)",
+        doc="soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk", shape=_softss_shape,
+        reference=_softss_reference, torch=SOFTSS, latex=None, derivative=None, curvature=None, convexity=None,
+        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+ANALYTIC = helper("_analytic", '''
+def _analytic(D):
+    """ALISTA's analytic weight (Liu et al. 2019): W minimising ||W.T @ D||_F off the diagonal subject to
+    diag(W.T @ D) = 1. The problem splits by columns; column i is G^+ D_i / (D_i.T G^+ D_i), G = D @ D.T."""
+    Z = torch.linalg.pinv(D @ D.mT, hermitian=True) @ D
+    return Z / (D * Z).sum(0)
+''')
+
+
+class Analytic(MatrixExpr):
+    """analytic(D): ALISTA's analytic weight (Liu et al. 2019), the same shape as D.
+
+    W = argmin ||off-diagonal of W.T @ D||_F subject to diag(W.T @ D) = 1; column i is
+    G^+ D_i / (D_i.T G^+ D_i) with G = D @ D.T, the exact minimiser.
+    """
+
+    def __new__(cls, matrix):
+        return Basic.__new__(cls, sp.sympify(matrix))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+
+def _analytic_reference(np, D):
+    """Column i of W is G^+ D_i / (D_i.T G^+ D_i), G = D D.T (the docstring above)."""
+    pinv = np.linalg.pinv(D @ D.T, hermitian=True)
+    return np.column_stack([pinv @ d / (d @ pinv @ d) for d in D.T])
+
+
+# the fuzzer writes analytic(D) lets itself
+declare("analytic", Analytic, signature="analytic(D)", doc="ALISTA's analytic weight for D", shape=matrix_same,
+        reference=_analytic_reference, torch=ANALYTIC, latex=None, derivative=None, curvature=None,
+        convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+# what `learn weights` makes learned thresholds of (their t becomes a learned theta), and what it linearises:
+# the thresholds and the projections of a constraint (clamp, relu: their bounds stay, they are the constraint)
+THRESHOLD_ATOMS = (Soft, SoftPos, Hard, SoftSS)
+LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu)
+
+
+# ==================================================================================================
+# The IR's own nodes: built by passes, never called by name in a program
+# ==================================================================================================
+
+class Dot(ScalarAtom):
+    """v @ w for two vectors: the inner product."""
+
+
+Dot.reference = staticmethod(lambda np, a, b: np.sum(a * b))
 
 
 class Entry(ScalarAtom):
@@ -100,182 +817,6 @@ class IndexSum(ScalarAtom):
 IndexSum.reference = staticmethod(lambda np, body, dim: sum(body(j) for j in range(dim)))
 
 
-# --- vector- and matrix-valued atoms -----------------------------------------
-
-class VectorAtom(MatrixExpr):
-    """A matrix expression whose shape is its first argument's shape."""
-
-    def __new__(cls, *args):
-        return Basic.__new__(cls, *(sp.sympify(a) for a in args))
-
-    @property
-    def shape(self):
-        return self.args[0].shape
-
-    def _eval_transpose(self):
-        return None
-
-
-class Soft(VectorAtom):
-    """soft(v, t) = max(v - t, 0) - max(-v - t, 0); for t >= 0 this is sign(v) * max(|v| - t, 0), the prox of
-    t*norm1. A learned threshold can go below 0 in training: there the formula gives 2v for |v| < -t, which is
-    continuous, where sign(v) * max(|v| - t, 0) would jump at v = 0. The formula is the definition."""
-
-
-def _soft_reference(np, v, t):
-    return np.maximum(v - t, 0) - np.maximum(-v - t, 0)
-
-
-Soft.reference = staticmethod(_soft_reference)
-
-
-class Hard(VectorAtom):
-    """hard(v, t) = v * [|v| > t]: the prox of (t^2/2)*norm0."""
-
-
-Hard.reference = staticmethod(lambda np, v, t: v * (np.abs(v) > t))
-
-
-class SoftPos(VectorAtom):
-    """softpos(v, t) = max(v - t, 0): the prox of t*norm1 restricted to v >= 0."""
-
-
-SoftPos.reference = staticmethod(lambda np, v, t: np.maximum(v - t, 0))
-
-
-class Clamp(VectorAtom):
-    """clamp(v, lo, hi) = min(max(v, lo), hi): projection onto a box."""
-
-
-Clamp.reference = staticmethod(lambda np, v, lo, hi: np.minimum(np.maximum(v, lo), hi))
-
-
-class Relu(VectorAtom):
-    """relu(v) = max(v, 0)."""
-
-
-Relu.reference = staticmethod(lambda np, v: np.maximum(v, 0))
-
-
-class Sigmoid(VectorAtom):
-    """sigmoid(v) = 1 / (1 + exp(-v))."""
-
-
-Sigmoid.reference = staticmethod(lambda np, v: 1 / (1 + np.exp(-v)))
-Sigmoid.derivative = staticmethod(lambda v: HadamardProduct(Sigmoid(v), Sigmoid(-v)))  # s(v)(1 - s(v))
-Sigmoid.curvature = sp.sqrt(3) / 18  # |s''| is largest at v = log(2 -+ sqrt(3)): 1/(6 sqrt(3))
-
-
-class Tanh(VectorAtom):
-    """tanh(v), elementwise."""
-
-
-Tanh.reference = staticmethod(lambda np, v: np.tanh(v))
-Tanh.derivative = staticmethod(lambda v: _ones_like(v) - HadamardPower(Tanh(v), 2))
-Tanh.curvature = 4 * sp.sqrt(3) / 9  # |tanh''| = 2 tanh (1 - tanh^2) is largest at tanh = 1/sqrt(3)
-
-
-class Exp(VectorAtom):
-    """exp(v), elementwise."""
-
-
-Exp.reference = staticmethod(lambda np, v: np.exp(v))
-Exp.derivative = staticmethod(lambda v: Exp(v))
-Exp.curvature = None
-
-
-class Log(VectorAtom):
-    """log(v), elementwise."""
-
-
-Log.reference = staticmethod(lambda np, v: np.log(v))
-Log.derivative = staticmethod(lambda v: HadamardPower(v, -1))
-Log.curvature = None
-
-
-class Abs(VectorAtom):
-    """abs(v), elementwise."""
-
-
-Abs.reference = staticmethod(lambda np, v: np.abs(v))
-
-
-# --- smooth elementwise atoms: each states its derivative beside its reference ---------------
-# derivative(v, *params): phi'(v) entrywise, an IR value of v's shape (calculus.py chains it: the gradient
-# of sum(phi(A @ z + b)) is A.T @ phi'(A @ z + b), never a diagonal matrix).
-# curvature: sup over the reals of |phi''|, a Lipschitz constant of phi' (splitting.py bounds the step with
-# it); None where phi'' is unbounded (exp, log, log1p): derive then needs an explicit step.
-
-def _ones_like(v):
-    return Ones(*v.shape)
-
-
-class Square(VectorAtom):
-    """square(v) = v * v, entrywise."""
-
-    dp_name = "square"
-
-
-Square.reference = staticmethod(lambda np, v: v * v)
-Square.derivative = staticmethod(lambda v: 2 * v)
-Square.curvature = sp.Integer(2)
-
-
-class Softplus(VectorAtom):
-    """softplus(v) = log(1 + exp(v)), entrywise, computed without overflow."""
-
-    dp_name = "softplus"
-
-
-Softplus.reference = staticmethod(lambda np, v: np.logaddexp(0, v))
-Softplus.derivative = staticmethod(lambda v: Sigmoid(v))
-Softplus.curvature = sp.Rational(1, 4)
-
-
-class Log1p(VectorAtom):
-    """log1p(v) = log(1 + v), entrywise, accurate for small v."""
-
-    dp_name = "log1p"
-
-
-Log1p.reference = staticmethod(lambda np, v: np.log1p(v))
-Log1p.derivative = staticmethod(lambda v: HadamardPower(_ones_like(v) + v, -1))
-Log1p.curvature = None
-
-
-class LogCosh(VectorAtom):
-    """logcosh(v) = log(cosh(v)), entrywise, computed without overflow: ~ v^2/2 near 0, ~ |v| - log 2 far."""
-
-    dp_name = "logcosh"
-
-
-LogCosh.reference = staticmethod(lambda np, v: np.logaddexp(v, -v) - np.log(2))
-LogCosh.derivative = staticmethod(lambda v: Tanh(v))
-LogCosh.curvature = sp.Integer(1)
-
-
-class Huber(VectorAtom):
-    """huber(v, d) = v^2/2 where |v| <= d, d*(|v| - d/2) elsewhere, entrywise (Huber 1964); d >= 0."""
-
-    dp_name = "huber"
-
-
-Huber.reference = staticmethod(
-    lambda np, v, d: np.where(np.abs(v) <= d, 0.5 * v * v, d * (np.abs(v) - 0.5 * d)))
-Huber.derivative = staticmethod(lambda v, d: Clamp(v, -d, d))
-Huber.curvature = sp.Integer(1)
-# what an argument must be for the atom to mean anything: (argument index, relation, why), checked at the
-# default and in the constructor where the argument is a hyper or let (dpc.requirements)
-Huber.requires = ((1, "nonnegative", "the width of huber(v, d)"),)
-
-
-class Softmax(VectorAtom):
-    """softmax(v) = exp(v) / sum(exp(v))."""
-
-
-Softmax.reference = staticmethod(lambda np, v: np.exp(v - v.max()) / np.sum(np.exp(v - v.max())))
-
-
 class Row(MatrixExpr):
     """C[j]: row j of a matrix, as a column vector; args (C, j)."""
 
@@ -288,238 +829,6 @@ class Row(MatrixExpr):
 
 
 Row.reference = staticmethod(lambda np, C, j: C[j].reshape(-1, 1))  # row j as a column vector
-
-
-# Atoms that are proximal/elementwise non-linearities whose scalar arguments
-# after the first are thresholds (learn weights makes them parameters).
-THRESHOLD_ATOMS = (Soft, SoftPos, Hard)
-
-
-# --- the table the checker reads ---------------------------------------------
-
-class ShapeError(Exception):
-    """Raised by a shape rule; lower.py turns it into a DpcError at the call's span."""
-
-
-@dataclass(frozen=True)
-class AtomSpec:
-    name: str
-    signature: str  # shown in errors, e.g. "soft(v, t)"
-    rule: Callable[[list[Shape]], Shape]
-    build: Callable[..., Basic]
-    doc: str
-
-
-def _one(args):
-    if len(args) != 1:
-        raise ShapeError(f"takes 1 argument, got {len(args)}")
-
-
-def _vector_to_scalar(args):
-    _one(args)
-    if len(args[0]) != 1:
-        raise ShapeError(f"needs a vector, got {_show(args[0])}")
-    return ()
-
-
-def _matrix_to_scalar(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
-    return ()
-
-
-def _elementwise(args):
-    _one(args)
-    return args[0]
-
-
-def _entrywise(args):
-    _one(args)
-    if args[0] == ():
-        raise ShapeError("needs a vector or matrix (it acts entrywise), got a scalar")
-    return args[0]
-
-
-def _vector_same(args):
-    _one(args)
-    if len(args[0]) != 1:
-        raise ShapeError(f"needs a vector, got {_show(args[0])}")
-    return args[0]
-
-
-def _with_scalars(count):
-    def rule(args):
-        if len(args) != 1 + count:
-            raise ShapeError(f"takes {1 + count} arguments, got {len(args)}")
-        if args[0] == ():
-            raise ShapeError("needs a vector or matrix first (it acts entrywise), got a scalar")
-        for a in args[1:]:
-            if a != ():
-                raise ShapeError(f"needs scalar thresholds/bounds after the first argument, got {_show(a)}")
-        return args[0]
-    return rule
-
-
-def _eye(args):
-    raise ShapeError("is handled by the checker")  # eye(n) takes a dim, not a value
-
-
-def _show(shape: Shape) -> str:
-    return "R" if not shape else "R[" + ", ".join(shape) + "]"
-
-
-def _scalar_or(cls, scalar_fn):
-    """Elementwise on vectors, the sympy function on scalars."""
-    def build(v):
-        if isinstance(v, MatrixExpr):
-            return cls(v)
-        try:
-            return scalar_fn(v)
-        except (NotImplementedError, TypeError):  # sympy's own evaluation trips on a matrix inside the scalar
-            with sp.evaluate(False):              # (abs of an entry of D @ (0.1 - s)): keep it as written
-                return scalar_fn(v)
-    return build
-
-
-ATOMS: dict[str, AtomSpec] = {a.name: a for a in [
-    AtomSpec("sqnorm", "sqnorm(v)", _vector_to_scalar, SqNorm, "||v||_2^2"),
-    AtomSpec("norm1", "norm1(v)", _vector_to_scalar, Norm1, "sum_i |v_i|"),
-    AtomSpec("norm2", "norm2(v)", _vector_to_scalar, Norm2, "||v||_2"),
-    AtomSpec("norm0", "norm0(v)", _vector_to_scalar, Norm0, "number of non-zeros"),
-    AtomSpec("sum", "sum(v)", _vector_to_scalar, SumAll, "sum of entries"),
-    AtomSpec("opnorm", "opnorm(A)", _matrix_to_scalar, OpNorm, "largest singular value"),
-    AtomSpec("soft", "soft(v, t)", _with_scalars(1), Soft, "soft threshold"),
-    AtomSpec("softpos", "softpos(v, t)", _with_scalars(1), SoftPos, "max(v - t, 0)"),
-    AtomSpec("hard", "hard(v, t)", _with_scalars(1), Hard, "hard threshold"),
-    AtomSpec("clamp", "clamp(v, lo, hi)", _with_scalars(2), Clamp, "clip to [lo, hi]"),
-    AtomSpec("relu", "relu(v)", _elementwise, _scalar_or(Relu, lambda v: sp.Max(v, 0)), "max(v, 0)"),
-    AtomSpec("sigmoid", "sigmoid(v)", _elementwise,
-             _scalar_or(Sigmoid, lambda v: 1 / (1 + sp.exp(-v))), "1/(1+exp(-v))"),
-    AtomSpec("tanh", "tanh(v)", _elementwise, _scalar_or(Tanh, sp.tanh), "tanh"),
-    AtomSpec("exp", "exp(v)", _elementwise, _scalar_or(Exp, sp.exp), "exp"),
-    AtomSpec("log", "log(v)", _elementwise, _scalar_or(Log, sp.log), "log"),
-    AtomSpec("abs", "abs(v)", _elementwise, _scalar_or(Abs, sp.Abs), "|v|"),
-    AtomSpec("sqrt", "sqrt(a)", lambda a: _scalar_only(a), sp.sqrt, "square root of a scalar"),
-    AtomSpec("softmax", "softmax(v)", _vector_same, Softmax, "exp(v)/sum(exp(v))"),
-    AtomSpec("square", "square(v)", _entrywise, Square, "v * v"),
-    AtomSpec("softplus", "softplus(v)", _entrywise, Softplus, "log(1 + exp(v)), stable"),
-    AtomSpec("log1p", "log1p(v)", _entrywise, Log1p, "log(1 + v)"),
-    AtomSpec("logcosh", "logcosh(v)", _entrywise, LogCosh, "log(cosh(v)), stable"),
-    AtomSpec("huber", "huber(v, d)", _with_scalars(1), Huber, "v^2/2 for |v| <= d, d*(|v| - d/2) beyond"),
-    AtomSpec("eye", "eye(n)", _eye, None, "identity matrix"),
-]}
-
-
-def _scalar_only(args):
-    _one(args)
-    if args[0] != ():
-        raise ShapeError(f"needs a scalar, got {_show(args[0])}")
-    return ()
-
-
-show_shape = _show
-
-
-# --- relaxations and closed forms (passes/relax.py, passes/closed.py) ---------
-
-class Entropy(ScalarAtom):
-    """entropy(v) = -sum_i v_i log v_i (with 0 log 0 = 0): Shannon entropy of a distribution."""
-
-    dp_name = "entropy"
-
-
-def _xlogx(np, v):
-    """v log v elementwise, 0 where v = 0."""
-    return np.where(v == 0, 0.0, v * np.log(np.where(v == 0, 1.0, v)))
-
-
-Entropy.reference = staticmethod(lambda np, v: -np.sum(_xlogx(np, v)))
-
-
-class BinaryEntropy(ScalarAtom):
-    """bentropy(v) = -sum_i (v_i log v_i + (1 - v_i) log(1 - v_i)): entropies of independent bits."""
-
-    dp_name = "bentropy"
-
-
-BinaryEntropy.reference = staticmethod(lambda np, v: -np.sum(_xlogx(np, v) + _xlogx(np, 1 - v)))
-
-
-class Sparsemax(VectorAtom):
-    """sparsemax(v): the Euclidean projection of v onto the probability simplex."""
-
-    dp_name = "sparsemax"
-
-
-def _sparsemax_reference(np, v):
-    """max(v - tau, 0) with tau such that the entries sum to 1: sort descending, the support is every
-    k with 1 + k z_k > z_1 + ... + z_k (Held, Wolfe & Crowder 1974; Michelot 1986)."""
-    z = np.sort(v.ravel())[::-1]
-    cumsum = np.cumsum(z)
-    k = np.arange(1, z.size + 1)
-    support = k[1 + k * z > cumsum].max(initial=1)  # >= 1: the largest entry, even where 1 + z_1 rounds to z_1
-    tau = (cumsum[support - 1] - 1) / support
-    return np.maximum(v - tau, 0)
-
-
-Sparsemax.reference = staticmethod(_sparsemax_reference)
-
-
-# normalize and rownormalize divide by max(||v||, NORM_FLOOR): the zero vector stays 0 (not 0/0), as in
-# torch's F.normalize, which the emitter uses.
-NORM_FLOOR = 1e-12
-
-
-class Normalize(VectorAtom):
-    """normalize(v) = v / max(||v||_2, 1e-12): v scaled to unit norm, and 0 for v = 0."""
-
-    dp_name = "normalize"
-
-
-Normalize.reference = staticmethod(lambda np, v: v / max(np.sqrt(np.sum(v * v)), NORM_FLOOR))
-
-
-class RowNormalize(VectorAtom):
-    """rownormalize(A): every row of A divided by max(its Euclidean norm, 1e-12) (same shape as A)."""
-
-    dp_name = "rownormalize"
-
-
-RowNormalize.reference = staticmethod(
-    lambda np, A: A / np.maximum(np.sqrt(np.sum(A * A, axis=1, keepdims=True)), NORM_FLOOR))
-
-
-class RowSqNorm(MatrixExpr):
-    """rowsqnorm(A): the vector of squared row norms, entry j = ||A[j]||^2; A (k x d) -> k x 1."""
-
-    dp_name = "rowsqnorm"
-
-    def __new__(cls, matrix):
-        return Basic.__new__(cls, sp.sympify(matrix))
-
-    @property
-    def shape(self):
-        return (self.args[0].shape[0], sp.S.One)
-
-
-RowSqNorm.reference = staticmethod(lambda np, A: np.sum(A * A, axis=1, keepdims=True))
-
-
-class Solve(MatrixExpr):
-    """solve(A, b) = A^-1 b, computed by a linear solve (never an explicit inverse); args (A, b)."""
-
-    dp_name = "solve"
-
-    def __new__(cls, matrix, rhs):
-        return Basic.__new__(cls, sp.sympify(matrix), sp.sympify(rhs))
-
-    @property
-    def shape(self):
-        return self.args[1].shape
-
-
-Solve.reference = staticmethod(lambda np, A, b: np.linalg.solve(A, b))
 
 
 class CG(MatrixExpr):
@@ -591,99 +900,6 @@ class Ones(MatrixExpr):
 Ones.reference = staticmethod(lambda np, rows, cols: np.ones((int(rows), int(cols))))
 
 
-def _matrix_rows(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
-    return (args[0][0],)
-
-
-def _matrix_same(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
-    return args[0]
-
-
-def _solve(args):
-    if len(args) != 2:
-        raise ShapeError(f"takes 2 arguments, got {len(args)}")
-    a, b = args
-    if len(a) != 2 or a[0] != a[1]:
-        raise ShapeError(f"needs a square matrix first, got {_show(a)}")
-    if len(b) != 1 or b[0] != a[0]:
-        raise ShapeError(f"needs a vector of size {a[0]} second, got {_show(b)}")
-    return b
-
-
-ATOMS.update({a.name: a for a in [
-    AtomSpec("entropy", "entropy(v)", _vector_to_scalar, Entropy, "-sum_i v_i log v_i"),
-    AtomSpec("bentropy", "bentropy(v)", _vector_to_scalar, BinaryEntropy,
-             "-sum_i (v_i log v_i + (1 - v_i) log(1 - v_i))"),
-    AtomSpec("sparsemax", "sparsemax(v)", _vector_same, Sparsemax, "projection onto the simplex"),
-    AtomSpec("normalize", "normalize(v)", _vector_same, Normalize, "v / ||v||_2"),
-    AtomSpec("rownormalize", "rownormalize(A)", _matrix_same, RowNormalize, "rows of A scaled to unit norm"),
-    AtomSpec("rowsqnorm", "rowsqnorm(A)", _matrix_rows, RowSqNorm, "squared norm of every row of A"),
-    AtomSpec("solve", "solve(A, b)", _solve, Solve, "A^-1 b by a linear solve"),
-]})
-
-
-# --- the LISTA family (passes/adapt_support.py, adapt_gates.py, learn_coupled.py) ---
-
-LAYER = sp.Symbol("_layer", integer=True, positive=True)  # the layer number t = 1..T; the emitter binds it
-
-
-class SoftSS(VectorAtom):
-    """softss(v, t, p, pmax): soft threshold with support selection (LISTA-CPSS, Chen et al. 2018).
-
-    args (v, t, p, pmax, layer). At layer number `layer` the share p_t = min(layer * p, pmax) percent:
-    in each sample the k = floor(p_t * len(v) / 100) largest |v_i| pass unshrunk where |v_i| > t
-    (the selection mask carries no gradient); every other entry is soft-thresholded.
-    """
-
-    dp_name = "softss"
-
-
-def _softss_reference(np, v, t, p, pmax, layer):
-    """soft(v, t), except that the k = floor(min(layer * p, pmax) * n / 100) entries of largest |v| (ties:
-    the lower index first) pass unshrunk where |v| > t."""
-    n = v.size
-    k = min(int(np.floor(min(layer * p, pmax) * n / 100 + 1e-6)), n)  # 1e-6: a share rounded just below k is k
-    top = np.zeros(n, dtype=bool)
-    top[np.argsort(-np.abs(v.ravel()), kind="stable")[:max(k, 0)]] = True
-    keep = top.reshape(v.shape) & (np.abs(v) > t)
-    return np.where(keep, v, _soft_reference(np, v, t))
-
-
-SoftSS.reference = staticmethod(_softss_reference)
-
-
-class Analytic(MatrixExpr):
-    """analytic(D): ALISTA's analytic weight (Liu et al. 2019), the same shape as D.
-
-    W = argmin ||off-diagonal of W.T @ D||_F subject to diag(W.T @ D) = 1; column i is
-    G^+ D_i / (D_i.T G^+ D_i) with G = D @ D.T, the exact minimiser.
-    """
-
-    dp_name = "analytic"
-
-    def __new__(cls, matrix):
-        return Basic.__new__(cls, sp.sympify(matrix))
-
-    @property
-    def shape(self):
-        return self.args[0].shape
-
-
-def _analytic_reference(np, D):
-    """Column i of W is G^+ D_i / (D_i.T G^+ D_i), G = D D.T (the docstring above)."""
-    pinv = np.linalg.pinv(D @ D.T, hermitian=True)
-    return np.column_stack([pinv @ d / (d @ pinv @ d) for d in D.T])
-
-
-Analytic.reference = staticmethod(_analytic_reference)
-
-
 class InitialValue(MatrixExpr):
     """A learned weight's starting value that is no function of the program: args (rows, cols)."""
 
@@ -712,30 +928,3 @@ class Xavier(InitialValue):
 
 
 Xavier.reference = None  # random: reference.evaluate needs the weight's value given (weights=)
-
-
-def _softss(args):
-    if len(args) != 4:
-        raise ShapeError(f"takes 4 arguments, got {len(args)}")
-    if len(args[0]) != 1:
-        raise ShapeError(f"needs a vector first, got {_show(args[0])}")
-    return _with_scalars(3)(args)
-
-
-def _analytic(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {_show(args[0])}")
-    return args[0]
-
-
-THRESHOLD_ATOMS = THRESHOLD_ATOMS + (SoftSS,)
-ATOMS.update({a.name: a for a in [
-    AtomSpec("softss", "softss(v, t, p, pmax)", _softss, lambda v, t, p, pmax: SoftSS(v, t, p, pmax, LAYER),
-             "soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk"),
-    AtomSpec("analytic", "analytic(D)", _analytic, Analytic, "ALISTA's analytic weight for D"),
-]})
-
-# what `learn weights` linearises: the thresholds (their t becomes a learned theta) and the projections of
-# a constraint (clamp, relu: their bounds stay, they are the constraint)
-LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu)

@@ -10,8 +10,8 @@ through its vector argument (`pullback`):
     v1 + v2                  w -> w, w
     v1 * v2 (entrywise)      w -> w * v2, w * v1
     v ^ p (entrywise)        w -> w * p v^(p-1)
-    phi(v) (entrywise atom)  w -> w * phi'(v)      phi' from the atom's own `derivative` (atoms.py)
-    softmax(v)               w -> s * w - (s @ w) s,  s = softmax(v)
+    phi(v) (entrywise atom)  w -> w * phi'(v)      phi' from the atom's declared `derivative` (atoms.py)
+    f(v) (other atoms)       w -> the declared Pullback(w)   (softmax: s * w - (s @ w) s)
 
 so the gradient of sum(phi(A @ z + b)) is A.T @ phi'(A @ z + b): matrix-vector products only.
 A term outside these rules raises NotDifferentiable carrying the offending subterm (its place in the
@@ -22,7 +22,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import HadamardPower, HadamardProduct, MatAdd, MatMul, MatrixExpr, ZeroMatrix
 
-from dpc import atoms
+from dpc import atoms, declare
 
 
 class NotDifferentiable(Exception):
@@ -79,15 +79,23 @@ def _outer_atoms(expr, var) -> list:
     return found
 
 
-# scalar functions whose derivatives the backends print; anything else sympy's diff leaves (sign, Heaviside,
-# Derivative, Piecewise, ...) means the term is not smooth in a way dpc can print
-_SCALAR_NODES = (sp.Add, sp.Mul, sp.Pow, sp.exp, sp.log, sp.tanh, sp.Symbol, sp.Number, sp.NumberSymbol)
+# scalar nodes whose derivatives the backends print: arithmetic, and the scalar forms of declared atoms that
+# have a derivative (sp.exp, sp.log, sp.tanh); anything else sympy's diff leaves (sign, Heaviside, Derivative,
+# Piecewise, ...) means the term is not smooth in a way dpc can print
+_ARITHMETIC = (sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Number, sp.NumberSymbol)
+
+
+def _is_scalar_node(coeff) -> bool:
+    if isinstance(coeff, _ARITHMETIC):
+        return True
+    atom = declare.BY_SCALAR_CLASS.get(type(coeff))
+    return atom is not None and atom.derivative is not None
 
 
 def _check_scalar(coeff, term):
     if isinstance(coeff, (atoms.ScalarAtom, MatrixExpr)):
         return  # its arguments are vectors: printed by its own rule
-    if not isinstance(coeff, _SCALAR_NODES):
+    if not _is_scalar_node(coeff):
         raise NotDifferentiable(term)
     for arg in coeff.args:
         _check_scalar(arg, term)
@@ -95,21 +103,13 @@ def _check_scalar(coeff, term):
 
 def _atom_gradient(a, var) -> list:
     """grad_var of one scalar atom holding var."""
-    if isinstance(a, atoms.SqNorm):
-        (v,) = a.args
-        return pullback(v, 2 * v, var)
     if isinstance(a, atoms.Dot):
         u, v = a.args
         return pullback(u, v, var) + pullback(v, u, var)
-    if isinstance(a, atoms.SumAll):
+    derivative = getattr(type(a), "derivative", None)  # a declared scalar atom's gradient in its argument
+    if derivative is not None and len(a.args) == 1:
         (v,) = a.args
-        return pullback(v, atoms.Ones(*v.shape), var)
-    if isinstance(a, atoms.Entropy):  # -sum v log v: -(log v + 1)
-        (v,) = a.args
-        return pullback(v, -(atoms.Log(v) + atoms.Ones(*v.shape)), var)
-    if isinstance(a, atoms.BinaryEntropy):  # -sum v log v + (1 - v) log(1 - v): log(1 - v) - log v
-        (v,) = a.args
-        return pullback(v, atoms.Log(atoms.Ones(*v.shape) - v) - atoms.Log(v), var)
+        return pullback(v, derivative(v), var)
     if isinstance(a, atoms.IndexSum):
         return _index_sum_gradient(a, var)
     raise NotDifferentiable(a)
@@ -181,10 +181,12 @@ def pullback(e, w, var) -> list:
             raise NotDifferentiable(e)
         slope = base if p == 2 else HadamardPower(base, p - 1)
         return pullback(base, hadamard(w, p * slope), var)
-    if isinstance(e, atoms.Softmax):
-        (v,) = e.args
-        s = e
-        return pullback(v, hadamard(s, w) - atoms.Dot(s, w) * s, var)
+    atom = declare.of(e)
+    if atom is not None and isinstance(atom.derivative, declare.Pullback):
+        v, params = e.args[0], e.args[1:]
+        if any(p.has(var) for p in params):
+            raise NotDifferentiable(e)
+        return pullback(v, atom.derivative.fn(e, w), var)
     derivative = getattr(type(e), "derivative", None)
     if isinstance(e, atoms.VectorAtom) and derivative is not None:
         v, params = e.args[0], e.args[1:]

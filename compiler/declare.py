@@ -26,6 +26,19 @@ import networkx as nx
 import sympy as sp
 
 
+# How tightly printed torch code binds, for torch rules: a template's {0:call} wraps its argument in
+# parentheses unless it binds at least as tightly as a call; {0:add+} unless tighter than a sum.
+PRECEDENCE = {"atom": 100, "call": 90, "pow": 60, "unary": 50, "mul": 40, "add": 30}
+
+
+@dataclass(frozen=True)
+class Pullback:
+    """A derivative rule that is not entrywise: fn(expr, w) -> the cotangent of the atom's first argument
+    for the cotangent w of its value (softmax: s * w - (s @ w) s)."""
+
+    fn: Callable
+
+
 class DeclarationError(Exception):
     """A declaration that misses a rule or states one wrongly: a contributor's mistake, named precisely."""
 
@@ -199,7 +212,7 @@ class Atom:
 
 
 # name -> Atom for atoms a program can call; class -> Atom for every declared atom
-ATOMS: dict[str, Atom] = {}
+ATOMS: dict[str, "Atom | Macro"] = {}
 BY_CLASS: dict[type, Atom] = {}
 # sympy scalar functions that are an atom's scalar form (sp.tanh -> the tanh atom): printers, calculus and
 # the reference evaluator treat them as that atom
@@ -236,7 +249,9 @@ def declare(name: str, cls: type | None = None, *, base: type | None = None, bui
     cls.atom = atom
     cls.dp_name = name
     cls.reference = staticmethod(rules["reference"]) if rules["reference"] is not None else None
-    cls.derivative = staticmethod(rules["derivative"]) if rules["derivative"] is not None else None
+    derivative = rules["derivative"]
+    cls.derivative = staticmethod(derivative) if callable(derivative) and not isinstance(derivative, Pullback) \
+        else None
     cls.curvature = rules["curvature"]
     cls.requires = tuple(rules["requires"])
     if syntax:
@@ -251,6 +266,8 @@ def _validate(name, rules):
     def bad(rule, why):
         raise DeclarationError(f"atom '{name}': its {rule} rule {why}")
     for rule in ("shape", "reference", "derivative", "scalar"):
+        if rule == "derivative" and isinstance(rules[rule], Pullback):
+            continue
         if rules[rule] is not None and not callable(rules[rule]):
             bad(rule, "must be a function or None")
     torch = rules["torch"]
@@ -278,6 +295,32 @@ def _validate(name, rules):
         bad("fuzz", "says smooth, but the atom has no derivative")
 
 
+@dataclass(frozen=True, eq=False)
+class Macro:
+    """A call that lowers to other IR and has no node of its own (sqrt(a) is a power, eye(n) an identity):
+    only its shape rule and builder."""
+
+    name: str
+    signature: str
+    doc: str
+    shape: Callable
+    build: Callable | None
+    fuzz: Fuzz | None = None
+
+    @property
+    def rule(self):
+        return self.shape
+
+
+def declare_macro(name: str, *, signature: str, doc: str, shape: Callable, build: Callable | None) -> Macro:
+    """Declare a call with no IR node of its own (its builder returns sympy's own nodes)."""
+    if name in ATOMS:
+        raise DeclarationError(f"atom '{name}' is declared twice")
+    macro = Macro(name, signature, doc, shape, build)
+    ATOMS[name] = macro
+    return macro
+
+
 def of(expr_or_class) -> Atom | None:
     """The declaration of an IR node's atom (or of its class), or None for sympy's own nodes."""
     cls = expr_or_class if isinstance(expr_or_class, type) else type(expr_or_class)
@@ -290,7 +333,8 @@ def of(expr_or_class) -> Atom | None:
 
 def declared(role: str | None = None) -> list[Atom]:
     """The atoms a program can call, in declaration order; with role, those the fuzzer uses in that role."""
-    return [a for a in ATOMS.values() if role is None or (a.fuzz is not None and a.fuzz.role == role)]
+    return [a for a in ATOMS.values() if (role is None and isinstance(a, Atom))
+            or (role is not None and a.fuzz is not None and a.fuzz.role == role)]
 
 
 def undeclare(name: str) -> None:

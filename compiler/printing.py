@@ -13,20 +13,30 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from dpc import atoms
+from dpc import atoms, declare
 from dpc.ir import Program, Step
-
-_NAMES = {atoms.SqNorm: "sqnorm", atoms.Norm1: "norm1", atoms.Norm2: "norm2", atoms.Norm0: "norm0",
-          atoms.SumAll: "sum", atoms.OpNorm: "opnorm", atoms.Soft: "soft", atoms.SoftPos: "softpos", atoms.Hard: "hard",
-          atoms.Clamp: "clamp", atoms.Relu: "relu", atoms.Sigmoid: "sigmoid", atoms.Tanh: "tanh",
-          atoms.Exp: "exp", atoms.Log: "log", atoms.Abs: "abs", atoms.Softmax: "softmax"}
 
 
 def atom_name(cls) -> str | None:
+    """The .dp name of a declared atom's class (or of an IR node that has one: ones, zeros)."""
     for klass in cls.__mro__:
-        if klass in _NAMES:
-            return _NAMES[klass]
+        if klass in declare.BY_CLASS:
+            return declare.BY_CLASS[klass].name
     return getattr(cls, "dp_name", None)
+
+
+def _declared(expr):
+    """The declaration of a node of a declared atom's class (not sympy's scalar functions, which print as
+    sympy prints them), or None."""
+    for klass in type(expr).__mro__:
+        if klass in declare.BY_CLASS:
+            return declare.BY_CLASS[klass]
+    return None
+
+
+def _written_args(expr):
+    """The arguments a program writes: softss's layer number, its last argument, is implicit in .dp."""
+    return [a for a in expr.args if a != atoms.LAYER]
 
 
 def decimal(r: sp.Rational) -> str:
@@ -54,6 +64,12 @@ def signed_sum(printed: list[str], strip: bool = False) -> str:
     return "".join(out)
 
 class MathPrinter(StrPrinter):
+    def _print(self, expr, **kwargs):
+        atom = _declared(expr)
+        if atom is not None:
+            return f"{atom.name}({', '.join(self._print(a) for a in _written_args(expr))})"
+        return super()._print(expr, **kwargs)
+
     def _print_Rational(self, expr):
         return decimal(expr)
 
@@ -184,14 +200,7 @@ class MathPrinter(StrPrinter):
         return "-inf"
 
 
-for _cls in (atoms.Soft, atoms.SoftPos, atoms.Hard, atoms.Clamp, atoms.Relu, atoms.Sigmoid, atoms.Tanh, atoms.Exp,
-             atoms.Log, atoms.Abs, atoms.Softmax, atoms.Row):
-    setattr(MathPrinter, f"_print_{_cls.__name__}", MathPrinter._print_Basic)
-
-
-def _print_softss(self, expr):
-    """softss(v, t, p, pmax) as written: the layer number, its last argument, is implicit in .dp."""
-    return f"softss({', '.join(self._print(a) for a in expr.args[:4])})"
+MathPrinter._print_Row = MathPrinter._print_Basic
 
 
 def _print_initial(self, expr):
@@ -207,7 +216,6 @@ def _print_ones(self, expr):
 
 
 MathPrinter._print_Ones = _print_ones
-MathPrinter._print_SoftSS = _print_softss
 MathPrinter._print_InitialValue = _print_initial
 
 _PRINTER = MathPrinter({"order": "none"})
@@ -226,7 +234,18 @@ def show_shape(shape) -> str:
 
 class LatexMathPrinter(LatexPrinter):
     r"""MathPrinter's math as LaTeX: numbers as .dp writes them (0.1, not \frac{1}{10}), terms in the same
-    order, norms as norms (\left\|z\right\|_{1}), dpc's other atoms by their .dp names (\operatorname{soft})."""
+    order, atoms by their declared LaTeX (norms as norms, \left\|z\right\|_{1}) or their .dp names
+    (\operatorname{soft})."""
+
+    def _print(self, expr, **kwargs):
+        atom = _declared(expr)
+        if atom is None:
+            return super()._print(expr, **kwargs)
+        if callable(atom.latex):
+            return atom.latex(self, expr, kwargs.get("exp"))
+        head = atom.latex or rf"\operatorname{{{atom.name}}}"
+        return self._raised(rf"{head}\left({', '.join(self._print(a) for a in _written_args(expr))}\right)",
+                            kwargs.get("exp"))
 
     def _print_Rational(self, expr):
         text = decimal(expr)
@@ -271,29 +290,6 @@ class LatexMathPrinter(LatexPrinter):
         rows, cols = expr.args
         return self._call(expr.dp_name, [rows] if cols == 1 else [rows, cols])
 
-    # scalar atoms: sympy passes `exp` when one is raised to a power (opnorm(D)^2)
-    def _norm(self, expr, sub, exp=None, squared=False):
-        tex = rf"\left\|{self._print(expr.args[0])}\right\|_{{{sub}}}"
-        if squared:
-            tex += "^{2}"
-            return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
-        return tex if exp is None else f"{tex}^{{{exp}}}"
-
-    def _print_SqNorm(self, expr, exp=None):
-        return self._norm(expr, "2", exp, squared=True)
-
-    def _print_Norm1(self, expr, exp=None):
-        return self._norm(expr, "1", exp)
-
-    def _print_Norm2(self, expr, exp=None):
-        return self._norm(expr, "2", exp)
-
-    def _print_Norm0(self, expr, exp=None):
-        return self._norm(expr, "0", exp)
-
-    def _print_OpNorm(self, expr, exp=None):
-        return self._norm(expr, "2", exp)  # of a matrix: the spectral norm, as the LISTA papers write L
-
     def _print_Dot(self, expr, exp=None):
         a, b = (self.parenthesize(x, PRECEDENCE["Mul"] + 1) for x in expr.args)
         return self._raised(f"{a}^{{T}} {b}", exp)
@@ -305,21 +301,6 @@ class LatexMathPrinter(LatexPrinter):
         body = self.parenthesize(expr.args[0], PRECEDENCE["Mul"], strict=True)
         return self._raised(rf"\sum_{{{self._print(expr.args[1])}}} {body}", exp)
 
-    def _print_Function(self, expr, exp=None):
-        # sympy skips a Function's base classes when it looks for a printer: entropy, bentropy arrive here
-        name = atom_name(type(expr))
-        if name is None:
-            return super()._print_Function(expr, exp)
-        return self._raised(self._call(name, expr.args), exp)
-
-    def _print_VectorAtom(self, expr):
-        return self._call(atom_name(type(expr)), expr.args)
-
-    def _print_SoftSS(self, expr):
-        return self._call("softss", expr.args[:4])  # the layer number, its last argument, is implicit
-
-    def _print_Abs(self, expr, exp=None):
-        return self._raised(rf"\left|{self._print(expr.args[0])}\right|", exp)
 
     def _print_Row(self, expr):
         return f"{self._subscripted(expr.args[0])}_{{{self._print(expr.args[1])}}}"
@@ -328,12 +309,8 @@ class LatexMathPrinter(LatexPrinter):
         body, index, _ = expr.args
         return rf"\left[{self._print(body)}\right]_{{{self._print(index)}}}"
 
-    def _print_dp_call(self, expr):
-        return self._call(atom_name(type(expr)), expr.args)
-
     def _call(self, name, args):
-        head = _LATEX_OPERATORS.get(name, rf"\operatorname{{{name}}}")
-        return rf"{head}\left({', '.join(self._print(a) for a in args)}\right)"
+        return rf"\operatorname{{{name}}}\left({', '.join(self._print(a) for a in args)}\right)"
 
     def _subscripted(self, expr):
         """A name takes a subscript as it is; anything else in parentheses first."""
@@ -344,11 +321,6 @@ class LatexMathPrinter(LatexPrinter):
     def _raised(tex, exp):
         return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
-
-_LATEX_OPERATORS = {"exp": r"\exp", "log": r"\log", "tanh": r"\tanh"}  # the rest: \operatorname{name}
-
-for _cls in (atoms.RowSqNorm, atoms.Solve, atoms.Analytic):
-    setattr(LatexMathPrinter, f"_print_{_cls.__name__}", LatexMathPrinter._print_dp_call)
 
 _LATEX_PRINTER = LatexMathPrinter({"order": "none"})
 

@@ -4,7 +4,7 @@ This is the oracle of the differential tests: every generated PyTorch module is 
 with `evaluate` on random data. So it is written to be obviously right rather than fast,
 and independently of the torch backend: it reads nothing but the IR (ir.Program and its
 sympy math) and the numpy reference registered with each atom in atoms.py
-(`Soft.reference = ...`, one atom, one place).
+(its `reference` rule: one atom, one place).
 
 Meaning, exactly sympy's, one sample at a time ("column form"): a vector R[n] is an (n, 1)
 array, a matrix (m, n) an (m, n) array, a scalar a numpy float64 (so 1/0 is inf, as in
@@ -41,7 +41,7 @@ import operator
 
 import sympy as sp
 
-from dpc import atoms, graph
+from dpc import atoms, declare, graph
 from dpc.ir import Program, Step
 
 
@@ -78,10 +78,8 @@ def _sympy_rules():
         sp.Pow: lambda base, exp: np.float64(base) ** exp,    # float64: 0 ** -1 is inf, (-1) ** 0.5 nan
         sp.Max: lambda *xs: functools.reduce(np.maximum, xs),
         sp.Min: lambda *xs: functools.reduce(np.minimum, xs),
-        sp.exp: np.exp,
-        sp.log: np.log,
-        sp.tanh: np.tanh,
-        sp.Abs: np.abs,
+        # the scalar forms of declared atoms (sp.exp, sp.log, sp.tanh, sp.Abs): the atom's own reference
+        **{cls: functools.partial(atom.reference, np) for cls, atom in declare.BY_SCALAR_CLASS.items()},
         sp.MatAdd: total,
         sp.MatMul: _matmul,
         sp.HadamardProduct: product,

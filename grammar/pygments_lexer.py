@@ -2,29 +2,35 @@
 
 Pygments finds it through the `pygments.lexers` entry point in pyproject.toml; the compiler never imports
 this module (it needs pygments, which the compiler does not). The token rules follow grammar/dp.lark;
-the word lists are the compiler's own (tests/test_lexer.py checks that they stay equal).
+the keyword lists are the compiler's own (tests/test_lexer.py checks that they stay equal), and the
+functions a program can call are the declared atoms (dpc.declare.ATOMS), looked up as each name is lexed:
+an atom declared anywhere, a test's own included, is a builtin with no edit here.
 """
 from __future__ import annotations
 
 from pygments.lexer import RegexLexer, bygroups, include, words
 from pygments.token import (Comment, Keyword, Name, Number, Operator, Punctuation, Text, Whitespace)
 
+from dpc import atoms  # noqa: F401 - declares the atoms
+from dpc.declare import ATOMS
+
 __all__ = ["DpLexer"]
 
 # Statements that declare a name, and the other statement keywords (grammar/parser.py's KEYWORDS).
 DECLARATIONS = ("network", "dims", "input", "param", "hyper", "let", "var")
 STATEMENTS = ("minimize", "subject", "update", "derive", "relax", "adapt", "unroll", "learn", "output", "backward")
-# The functions a program can call (dpc.atoms.ATOMS): they cannot be declared, so always builtins.
-ATOMS = ("abs", "analytic", "bentropy", "clamp", "entropy", "exp", "eye", "hard", "huber", "log", "log1p",
-         "logcosh", "norm0", "norm1", "norm2", "normalize", "opnorm", "relu", "rownormalize", "rowsqnorm",
-         "sigmoid", "soft", "softmax", "softplus", "softpos", "softss", "solve", "sparsemax", "sqnorm", "sqrt",
-         "square", "sum", "tanh")
 # `s in SET` (dpc.lower.SETS) and `relax SET -> ...`; a set name is an ordinary name elsewhere.
 SETS = ("nonneg", "box", "onehot", "simplex", "binary")
 # The words of a learn list that are forms or tying, not names (dpc.passes.learn).
 LEARN_WORDS = ("weights", "stepsizes", "coupled", "tied", "untied")
 
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
+
+
+def _name(lexer, match):
+    """A declared atom's name is a builtin, any other a name (ATOMS is read as each name is lexed)."""
+    text = match.group()
+    yield match.start(), Name.Builtin if text in ATOMS else Name, text
 
 
 class DpLexer(RegexLexer):
@@ -58,8 +64,7 @@ class DpLexer(RegexLexer):
             (words(STATEMENTS + ("in",), suffix=r"\b"), Keyword),
             (r"(:)(\s*)(R)\b", bygroups(Punctuation, Whitespace, Keyword.Type)),  # `R` is a name elsewhere
             (r"sum_[A-Za-z][A-Za-z0-9]*(?![A-Za-z0-9_])", Operator.Word),  # sum_j: an index sum
-            (words(ATOMS, suffix=r"\b"), Name.Builtin),
-            (_NAME, Name),
+            (_NAME, _name),  # an atom (it cannot be declared, so always a builtin) or a name
             (r"([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+", Number.Float),
             (r"[0-9]+", Number.Integer),
             (r"\.T\b", Operator),  # transpose

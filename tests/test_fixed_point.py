@@ -155,9 +155,8 @@ def test_implicit_gradient_converges_for_every_sample():
     """The adjoint iteration stops when every sample's gradient has converged, not the batch's norm: here
     sample 0's gradient is a million times larger and converges in a few steps (layer contraction 0.1),
     sample 1's needs many (0.9). The implicit gradient of z = a*z + c is g0 / (1 - a)."""
-    from dpc.backends.torch.emit import HELPERS
-    namespace = {"torch": torch}
-    exec(HELPERS["_implicit_layer"], namespace)
+    from dpc.backends.torch.runtime import namespace as helpers
+    namespace = helpers("_implicit_layer")
     a = torch.tensor([[0.1], [0.9]])
     c = torch.ones(2, 3, requires_grad=True)
     z_star = (c / (1 - a)).detach()

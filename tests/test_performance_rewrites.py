@@ -208,9 +208,8 @@ def test_state_dict_of_stacked_per_layer_values_still_loads(tmp_path):
 def test_soft_threshold_under_torch_compile_has_the_eager_values_and_gradients(t):
     """Under torch.compile _soft is _SoftCompiled (a backward inductor's CPU code runs fast): the same values
     and gradients as the eager form, for thresholds of both signs, at ties (v = +-t), per entry and a float."""
-    from dpc.backends.torch.emit import HELPERS
-    namespace = {"torch": torch}
-    exec(HELPERS["_soft"], namespace)
+    from dpc.backends.torch.runtime import namespace as helpers
+    namespace = helpers("_soft")
     soft_ = namespace["_soft"]
     rng = np.random.default_rng(9)
     v = torch.tensor(rng.standard_normal((6, 8)), requires_grad=True)

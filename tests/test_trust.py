@@ -479,10 +479,8 @@ def test_a_sum_index_named_like_the_value_being_declared_is_an_error():
 def test_support_selection_keeps_the_lower_index_among_ties():
     """_softss selects without sorting (kthvalue, then the first of the tied entries): on data full of ties it
     must pick what numpy's stable sort picks."""
-    from dpc.backends.torch.emit import HELPERS
-    namespace = {"torch": torch}
-    exec(HELPERS["_soft"], namespace)  # the unselected entries are soft-thresholded
-    exec(HELPERS["_softss"], namespace)
+    from dpc.backends.torch.runtime import namespace as helpers
+    namespace = helpers("_softss")  # with _soft, which soft-thresholds the unselected entries
     rng = np.random.default_rng(4)
     v = rng.choice([-2.0, -1.0, 0.5, 1.0, 2.0], size=(50, 23))  # many equal magnitudes
     for layer, p, pmax in [(1, 13.0, 13.0), (3, 13.0, 50.0), (8, 30.0, 100.0), (1, 1.0, 1.0)]:

@@ -16,183 +16,14 @@ import sympy as sp
 from dpc import __version__, atoms, graph
 from dpc.algebra import is_zero
 from dpc.backends.torch.names import Namespace
+from dpc.backends.torch import runtime  # noqa: F401 - declares the backend's helpers
 from dpc.backends.torch.printer import CALL, TorchPrinter, Unsupported
+from dpc.declare import ordered_helpers
 from dpc.errors import DpcError
 from dpc.ir import Program, Step, make_symbol
 from dpc.printing import format_step, math
 from dpc.requirements import RELATIONS, all_requirements
 
-HELPERS = {
-    "_soft": '''def _soft(v, t):
-    """Soft threshold relu(v - t) - relu(-v - t), which is sign(v) * max(|v| - t, 0) for t >= 0 (and stays
-    continuous if a learned t goes below 0): measured the fastest forward+backward of the usual forms (clamp
-    with a tensor bound is slow to differentiate). Written with -t once (v + (-t) and (-t) - v are exactly
-    v - t and -v - t), so backward negates one gradient instead of four, and the relus run in place on the
-    two fresh temporaries: about 25% faster forward+backward and 40% faster forward than the plain form."""
-    if torch.compiler.is_compiling():
-        return _SoftCompiled.apply(v, torch.as_tensor(t, dtype=v.dtype, device=v.device))
-    neg_t = -t
-    return (v + neg_t).relu_() - (neg_t - v).relu_()
-
-
-class _SoftCompiled(torch.autograd.Function):
-    """_soft under torch.compile: the same values and gradients, with a backward that inductor's CPU code
-    runs fast. Differentiated as written, inductor saves the two relus' masks as bools, and its kernels
-    that store them ran 7x slower than eager here (forward+backward of the network 2.4x slower than
-    eager); this backward recomputes the masks as floats from v and t."""
-
-    @staticmethod
-    def forward(v, t):
-        return torch.relu(v - t) - torch.relu(-v - t)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def backward(ctx, grad):
-        v, t = ctx.saved_tensors
-        up, down = (v - t).relu().sign(), (-v - t).relu().sign()  # 1 where each relu is positive, else 0
-        grad_t = (grad * (down - up)).sum_to_size(t.shape) if ctx.needs_input_grad[1] else None
-        return grad * (up + down), grad_t''',
-    "_layer_count": '''def _layer_count(steps):
-    """steps as an int >= 1: a float or a bool is refused, not truncated (2.7 layers is a mistake)."""
-    try:
-        count = steps.__index__() if not isinstance(steps, bool) else None  # int, numpy and torch integers
-    except (AttributeError, TypeError, RuntimeError):
-        count = None
-    if count is None or count < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    return count''',
-    "_converged": '''def _converged(tol, *pairs):
-    """Per sample, whether every (new, old) pair of states changed by at most tol of the new one's norm."""
-    done = None
-    for new, old in pairs:
-        close = torch.linalg.vector_norm(new - old, dim=-1) <= tol * torch.linalg.vector_norm(new, dim=-1)
-        done = close if done is None else done & close
-    return done''',
-    "_implicit_layer": '''def _implicit_layer(layer, z, tol, max_iter):
-    """layer(z) at a fixed point z = layer(z), whose backward is the implicit gradient: the incoming gradient
-    g0 becomes the solution of g = J.T g + g0 (J = d layer / dz at the fixed point), found by iterating to
-    the same tolerance for every sample (as the forward loop stops), at most max_iter times (deep equilibrium
-    models, Bai, Kolter & Koltun 2019). Memory is that of one layer, whatever the number of iterations that
-    found z."""
-    z = z.detach()
-    out = layer(z)  # carries the graph to the parameters (and inputs)
-    if not out.requires_grad:
-        return out
-    z0 = z.clone().requires_grad_()
-    f0 = layer(z0)  # for the vector-Jacobian products J.T g
-
-    def adjoint(g0):
-        g = g0
-        for _ in range(max_iter):
-            g_next = torch.autograd.grad(f0, z0, g, retain_graph=True)[0] + g0
-            # per sample: a batch's norm would let a large gradient's convergence stop a small one's
-            close = torch.linalg.vector_norm(g_next - g, dim=-1) <= tol * torch.linalg.vector_norm(g_next, dim=-1)
-            g = g_next
-            if bool(close.all()):
-                break
-        return g
-    out.register_hook(adjoint)
-    return out''',
-    "_cg": '''def _cg(A, b, x, iters):
-    """iters steps of conjugate gradients for A x = b per sample (rows of b; A symmetric positive definite),
-    from x (0: from zero). Where the residual is already 0 a step does not move x (no 0/0)."""
-    x = b * 0 + x
-    r = b - x @ A.mT
-    p = r
-    rs = (r * r).sum(-1, keepdim=True)
-    for _ in range(iters):
-        Ap = p @ A.mT
-        curvature = (p * Ap).sum(-1, keepdim=True)
-        alpha = torch.where(curvature > 0, rs / torch.where(curvature > 0, curvature, 1), 0)
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rs_next = (r * r).sum(-1, keepdim=True)
-        p = r + torch.where(rs > 0, rs_next / torch.where(rs > 0, rs, 1), 0) * p
-        rs = rs_next
-    return x''',
-    "_cholesky": '''def _cholesky(A, name):
-    """The Cholesky factor of A, positive definite by its derivation; a ValueError naming it where rounding
-    leaves it singular (a ridge weight of 1e-30 beside a rank-deficient D)."""
-    factor, info = torch.linalg.cholesky_ex(A)
-    if bool((info != 0).any()):
-        raise ValueError(f"{name} is not positive definite to working precision: make the ridge (or rho) larger")
-    return factor''',
-    "_hard": '''def _hard(v, t):
-    """Hard threshold: keep v where |v| > t, else 0."""
-    return v * (v.abs() > t)''',
-    "_layers": '''def _layers(value, steps):
-    """One copy of an initial value per layer (untied weights), stacked on a new first axis."""
-    return value.expand(steps, *value.shape).clone()''',
-    "_layer_list": '''def _layer_list(value, steps, first_read=True):
-    """One copy of an initial value per layer (untied weights), each its own parameter: layer k's gradient
-    is its own tensor, so backward stacks nothing. first_read=False: the first layer starts from constants
-    and does not read its copy, which is frozen (requires_grad False) so that no optimizer or DDP waits
-    for a gradient it never gets."""
-    return nn.ParameterList(nn.Parameter(value.clone(), requires_grad=first_read or k > 0) for k in range(steps))''',
-    "_copies": '''def _copies(layers):
-    """A ParameterList's parameters as a tuple, layer k's at [k]: one call (9 us for 16 layers here, where
-    indexing the list costs about 3 us a time)."""
-    return tuple(p for _, p in layers.named_parameters(recurse=False, remove_duplicate=False))''',
-    "_unstack_layers": '''def _unstack_layers(state_dict, prefix, names, steps, error_msgs):
-    """A state_dict from a module an earlier dpc generated, where these per-layer values were one tensor
-    stacked on a steps axis (key NAME): its slices become the keys NAME.0 ... NAME.<steps-1>."""
-    for name in names:
-        value = state_dict.pop(prefix + name, None)
-        if value is None:
-            continue
-        if value.dim() == 0 or value.shape[0] != steps:
-            error_msgs.append(f"{prefix}{name}: a stacked value of shape {tuple(value.shape)}, and this network has "
-                              f"{steps} layers (keys {prefix}{name}.0 ... {prefix}{name}.{steps - 1})")
-            continue
-        for k, layer in enumerate(value.unbind(0)):
-            state_dict[f"{prefix}{name}.{k}"] = layer''',
-    "_sparsemax": '''def _sparsemax(v):
-    """Euclidean projection of every row of v onto the probability simplex (Martins & Astudillo, 2016)."""
-    z = torch.sort(v, dim=-1, descending=True).values
-    cumsum = z.cumsum(-1) - 1
-    rank = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
-    support = (rank * z > cumsum).sum(-1, keepdim=True).clamp(min=1)  # >= 1 even where z + 1 rounds to z
-    threshold = cumsum.gather(-1, support - 1) / support.to(v.dtype)
-    return torch.clamp(v - threshold, min=0)''',
-    "_entr": '''def _entr(v):
-    """-v * log(v), 0 at v = 0, like torch.special.entr but with a finite gradient where v underflows to 0
-    (the log reads v clamped to the smallest normal number), so entropies of softmax outputs backpropagate."""
-    return -v * v.clamp_min(torch.finfo(v.dtype).tiny).log()''',
-    "_softss": '''def _softss(v, t, p, pmax, layer):
-    """Soft threshold with support selection (LISTA-CPSS): at layer number `layer` the largest
-    min(layer * p, pmax) percent of |v| in each sample (k entries, k = floor of that share) pass
-    unshrunk where |v| > t; the rest are soft-thresholded (as _soft does). The selection carries no
-    gradient. Among equal |v| the lower index is kept (what a stable sort gives, the same on every
-    device), found without sorting: the k-th largest |v| (kthvalue), every entry above it, and the
-    first of those equal to it (2.6x faster than a stable sort at batch 128, n = 200, 1 thread)."""
-    n = v.shape[-1]
-    k = min(int(min(layer * p, pmax) * n / 100 + 1e-6), n)
-    shrunk = _soft(v, t)
-    if k < 1:
-        return shrunk
-    magnitude = v.detach().abs()
-    kth = magnitude.kthvalue(n - k + 1, dim=-1, keepdim=True).values
-    above, tied = magnitude > kth, magnitude == kth
-    top = above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True)))
-    return torch.where(top & (magnitude > t), v, shrunk)''',
-    "_analytic": '''def _analytic(D):
-    """ALISTA's analytic weight (Liu et al. 2019): W minimising ||W.T @ D||_F off the diagonal subject to
-    diag(W.T @ D) = 1. The problem splits by columns; column i is G^+ D_i / (D_i.T G^+ D_i), G = D @ D.T."""
-    Z = torch.linalg.pinv(D @ D.mT, hermitian=True) @ D
-    return Z / (D * Z).sum(0)''',
-    "_logcosh": '''def _logcosh(v):
-    """log(cosh(v)) = |v| + log(1 + exp(-2|v|)) - log(2), which never overflows (cosh does past |v| ~ 710)."""
-    a = v.abs()
-    return a + torch.log1p(torch.exp(-2 * a)) - 0.6931471805599453''',
-    "_huber": '''def _huber(v, d):
-    """Huber's function, v^2/2 where |v| <= d and d*(|v| - d/2) beyond, as c*(v - c/2) with c = v clipped to
-    [-d, d]: one formula, whose gradient is c."""
-    c = torch.clamp(v, -d, d)
-    return c * (v - 0.5 * c)''',
-}
 
 
 class _Lines:
@@ -432,15 +263,10 @@ class Emitter:
         out("import torch.nn.functional as F")
         out("from torch import nn")
         out()
-        if "_softss" in self.used_helpers:  # its unselected entries are soft-thresholded by _soft
-            self.used_helpers.add("_soft")
-        for name in ("_layer_count", "_soft", "_hard", "_layers", "_layer_list", "_copies", "_unstack_layers",
-                     "_sparsemax", "_softss", "_analytic", "_entr", "_logcosh", "_huber", "_converged",
-                     "_implicit_layer", "_cg", "_cholesky"):
-            if name in self.used_helpers:
-                out()
-                out(HELPERS[name])
-                out()
+        for used in ordered_helpers(self.used_helpers):
+            out()
+            out(used.source)
+            out()
         out()
         out.lines += body.lines
         text = out.text()

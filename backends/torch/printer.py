@@ -12,10 +12,11 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
 
-from dpc import atoms
+from dpc import atoms, declare
+from dpc.declare import PRECEDENCE
 from dpc.errors import DpcError
 
-ATOM, CALL, POW, UNARY, MUL, ADD = 100, 90, 60, 50, 40, 30
+ATOM, CALL, POW, UNARY, MUL, ADD = (PRECEDENCE[k] for k in ("atom", "call", "pow", "unary", "mul", "add"))
 
 
 class Unsupported(DpcError):
@@ -43,6 +44,9 @@ class TorchPrinter:
 
     # --- helpers ---
     def p(self, expr):
+        atom = declare.of(expr)
+        if atom is not None:
+            return self._atom(atom, expr)
         method = getattr(self, "_" + type(expr).__name__, None)
         if method is None:
             for klass in type(expr).__mro__[1:]:
@@ -54,6 +58,8 @@ class TorchPrinter:
         return method(expr)
 
     def wrap(self, expr, prec):
+        if isinstance(prec, str):  # a rule's name for a precedence: 'call', 'add+' (tighter than a sum)
+            prec = PRECEDENCE[prec.rstrip("+")] + prec.endswith("+")
         code, own = self.p(expr)
         return f"({code})" if own < prec else code
 
@@ -132,42 +138,14 @@ class TorchPrinter:
         default dtype (float32 in a float64 module: a precision loss; float64 in a float32 one: promotion)."""
         return f"torch.as_tensor({self(e)}, dtype={self.like}.dtype, device={self.like}.device)"
 
-    def _exp(self, e):
-        return f"torch.exp({self._tensor(e.args[0])})", CALL
-
-    def _log(self, e):
-        return f"torch.log({self._tensor(e.args[0])})", CALL
-
-    def _tanh(self, e):
-        return f"torch.tanh({self._tensor(e.args[0])})", CALL
-
     # --- scalar atoms of vectors: one number per sample ---
     def _reduce(self, code, method="sum"):
         return f"{code}.{method}(-1{', keepdim=True' if self.keepdim else ''})", CALL
-
-    def _SqNorm(self, e):
-        return self._reduce(f"{self.wrap(e.args[0], CALL)}.square()")
-
-    def _Norm1(self, e):
-        return self._reduce(f"{self.wrap(e.args[0], CALL)}.abs()")
-
-    def _Norm2(self, e):
-        kd = ", keepdim=True" if self.keepdim else ""
-        return f"torch.linalg.vector_norm({self(e.args[0])}, dim=-1{kd})", CALL
-
-    def _Norm0(self, e):  # |sign(v)| counts the non-zeros in v's own dtype (a bool sum would be int64)
-        return self._reduce(f"{self.wrap(e.args[0], CALL)}.sign().abs()", "sum")
-
-    def _SumAll(self, e):
-        return self._reduce(self.wrap(e.args[0], CALL))
 
     def _Dot(self, e):
         a, b = e.args
         # * and @ bind alike in Python, left to right: a * (v @ D), not (a * v) @ D
         return self._reduce(f"({self.wrap(a, MUL)} * {self.wrap(b, MUL + 1)})")
-
-    def _OpNorm(self, e):
-        return f"torch.linalg.matrix_norm({self(e.args[0])}, ord=2)", CALL
 
     # --- matrices and vectors ---
     def _MatrixSymbol(self, e):
@@ -309,91 +287,36 @@ class TorchPrinter:
     def _HadamardProduct(self, e):
         return " * ".join(self.wrap(a, MUL + 1) for a in e.args), MUL
 
-    # --- elementwise atoms ---
+    # --- declared atoms: each renders by its declaration's torch rule (dpc.atoms) ---
+    def _atom(self, atom, e):
+        rule = atom.torch
+        args = e.args
+        if atom.scalar_class is not None and isinstance(e, atom.scalar_class):
+            # the scalar form (sympy's tanh of a hyper): the same rendering, on a tensor in the module's dtype
+            if not isinstance(rule, (str, declare.Helper)):
+                raise Unsupported(f"atom '{atom.name}': its torch rule cannot print its scalar form {e}")
+            args = [_Code(self._tensor(a)) for a in args]
+        if isinstance(rule, str):
+            return rule.format(*(_Formatted(self, a) for a in args)), CALL
+        if isinstance(rule, declare.Helper):
+            return self._call(self.use(rule), *args)
+        out = rule(self, e)
+        return out if isinstance(out, tuple) else (out, CALL)
+
+    def use(self, helper) -> str:
+        """A runtime helper the printed code calls (emitted with the module, with what it needs)."""
+        self.helpers.add(helper.name)
+        return helper.name
+
+    def reduce(self, code, method="sum"):
+        """code reduced over the last axis: one number per sample (kept as an axis inside updates)."""
+        return self._reduce(code, method)
+
+    def tensor(self, e):
+        return self._tensor(e)
+
     def _call(self, fn, *args):
-        return f"{fn}({', '.join(self(a) for a in args)})", CALL
-
-    def _Soft(self, e):
-        self.helpers.add("_soft")
-        return self._call("_soft", *e.args)
-
-    def _SoftPos(self, e):
-        v, t = e.args
-        return f"torch.relu({self.wrap(v, ADD)} - {self.wrap(t, ADD + 1)})", CALL
-
-    def _Hard(self, e):
-        self.helpers.add("_hard")
-        return self._call("_hard", *e.args)
-
-    def _Clamp(self, e):
-        v, lo, hi = e.args
-        lo_code = "None" if lo == -sp.oo else self(lo)
-        hi_code = "None" if hi == sp.oo else self(hi)
-        return f"torch.clamp({self(v)}, {lo_code}, {hi_code})", CALL
-
-    def _Relu(self, e):
-        return self._call("torch.relu", e.args[0])
-
-    def _Sigmoid(self, e):
-        return self._call("torch.sigmoid", e.args[0])
-
-    def _Tanh(self, e):
-        return self._call("torch.tanh", e.args[0])
-
-    def _Exp(self, e):
-        return self._call("torch.exp", e.args[0])
-
-    def _Log(self, e):
-        return self._call("torch.log", e.args[0])
-
-    def _Abs(self, e):  # sympy's Abs of a scalar and the elementwise atom share the class name
-        if isinstance(e, sp.Abs):
-            return f"abs({self(e.args[0])})", CALL
-        return self._call("torch.abs", e.args[0])
-
-    # smooth entrywise atoms (their derivatives are in atoms.py)
-    def _Square(self, e):
-        return f"{self.wrap(e.args[0], CALL)}.square()", CALL
-
-    def _Softplus(self, e):  # threshold 40: linear only where log(1 + e^-v) < 1e-17, below float64's precision
-        return f"F.softplus({self(e.args[0])}, threshold=40)", CALL
-
-    def _Log1p(self, e):
-        return self._call("torch.log1p", e.args[0])
-
-    def _LogCosh(self, e):
-        self.helpers.add("_logcosh")
-        return self._call("_logcosh", e.args[0])
-
-    def _Huber(self, e):
-        self.helpers.add("_huber")
-        return self._call("_huber", *e.args)
-
-    def _Softmax(self, e):
-        return f"torch.softmax({self(e.args[0])}, dim=-1)", CALL
-
-    # --- relaxations and closed forms (passes/relax.py, passes/closed.py) ---
-    def _Sparsemax(self, e):
-        self.helpers.add("_sparsemax")
-        return self._call("_sparsemax", e.args[0])
-
-    def _Normalize(self, e):
-        return f"F.normalize({self(e.args[0])}, dim=-1)", CALL
-
-    def _RowNormalize(self, e):
-        return f"F.normalize({self(e.args[0])}, dim=-1)", CALL
-
-    def _RowSqNorm(self, e):
-        return f"{self.wrap(e.args[0], CALL)}.square().sum(-1)", CALL
-
-    def _Entropy(self, e):  # _entr: -v log v with a finite gradient where v underflows to 0
-        self.helpers.add("_entr")
-        return self._reduce(f"_entr({self(e.args[0])})")
-
-    def _BinaryEntropy(self, e):
-        self.helpers.add("_entr")
-        v = e.args[0]
-        return self._reduce(f"(_entr({self(v)}) + _entr(1 - {self.wrap(v, ADD + 1)}))")
+        return f"{fn}({', '.join(a.code if isinstance(a, _Code) else self(a) for a in args)})", CALL
 
     def _Ones(self, e):
         return f"torch.ones({self._sizes(e)})", CALL
@@ -404,33 +327,6 @@ class TorchPrinter:
         x0 = "0" if is_zero_matrix(start) else self(start)
         return f"_cg({self(matrix)}, {self(rhs)}, {x0}, {int(iters)})", CALL
 
-    def _Solve(self, e):
-        matrix, rhs = e.args
-        factor = self.names.get(f"{matrix.name}.factor") if isinstance(matrix, sp.MatrixSymbol) else None
-        if factor is not None:  # factored once at construction (emit.py): two triangular solves
-            return self._factored_solve(factor, rhs)
-        if rhs.shape[1] != 1:  # a matrix right-hand side (a learned weight's start, Dd @ solve(A, Dd.T))
-            return f"torch.linalg.solve({self(matrix)}, {self(rhs)})", CALL
-        if self.is_batched(rhs) and not self.is_batched(matrix):
-            # one matrix for the whole batch: the samples are the columns of one right-hand side, so the
-            # matrix is factored once per call (a (batch, n, 1) right-hand side broadcasts the matrix and
-            # factors it once per sample: 3.6x slower at n = 200, batch 1024, float64, 1 thread)
-            return f"torch.linalg.solve({self(matrix)}, {self.wrap(rhs, CALL)}.mT).mT", CALL
-        return f"torch.linalg.solve({self(matrix)}, {self.wrap(rhs, CALL)}.unsqueeze(-1)).squeeze(-1)", CALL
-
-    def _factored_solve(self, factor, rhs):
-        """solve(A, rhs) from A's Cholesky factor (one name) or LU factors (two), rhs a batch of rows, a
-        constant vector or a matrix."""
-        if rhs.shape[1] != 1:
-            columns, back = self(rhs), ""
-        elif self.is_batched(rhs):
-            columns, back = f"{self.wrap(rhs, CALL)}.mT", ".mT"
-        else:
-            columns, back = f"{self.wrap(rhs, CALL)}.unsqueeze(-1)", ".squeeze(-1)"
-        if len(factor) == 1:
-            return f"torch.cholesky_solve({columns}, {factor[0]}){back}", CALL
-        return f"torch.linalg.lu_solve({factor[0]}, {factor[1]}, {columns}){back}", CALL
-
     def _IndexSum(self, e):
         from dpc.backends.torch.indexed import print_index_sum
         return print_index_sum(self, e)
@@ -438,15 +334,6 @@ class TorchPrinter:
     def _IndexVector(self, e):
         from dpc.backends.torch.indexed import print_index_vector
         return print_index_vector(self, e)
-
-    # --- the LISTA family (passes/adapt_support.py, adapt_gates.py; ALISTA's analytic weight) ---
-    def _SoftSS(self, e):
-        self.helpers.add("_softss")
-        return self._call("_softss", *e.args)
-
-    def _Analytic(self, e):
-        self.helpers.add("_analytic")
-        return self._call("_analytic", e.args[0])
 
     def _sizes(self, e):
         rows, cols = e.shape
@@ -458,6 +345,26 @@ class TorchPrinter:
 
     def _Xavier(self, e):
         return f"nn.init.xavier_uniform_(torch.empty({self._sizes(e)}))", CALL
+
+
+class _Code:
+    """Code already printed (a scalar made a tensor), passed where a rule expects an argument."""
+
+    def __init__(self, code):
+        self.code = code
+
+
+class _Formatted:
+    """An argument in a torch template: {0} prints it, {0:call} wraps it to bind as tightly as a call,
+    {0:add+} to bind tighter than a sum."""
+
+    def __init__(self, printer, expr):
+        self.printer, self.expr = printer, expr
+
+    def __format__(self, spec):
+        if isinstance(self.expr, _Code):
+            return self.expr.code  # torch.as_tensor(...): a call, binding as tightly as any spec asks
+        return self.printer.wrap(self.expr, spec) if spec else self.printer(self.expr)
 
 
 def _powers_expanded(matrix):

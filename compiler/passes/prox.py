@@ -21,9 +21,13 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from dpc import atoms
+from dpc import atoms, declare
 
-PENALTIES = {atoms.Norm1: "norm1", atoms.Norm0: "norm0", atoms.SqNorm: "ridge"}
+
+def _penalty_kind(atom_class) -> str | None:
+    """The prox kind an atom declares (`prox` rule: norm1, norm0, ridge), or None."""
+    atom = declare.BY_CLASS.get(atom_class)
+    return atom.prox if atom is not None else None
 
 
 @dataclass(frozen=True)
@@ -45,19 +49,20 @@ class NoProx(Exception):
 def as_penalty(term, var) -> Penalty | None:
     """c*atom(var) with c free of var -> Penalty; None when the term is not of that form."""
     found = [a for a in term.atoms(atoms.ScalarAtom) if a.has(var)]
-    if len(found) != 1 or type(found[0]) not in PENALTIES or found[0].args[0] != var:
+    if len(found) != 1 or _penalty_kind(type(found[0])) is None or found[0].args[0] != var:
         return None
     # the factors beside the atom (not simplify(term / atom): simplify rewrites inside other atoms' arguments)
     weight, rest = term.as_independent(found[0], as_Add=False)
     if rest != found[0] or weight.has(var):
         return None
-    return Penalty(PENALTIES[type(found[0])], weight, term)
+    return Penalty(_penalty_kind(type(found[0])), weight, term)
 
 
 def is_nonsmooth(term, var) -> bool:
-    """Terms that need a prox: a norm that is not differentiable at 0, applied to anything with var."""
-    return any(isinstance(a, (atoms.Norm1, atoms.Norm0, atoms.Norm2)) for a in term.atoms(atoms.ScalarAtom)
-               if a.has(var))
+    """Terms that need a prox: a declared scalar atom with no derivative (a norm that is not differentiable at
+    0), applied to anything with var."""
+    return any(type(a) in declare.BY_CLASS and declare.BY_CLASS[type(a)].derivative is None
+               for a in term.atoms(atoms.ScalarAtom) if a.has(var))
 
 
 def build_prox(penalties: list[Penalty], box, step):

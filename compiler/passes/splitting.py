@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy import MatrixSymbol
 
-from dpc import algebra, atoms, calculus
+from dpc import algebra, atoms, calculus, declare
 from dpc.errors import DpcError
 from dpc.ir import Decl, Directive, Program
 from dpc.lower import lower_scalar
@@ -76,7 +76,7 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
         raise fail(program, f"cannot differentiate {math(e.term)} with respect to {var.name}",
                    _span_containing(program, e.term) or directive.span,
                    "smooth terms are sqnorm(...), inner products, sum(...), sum_j, and the smooth entrywise functions "
-                   "square, softplus, log1p, logcosh, huber, exp, log, sigmoid, tanh of them") from None
+                   f"{', '.join(smooth_entrywise())} of them") from None
     program, step = _step(program, directive, var, grad, smooth)
     program = _requirements(program, directive, penalties, box, step)
     try:
@@ -86,6 +86,12 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
                    program.span_of_term(e.term) or directive.span,
                    "keep one of norm1/norm0 on the var; other terms must be smooth") from None
     return Splitting(program, var, smooth, grad, tuple(penalties), box, step, prox, text)
+
+
+def smooth_entrywise(bounded: bool = False) -> list[str]:
+    """The declared entrywise atoms with a derivative (bounded: and a curvature bound), for hints."""
+    return [a.name for a in declare.declared() if issubclass(a.cls, atoms.VectorAtom) and callable(a.derivative)
+            and not isinstance(a.derivative, declare.Pullback) and (not bounded or a.curvature is not None)]
 
 
 def _requirements(program, directive, penalties, box, step):
@@ -173,7 +179,7 @@ def _lipschitz_bound(program, directive, var, smooth):
                        f"the gradient of {math(term)}", program.span_of_term(term)
                        or _span_containing(program, term) or directive.span,
                        f"give the step, e.g. derive {directive.name}(step = 0.1); bounds are known for quadratics "
-                       "and c*sum(phi(A @ z + b)), phi one of square, softplus, logcosh, huber, sigmoid, tanh")
+                       f"and c*sum(phi(A @ z + b)), phi one of {', '.join(smooth_entrywise(bounded=True))}")
         bounds.append(bound)
     if quadratic:
         try:
