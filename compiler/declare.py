@@ -122,7 +122,7 @@ def ordered_helpers(used) -> list[Helper]:
 FUZZ_ROLES = {
     "elementwise": "f(v) entrywise on vectors, any real argument, a value of v's shape (relu, tanh)",
     "smooth": "a smooth entrywise function with a derivative: in updates, and in objectives as "
-              "c*sum(phi(A @ z + b)) (square, softplus)",
+              "c*sum(phi(A @ z + b)) (square)",
     "threshold": "a proximal non-linearity f(v, t...) with scalar thresholds after v (soft, hard)",
     "reduction": "a scalar of a vector (sqnorm, norm1, sum)",
 }
@@ -345,3 +345,4 @@ def undeclare(name: str) -> None:
     BY_CLASS.pop(atom.cls, None)
     if atom.scalar_class is not None:
         BY_SCALAR_CLASS.pop(atom.scalar_class, None)
+

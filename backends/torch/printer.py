@@ -276,7 +276,7 @@ class TorchPrinter:
         base, exponent = e.args
         if exponent == 2:
             return f"{self.wrap(base, CALL)}.square()", CALL
-        if exponent == -1:  # a derivative's reciprocal (log1p' = 1/(1 + v))
+        if exponent == -1:  # a derivative's reciprocal (1/(1 + v))
             return f"1 / {self.wrap(base, MUL + 1)}", MUL
         return f"{self.wrap(base, POW + 1)} ** {self.wrap(exponent, POW + 1)}", POW
 

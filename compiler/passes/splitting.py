@@ -149,7 +149,7 @@ def _box(program, directive, var):
 def _step(program, directive, var, grad, smooth):
     """The step as written, or 1/L with L a Lipschitz constant of grad f: opnorm of the Hessian of f's
     quadratic terms, plus |c| * curvature(phi) * opnorm(A)^2 for each term c*sum(phi(A @ z + b)) whose
-    entrywise phi has a bounded second derivative (softplus 1/4, huber and logcosh 1, square 2, ...)."""
+    entrywise phi has a bounded second derivative (each atom declares its bound: its curvature rule)."""
     node = directive.kwarg("step")
     if node is not None:
         return program, lower_scalar(program, node, "the step")
