@@ -5,12 +5,25 @@ import hashlib
 import os
 import sys
 import types
+from typing import TYPE_CHECKING, NamedTuple
 
 from dpc.errors import DpcError, deep_nesting, read_source
 
+if TYPE_CHECKING:  # the IR needs sympy: not imported to load an already generated .py
+    from dpc.ir import Program
 
-def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
-    """.dp source -> the generated PyTorch module's source (deterministic)."""
+
+class Compiled(NamedTuple):
+    """What compile_with_program returns: the compiled IR program and the generated module's source."""
+
+    program: Program
+    source: str
+
+
+def compile_with_program(text: str, file: str = "<string>", overrides=None) -> Compiled:
+    """.dp source -> Compiled(program, source): the IR program after every pass (what `dpc explain` shows
+    last; what dpc.reference evaluates) and the generated PyTorch module's source, from one compilation.
+    Tools that check the module against the program (the fuzzer, dpc.fuzz) call this."""
     # imported here so that loading an already generated .py needs neither lark nor sympy
     from dpc.backends.torch.emit import emit_module
     from dpc.grammar.parser import nesting_error
@@ -20,11 +33,16 @@ def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
     try:
         with deep_nesting():
             program = compile_program(text, file, overrides)
-            return emit_module(program, os.path.basename(file))
+            return Compiled(program, emit_module(program, os.path.basename(file)))
     except DpcError as e:
         raise e.with_source(text) from None
     except RecursionError:  # the emitter's printer recurses on an expression's depth
         raise nesting_error(text, file) from None
+
+
+def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
+    """.dp source -> the generated PyTorch module's source (deterministic)."""
+    return compile_with_program(text, file, overrides).source
 
 
 def compile_file(path, overrides=None) -> str:
