@@ -1,4 +1,4 @@
-"""The `dpc` command: compile, check, explain, graph. Errors print as FILE:LINE:COL and exit 1."""
+"""The `dpc` command: compile, check, explain, graph, fuzz. Errors print as FILE:LINE:COL and exit 1."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override unroll=T or a hyper's default (repeatable)")
     c.add_argument("--force", action="store_true",
-                   help="compile even when OUT.py is up to date (its last line records source, --set and compiler)")
+                   help="compile even when OUT.py is up to date (its last line records source, --set and compiler), "
+                        "and replace an OUT.py that dpc did not write")
     k = sub.add_parser("check", help="everything compile does but write the file; report every error")
     k.add_argument("file", metavar="FILE.dp")
     k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to draw: .svg, .png or .dot (default: FILE.svg beside FILE.dp; - for DOT on stdout)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="draw with these overrides, as compile --set")
+    # parsed by dpc.fuzz itself (main hands it the rest of the line): listed here for `dpc --help`
+    sub.add_parser("fuzz", add_help=False, help="differential fuzzing against dpc.reference "
+                   "(dpc fuzz --programs N [--seed S] [--jobs J] [--out DIR]; dpc fuzz --help)")
     return p
 
 
@@ -41,6 +45,8 @@ def cmd_compile(args) -> int:
     from dpc import stamp  # standard library only: the up-to-date check imports no sympy, networkx, lark
     text = read_source(args.file)
     out = None if args.output == "-" else args.output or os.path.splitext(args.file)[0] + ".py"
+    if out:
+        _refuse_overwrite(out, args)
     if out and not args.force and stamp.up_to_date(out, text, args.file, args.set):
         print(f"up to date: {out}")
         return 0
@@ -50,13 +56,55 @@ def cmd_compile(args) -> int:
     if out is None:
         sys.stdout.write(source)
         return 0
-    try:
-        with open(out, "w", encoding="utf-8", newline="") as f:
-            f.write(stamp.stamped(source, text, args.file, args.set))
-    except OSError as err:  # no such folder, no permission, a directory: the user's to fix
-        raise DpcError(f"cannot write {out}: {err.strerror or err}", hint="choose another path with -o") from None
+    _write_module(out, stamp.stamped(source, text, args.file, args.set))
     print(f"wrote {out}")
     return 0
+
+
+def _refuse_overwrite(out: str, args) -> None:
+    """A DpcError before compiling when writing `out` would lose a file the user wrote: the input itself
+    (always), or an existing file with no dpc stamp (unless --force)."""
+    from dpc import stamp
+    if _same_file(out, args.file):
+        raise DpcError(f"refusing to write the module over its own source {args.file}",
+                       hint="name the program FILE.dp, or write the module elsewhere with -o OUT.py")
+    if os.path.isfile(out) and not args.force and not stamp.written_by_dpc(out):
+        raise DpcError(f"refusing to replace {out}: dpc did not write it (no dpc stamp, no dpc docstring)",
+                       hint="pass --force to replace it, or write the module elsewhere with -o OUT.py")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _write_module(out: str, text: str) -> None:
+    """Write atomically: a temporary file beside `out`, renamed over it, so an interrupted compile leaves the
+    old output whole."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dpc-", suffix=".py.tmp", dir=folder)
+    except OSError as err:  # no such folder, no permission: the user's to fix
+        raise DpcError(f"cannot write {out}: {err.strerror or err}", hint="choose another path with -o") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        if os.path.exists(out):
+            os.chmod(tmp, os.stat(out).st_mode & 0o777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, out)
+    except OSError as err:  # out is a directory, ...
+        os.unlink(tmp)
+        raise DpcError(f"cannot write {out}: {err.strerror or err}", hint="choose another path with -o") from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def cmd_check(args) -> int:
@@ -147,6 +195,10 @@ COMMANDS = {"compile": cmd_compile, "check": cmd_check, "explain": cmd_explain, 
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fuzz"]:  # a tool for people adding atoms: loaded (with torch, in its workers) only here
+        from dpc.fuzz.cli import main as fuzz
+        return fuzz(argv[1:], prog="dpc fuzz")
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
