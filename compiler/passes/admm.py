@@ -12,75 +12,24 @@ learned value. rho defaults to 1.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import sympy as sp
 
 from dpc import atoms
 from dpc.errors import DpcError
 from dpc.grammar import ast
 from dpc.literals import MAX_UNROLL
-from dpc.ir import Decl, Directive, Program, Step, dim_symbol, make_symbol
-from dpc.passes.composite import positive_semidefinite, scalar_option, solve_or_divide, split_composite
+from dpc.ir import Directive, Program
+from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_composite
+from dpc.passes.derive import Option, derive_method, option
+from dpc.passes.firstorder import Iteration, positive_scalar
 from dpc.passes.prox import NoProx, build_prox
 from dpc.passes.splitting import fail
-from dpc.printing import format_step, math
+from dpc.printing import math
 
 
-def derive_admm(program: Program, directive: Directive) -> Program:
-    c = split_composite(program, directive)
-    p, z, K = c.program, c.var, c.K
-    rho = scalar_option(p, directive, "rho", sp.Integer(1))
-    p = p.requiring(rho, "positive", "the ADMM penalty rho", directive.span).requiring(
-        c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",
-        p.span_of_term(c.penalty.term) or directive.span)
-    psd, eye = positive_semidefinite(p, c.hessian)
-    if not psd or not (eye or K.is_Identity):
-        raise fail(p, f"derive admm: cannot show that the {z.name}-step has one solution "
-                   f"(H + rho*K.T@K with H = {math(c.hessian) if c.hessian is not None else '0'}, K = {math(K)})",
-                   directive.span, "a term 0.5*sqnorm(z - x) or c*sqnorm(z) (c > 0) makes it so")
-    zdecl = p.decl(z.name)
-    w_name, u_name = p.fresh_name("w"), p.fresh_name("u")
-    w, u = make_symbol(w_name, (c.K_rows,)), make_symbol(u_name, (c.K_rows,))
-    for decl in (Decl(w_name, "var", (c.K_rows,), sp.ZeroMatrix(dim_symbol(c.K_rows), 1), directive.span, note=f"split variable, = {math(K @ z)}"),
-                 Decl(u_name, "var", (c.K_rows,), sp.ZeroMatrix(dim_symbol(c.K_rows), 1), directive.span, note="scaled dual variable")):
-        p = p.with_decl(decl)
-    z_next_name, w_next_name = p.fresh_name(f"{z.name}_next"), p.fresh_name(f"{w_name}_next")
-    z_next, w_next = make_symbol(z_next_name, zdecl.shape), make_symbol(w_next_name, (c.K_rows,))
-    system = (c.hessian + rho * K.T @ K) if c.hessian is not None else rho * K.T @ K
-    rhs = rho * K.T @ (w - u) - (c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape))
-    p, z_value, how = solve_or_divide(p, directive, system, rhs, "A", f"the {z.name}-step's matrix H + rho*K.T@K")
-    iters = _cg_iterations(p, directive)
-    if iters is not None and isinstance(z_value, atoms.Solve):  # warm-started at the previous z
-        z_value = atoms.CG(z_value.args[0], rhs, z, iters)
-        how += f", solved by {iters} conjugate-gradient steps from the previous {z.name}"
-    try:
-        prox, prox_text = build_prox([c.penalty], None, 1 / rho)
-    except NoProx as e:  # pragma: no cover - split_composite admits norm1 only
-        raise DpcError(e.reason, directive.span).with_source(p.source) from None
-    Kz = K @ z_next
-    step = Step(
-        lets=((z_next_name, z_value), (w_next_name, prox(Kz + u))),
-        assigns=((z.name, z_next), (w_name, w_next), (u_name, u + Kz - w_next)),
-    )
-    for decl in (Decl(z_next_name, "temp", zdecl.shape, None, directive.span),
-                 Decl(w_next_name, "temp", (c.K_rows,), None, directive.span)):
-        p = p.with_decl(decl)
-    g = math(c.penalty.term).replace(math(K @ z), "v") if not K.is_Identity else math(c.penalty.term)
-    return replace(p, step=step).noted(
-        directive.label(),
-        f"f({z.name}) = {math(c.smooth)}    (quadratic)",
-        f"g(v) = {g}, v = {math(K @ z)}    (prox: {prox_text})",
-        f"split {w_name} = {math(K @ z)}, scaled dual {u_name}; both start at 0; rho = {math(rho)}",
-        f"{z.name}-step: {how}",
-        *format_step(step, ""))
-
-
-def _cg_iterations(program: Program, directive: Directive) -> int | None:
-    """`solve = cg(iters = k)`: k conjugate-gradient steps instead of a direct solve; None without it."""
-    node = directive.kwarg("solve")
-    if node is None:
-        return None
+def _cg_iterations(program: Program, directive: Directive, key: str) -> int:
+    """`solve = cg(iters = k)`: k conjugate-gradient steps instead of a direct solve."""
+    node = directive.kwarg(key)
     hint = "write solve = cg(iters = 10), or leave solve out for a direct solve (factored once)"
     if not (isinstance(node, ast.Call) and node.func == "cg" and not node.args
             and [k for k, _ in node.kwargs] == ["iters"]):
@@ -89,3 +38,45 @@ def _cg_iterations(program: Program, directive: Directive) -> int | None:
     if not (isinstance(value, ast.Number) and value.text.isdigit() and 1 <= int(value.text) <= MAX_UNROLL):
         raise fail(program, f"cg's iters must be an integer from 1 to {MAX_UNROLL}", value.span, hint)
     return int(value.text)
+
+
+@derive_method("admm", Option("rho", positive_scalar, sp.Integer(1)), Option("solve", _cg_iterations))
+def derive_admm(program: Program, directive: Directive) -> Program:
+    c = split_composite(program, directive)
+    p, z, K = c.program, c.var, c.K
+    rho = option(p, directive, "rho")
+    p = p.requiring(rho, "positive", "the ADMM penalty rho", directive.span).requiring(
+        c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",
+        p.span_of_term(c.penalty.term) or directive.span)
+    psd, eye = positive_semidefinite(p, c.hessian)
+    if not psd or not (eye or K.is_Identity):
+        raise fail(p, f"derive admm: cannot show that the {z.name}-step has one solution "
+                   f"(H + rho*K.T@K with H = {math(c.hessian) if c.hessian is not None else '0'}, K = {math(K)})",
+                   directive.span, "a term 0.5*sqnorm(z - x) or c*sqnorm(z) (c > 0) makes it so")
+    it = Iteration(p, directive, z)
+    w = it.state("w", f"split variable, = {math(K @ z)}", start=0, shape=(c.K_rows,))
+    u = it.state("u", "scaled dual variable", start=0, shape=(c.K_rows,))
+    system = (c.hessian + rho * K.T @ K) if c.hessian is not None else rho * K.T @ K
+    rhs = rho * K.T @ (w - u) - (c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape))
+    it.program, z_value, how = solve_or_divide(it.program, directive, system, rhs, "A",
+                                               f"the {z.name}-step's matrix H + rho*K.T@K")
+    iters = option(it.program, directive, "solve")
+    if iters is not None and isinstance(z_value, atoms.Solve):  # warm-started at the previous z
+        z_value = atoms.CG(z_value.args[0], rhs, z, iters)
+        how += f", solved by {iters} conjugate-gradient steps from the previous {z.name}"
+    try:
+        prox, prox_text = build_prox([c.penalty], None, 1 / rho)
+    except NoProx as e:  # pragma: no cover - split_composite admits norm1 only
+        raise DpcError(e.reason, directive.span).with_source(it.program.source) from None
+    z_next = it.temp(f"{z.name}_next", z_value)
+    w_next = it.temp(f"{w.name}_next", prox(K @ z_next + u), shape=(c.K_rows,))
+    it.assign(z, z_next)
+    it.assign(w, w_next)
+    it.assign(u, u + K @ z_next - w_next)
+    g = math(c.penalty.term).replace(math(K @ z), "v") if not K.is_Identity else math(c.penalty.term)
+    return it.done(
+        f"f({z.name}) = {math(c.smooth)}    (quadratic)",
+        f"g(v) = {g}, v = {math(K @ z)}    (prox: {prox_text})",
+        f"split {w.name} = {math(K @ z)}, scaled dual {u.name}; both start at 0; rho = {math(rho)}",
+        f"{z.name}-step: {how}")
+

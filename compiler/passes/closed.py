@@ -25,6 +25,7 @@ from dpc import algebra, atoms
 from dpc.errors import DpcError
 from dpc.indexsum import VectorForm, vector_form
 from dpc.ir import Decl, Directive, Program, make_symbol
+from dpc.passes.derive import derive_method
 from dpc.passes.prox import is_nonsmooth
 from dpc.passes.splitting import hessian_terms, the_var
 from dpc.printing import format_constraint, math
@@ -75,6 +76,7 @@ class Cost:
     text: str
 
 
+@derive_method("closed")
 def derive_closed(program: Program, directive: Directive) -> Program:
     var = the_var(program, directive)
     constraints = [c for c in program.constraints if c.var == var.name]

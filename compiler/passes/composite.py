@@ -14,7 +14,6 @@ from sympy import Identity, MatMul, MatrixSymbol
 
 from dpc import algebra, atoms
 from dpc.ir import Decl, Directive, Program, make_symbol
-from dpc.lower import lower_scalar
 from dpc.passes.prox import Penalty
 from dpc.passes.splitting import fail, hessian_terms, the_var
 from dpc.printing import math
@@ -129,18 +128,6 @@ def identity_multiple(matrix):
         if all(p is not None for p in parts):
             return sp.Add(*parts)
     return None
-
-
-def scalar_option(program: Program, directive: Directive, key: str, default):
-    """A derive option lowered as a scalar (a number must be finite and > 0: these are steps and penalties),
-    or the default."""
-    node = directive.kwarg(key)
-    if node is None:
-        return default
-    value = lower_scalar(program, node, f"derive {directive.name}'s {key}")
-    if value.is_number and not (value.is_positive and value.is_finite):
-        raise fail(program, f"derive {directive.name}'s {key} must be finite and > 0, got {math(value)}", node.span)
-    return value
 
 
 def solve_or_divide(program: Program, directive: Directive, matrix, rhs, base: str, note: str):

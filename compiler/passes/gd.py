@@ -1,17 +1,16 @@
 """derive gd(step = s): z <- z - s * grad f(z), for smooth objectives."""
 from __future__ import annotations
 
-from dataclasses import replace
-
-from dpc.ir import Directive, Program, Step
+from dpc.ir import Directive, Program
+from dpc.passes.derive import derive_method
+from dpc.passes.firstorder import STEP, Iteration, gradient_step
 from dpc.passes.splitting import split
 from dpc.printing import math
 
 
+@derive_method("gd", STEP)
 def derive_gd(program: Program, directive: Directive) -> Program:
     s = split(program, directive, allow_prox=False)
-    z = s.var
-    update = z - s.step * s.grad
-    return replace(s.program, step=Step(assigns=((z.name, update),))).noted(
-        directive.label(), f"f({z.name}) = {math(s.smooth)}", f"grad f({z.name}) = {math(s.grad)}",
-        f"{z.name} <- {math(update)}")
+    it = Iteration(s.program, directive, s.var)
+    it.assign(s.var, gradient_step(s))
+    return it.done(f"f({s.var.name}) = {math(s.smooth)}", f"grad f({s.var.name}) = {math(s.grad)}")

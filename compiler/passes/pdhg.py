@@ -11,17 +11,18 @@ tau and sigma both default to 0.99/opnorm(K), so that tau*sigma*opnorm(K)^2 < 1 
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import sympy as sp
 
 from dpc import atoms
-from dpc.ir import Decl, Directive, Program, Step, dim_symbol, make_symbol
-from dpc.passes.composite import positive_semidefinite, scalar_option, solve_or_divide, split_composite
+from dpc.ir import Decl, Directive, Program
+from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_composite
+from dpc.passes.derive import Option, derive_method, option
+from dpc.passes.firstorder import Iteration, extrapolate, positive_scalar
 from dpc.passes.splitting import fail
-from dpc.printing import format_step, math
+from dpc.printing import math
 
 
+@derive_method("pdhg", Option("tau", positive_scalar), Option("sigma", positive_scalar))
 def derive_pdhg(program: Program, directive: Directive) -> Program:
     c = split_composite(program, directive)
     p, z, K = c.program, c.var, c.K
@@ -31,39 +32,29 @@ def derive_pdhg(program: Program, directive: Directive) -> Program:
     a = c.penalty.weight
     p = p.requiring(a, "nonnegative", f"the weight of {math(c.penalty.term)}",
                     p.span_of_term(c.penalty.term) or directive.span)
-    zdecl = p.decl(z.name)
-    y_name, zbar_name = p.fresh_name("y"), p.fresh_name(f"{z.name}bar")
-    y, zbar = make_symbol(y_name, (c.K_rows,)), make_symbol(zbar_name, zdecl.shape)
-    for decl in (Decl(y_name, "var", (c.K_rows,), sp.ZeroMatrix(dim_symbol(c.K_rows), 1), directive.span, note=f"dual variable of {math(K @ z)}"),
-                 Decl(zbar_name, "var", zdecl.shape, zdecl.value, directive.span, note="extrapolated point")):
-        p = p.with_decl(decl)
-    y_next_name, z_next_name = p.fresh_name(f"{y_name}_next"), p.fresh_name(f"{z.name}_next")
-    y_next, z_next = make_symbol(y_next_name, (c.K_rows,)), make_symbol(z_next_name, zdecl.shape)
+    it = Iteration(p, directive, z)
+    y = it.state("y", f"dual variable of {math(K @ z)}", start=0, shape=(c.K_rows,))
+    zbar = it.state(f"{z.name}bar", "extrapolated point")
     # prox of s*g* for g = a*norm1, by Moreau's identity: v - s*soft(v/s, a/s) = clamp(v, -a, a)
-    dual = atoms.Clamp(y + sigma * K @ zbar, -a, a)
+    y_next = it.temp(f"{y.name}_next", atoms.Clamp(y + sigma * K @ zbar, -a, a), shape=(c.K_rows,))
     v = z - tau * K.T @ y_next
     bias = c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape)
     if c.hessian is None:
         z_value, how = v - tau * bias, "f is linear: prox_{tau f}(v) = v - tau*b"
     else:
-        p, z_value, how = solve_or_divide(p, directive, sp.Identity(z.shape[0]) + tau * c.hessian,
-                                          v - tau * bias, "A", f"the prox of tau*f: eye + tau*H")
-    step = Step(
-        lets=((y_next_name, dual), (z_next_name, z_value)),
-        assigns=((y_name, y_next), (z.name, z_next), (zbar_name, 2 * z_next - z)),
-    )
-    for decl in (Decl(y_next_name, "temp", (c.K_rows,), None, directive.span),
-                 Decl(z_next_name, "temp", zdecl.shape, None, directive.span)):
-        p = p.with_decl(decl)
-    return replace(p, step=step).noted(
-        directive.label(),
+        it.program, z_value, how = solve_or_divide(it.program, directive, sp.Identity(z.shape[0]) + tau * c.hessian,
+                                                   v - tau * bias, "A", f"the prox of tau*f: eye + tau*H")
+    z_next = it.temp(f"{z.name}_next", z_value)
+    it.assign(y, y_next)
+    it.assign(z, z_next)
+    it.assign(zbar, extrapolate(z_next, z))
+    return it.done(
         f"f({z.name}) = {math(c.smooth)}    (quadratic)",
         f"g(v) = {math(c.penalty.term)} at v = {math(K @ z)}; prox of sigma*g*: clamp(v, -{math(a)}, {math(a)}) "
         "(Moreau's identity)",
         steps_note,
-        f"dual {y_name} starts at 0, {zbar_name} at {z.name}'s start",
-        f"prox of tau*f: {how}",
-        *format_step(step, ""))
+        f"dual {y.name} starts at 0, {zbar.name} at {z.name}'s start",
+        f"prox of tau*f: {how}")
 
 
 def _steps(program: Program, directive: Directive, K):
@@ -86,7 +77,7 @@ def _steps(program: Program, directive: Directive, K):
     values = {}
     for key in ("tau", "sigma"):
         if given[key]:
-            values[key] = scalar_option(program, directive, key, None)
+            values[key] = option(program, directive, key)
             program = program.requiring(values[key], "positive", f"the PDHG step {key}", directive.span)
         else:  # a let, so the layers read `tau * ...`, not the default's formula
             name = program.fresh_name(key)

@@ -1,16 +1,15 @@
 """derive proxgrad(step = s): z <- prox_{s g}(z - s * grad f(z)), proximal gradient (ISTA)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
-from dpc.ir import Directive, Program, Step
+from dpc.ir import Directive, Program
+from dpc.passes.derive import derive_method
+from dpc.passes.firstorder import STEP, Iteration, prox_gradient
 from dpc.passes.splitting import describe, split
-from dpc.printing import math
 
 
+@derive_method("proxgrad", STEP)
 def derive_proxgrad(program: Program, directive: Directive) -> Program:
     s = split(program, directive)
-    z = s.var
-    update = s.prox(z - s.step * s.grad)
-    return replace(s.program, step=Step(assigns=((z.name, update),))).noted(
-        directive.label(), *describe(s), f"{z.name} <- {math(update)}")
+    it = Iteration(s.program, directive, s.var)
+    it.assign(s.var, prox_gradient(s))
+    return it.done(*describe(s))
