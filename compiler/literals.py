@@ -146,3 +146,45 @@ def parse_count(text: str, what: str, high: int) -> int:
     if count > high:
         raise LiteralError(f"{what} is at most {high}, got {shorten(text)}", hint)
     return count
+
+
+def _overflowing(expr):
+    """The numbers in expr that float64 cannot hold (|x| > FLOAT_MAX), largest first."""
+    found = [a for a in expr.atoms(sp.Number) if a.is_finite is False or abs(a) > FLOAT_MAX]
+    return sorted(found, key=lambda a: -abs(a) if a.is_finite else -sp.oo)
+
+
+def check_derived_constants(program) -> None:
+    """A derivation multiplies the literals a program writes (the gradient of 1e308*sqnorm(r) holds 2e308):
+    a constant past float64's range would print as a bare inf in the module. A DpcError at the objective
+    term (or the declaration) that holds the literal it came from."""
+    from dpc.errors import DpcError
+    exprs = [e for _, e in (program.step.lets + program.step.assigns)] if program.step else []
+    if program.first_step:
+        exprs += [e for _, e in program.first_step.lets + program.first_step.assigns]
+    exprs += [e for _, e in program.closed_form]
+    exprs += [d.value for d in program.decls if d.value is not None]
+    for expr in exprs:
+        big = _overflowing(expr)
+        if not big:
+            continue
+        span, source = _origin(program)
+        size = sp.Float(big[0], 4) if big[0].is_finite else big[0]
+        raise DpcError(f"the derivation makes a constant float64 cannot hold (about {size}, above its largest "
+                       f"{sys.float_info.max:.4g}), from {source}", span,
+                       "scale the objective down (its minimiser does not change) or write smaller constants")
+
+
+def _origin(program):
+    """Where the largest literal the program writes sits: an objective term, else a declaration."""
+    best = (sp.Integer(0), None, "a constant")
+    for term, span in program.term_spans:
+        numbers = [abs(a) for a in term.atoms(sp.Number) if a.is_finite]
+        if numbers and max(numbers) > best[0]:
+            best = (max(numbers), span, "this term")
+    for d in program.decls:  # as written: a let a pass added (its note says why) has the directive's span
+        if d.value is not None and d.kind in ("hyper", "let", "var") and not d.note:
+            numbers = [abs(a) for a in d.value.atoms(sp.Number) if a.is_finite]
+            if numbers and max(numbers) > best[0]:
+                best = (max(numbers), d.span, f"{d.kind} {d.name}")
+    return best[1], best[2]

@@ -11,7 +11,7 @@ from dpc.errors import DpcError, deep_nesting
 from dpc.grammar import parse
 from dpc.grammar.parser import nesting_error
 from dpc.ir import Directive, Program
-from dpc.literals import MAX_UNROLL, LiteralError, parse_count, parse_value
+from dpc.literals import MAX_UNROLL, LiteralError, check_derived_constants, parse_count, parse_value
 from dpc.lower import lower_program
 from dpc.passes import DERIVE_OPTIONS, IMPLICIT, PASSES, methods
 from dpc.passes.backward import check_fixed_point
@@ -147,6 +147,7 @@ def _stages(text: str, file: str, overrides) -> list[Stage]:
     program = _finish(program)
     check_fixed_point(program)
     check_defaults(program)
+    check_derived_constants(program)
     stages[-1] = Stage(stages[-1].label, program)
     return stages
 

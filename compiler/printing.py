@@ -64,6 +64,13 @@ def signed_sum(printed: list[str], strip: bool = False) -> str:
     return "".join(out)
 
 class MathPrinter(StrPrinter):
+    def _print_Integer(self, expr):
+        """An integer of more than 15 digits (a literal 1e308 is exact) as 1e+308, as a person writes it."""
+        if abs(expr) < 10 ** 15:
+            return super()._print_Integer(expr)
+        mantissa, exponent = f"{sp.Float(expr, 16):e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
     def _print(self, expr, **kwargs):
         atom = _declared(expr)
         if atom is not None:
@@ -361,12 +368,14 @@ def format_step(step: Step, indent: str = "  ", latex: bool = False) -> list[str
     return lines
 
 
-def format_program(p: Program, latex: bool = False) -> str:
-    """The whole program, one declaration or equation a line; `latex`: its math as LaTeX, the keywords kept."""
+def program_lines(p: Program, latex: bool = False) -> list[tuple[tuple, str]]:
+    """The whole program, one (key, line) a declaration or equation: the key names the line's place (a
+    declaration, the objective, an update's equation), so `dpc explain` can say which lines a pass added,
+    removed or rewrote. `latex`: its math as LaTeX, the keywords kept."""
     st = _LATEX if latex else _PLAIN
-    out = [f"network {p.name}"]
+    out = [(("network",), f"network {p.name}")]
     if p.dims:
-        out.append(f"  dims {', '.join(p.dims)}")
+        out.append((("dims",), f"  dims {', '.join(p.dims)}"))
     for d in p.decls:
         if d.kind == "temp":
             continue
@@ -374,33 +383,43 @@ def format_program(p: Program, latex: bool = False) -> str:
             f" {st.member} {st.shape(d.shape)}" if d.shape or d.kind == "var" else "")
         if d.kind == "weight":
             sharing = "one per layer" if d.per_layer else ("shared by all layers" if p.layers else "one layer")
-            out.append(f"{head} = {st.math(d.value)}    {st.comment} learned, {sharing}")
+            out.append((("decl", d.name), f"{head} = {st.math(d.value)}    {st.comment} learned, {sharing}"))
             continue
         if d.value is not None:
             head += f" = {st.math(d.value)}"
         if d.trainable:
             head += f"    {st.comment} learned" + (", one copy per layer" if d.per_layer else "")
-        out.append(head)
+        out.append((("decl", d.name), head))
     if p.objective is not None:
-        out.append(f"  minimize {st.math(p.objective)}")
-    for c in p.constraints:
-        out.append(f"  subject to {format_constraint(c, latex)}")
+        out.append((("minimize",), f"  minimize {st.math(p.objective)}"))
+    for i, c in enumerate(p.constraints):
+        out.append((("subject to", i), f"  subject to {format_constraint(c, latex)}"))
     for name, expr in p.closed_form:
-        out.append(f"  {st.name(name)} = {st.math(expr)}")
+        out.append((("closed form", name), f"  {st.name(name)} = {st.math(expr)}"))
     if p.first_step is not None:
-        out.append("  first layer {")
-        out += format_step(p.first_step, "    ", latex)
-        out.append("  }")
+        out.append((("block", "first"), "  first layer {"))
+        out += _keyed_step("first", p.first_step, latex)
+        out.append((("block end", "first"), "  }"))
     if p.step is not None:
-        out.append("  update {" if p.first_step is None else "  every later layer {")
-        out += format_step(p.step, "    ", latex)
-        out.append("  }")
+        out.append((("block", "step"), "  update {" if p.first_step is None else "  every later layer {"))
+        out += _keyed_step("step", p.step, latex)
+        out.append((("block end", "step"), "  }"))
     if p.layers is not None:
         tying = {True: ", tied", False: ", untied", None: ""}[p.tied]
-        out.append(f"  unroll {p.layers}{tying}")
+        out.append((("unroll",), f"  unroll {p.layers}{tying}"))
     if p.output:
-        out.append(f"  output {p.output}")
-    return "\n".join(out)
+        out.append((("output",), f"  output {p.output}"))
+    return out
+
+
+def _keyed_step(block: str, step: Step, latex: bool) -> list[tuple[tuple, str]]:
+    keys = [(block, "let", n) for n, _ in step.lets] + [(block, "assign", n) for n, _ in step.assigns]
+    return list(zip(keys, format_step(step, "    ", latex)))
+
+
+def format_program(p: Program, latex: bool = False) -> str:
+    """The whole program, one declaration or equation a line; `latex`: its math as LaTeX, the keywords kept."""
+    return "\n".join(line for _, line in program_lines(p, latex))
 
 
 def format_constraint(c, latex: bool = False) -> str:
