@@ -28,7 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="show the program after each pass, as math")
     e.add_argument("file", metavar="FILE.dp")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    e.add_argument("--latex", action="store_true", help="the math as LaTeX (sympy's latex printer)")
+    e.add_argument("--full", action="store_true", help="the whole program after every pass, not what it changed")
+    e.add_argument("--latex", action="store_true", help="LaTeX to paste: an align* block a pass (amsmath)")
+    e.add_argument("--standalone", action="store_true", help="with --latex: a whole document")
+    e.add_argument("--html", metavar="OUT.html", help="write a self-contained report page: source, derivation, "
+                   "drawing, learned values, the module's signature")
     g = sub.add_parser("graph", help="draw the unrolled network: layers, states, inputs, learned values")
     g.add_argument("file", metavar="FILE.dp")
     g.add_argument("-o", "--output", metavar="OUT.svg",
@@ -146,35 +150,26 @@ def _plural(n: int, word: str) -> str:
 
 
 def cmd_explain(args) -> int:
-    from dpc.pipeline import parse_overrides, run_text
+    """What each pass changed (dpc.explain); --full every stage's program; --latex LaTeX; --html a page."""
+    from dpc.explain import Explanation
+    from dpc.pipeline import parse_overrides
+    if args.standalone and not args.latex:
+        raise DpcError("--standalone goes with --latex", hint="dpc explain --latex --standalone FILE.dp")
     text = read_source(args.file)
     try:
-        _explain(run_text(text, args.file, parse_overrides(args.set)), latex=args.latex)
+        explanation = Explanation(text, args.file, parse_overrides(args.set))
+        if args.html:
+            from dpc.report import write_report
+            write_report(explanation, args.html)
+            print(f"wrote {args.html}")
+        elif args.latex:
+            sys.stdout.write(explanation.latex(full=args.full, standalone=args.standalone))
+        else:
+            sys.stdout.write(explanation.text(full=args.full))
     except RecursionError:  # printing recurses on an expression's depth too
         from dpc.grammar.parser import nesting_error
         raise nesting_error(text, args.file) from None
     return 0
-
-
-def _explain(stages, latex: bool = False) -> None:
-    """Each stage's notes and program as math (`latex`: its math as LaTeX; the notes stay as the passes
-    wrote them), then how the learned values are shared."""
-    from dpc.graph import sharing_summary
-    from dpc.printing import format_program
-    previous = 0
-    for stage in stages:
-        print(f"== {stage.label}")
-        notes = stage.program.notes[previous:]
-        previous = len(stage.program.notes)
-        for note in notes:
-            print(f"   | {note.text}")
-        print(format_program(stage.program, latex=latex))
-        print()
-    final = stages[-1].program
-    if final.layers:
-        print("== parameters")
-        for line in sharing_summary(final) or ["(nothing learned)"]:
-            print(f"   {line}")
 
 
 def cmd_graph(args) -> int:
