@@ -125,6 +125,17 @@ def with_scalars(count):
     return rule
 
 
+def vector_with_scalars(count):
+    """A vector, then `count` scalars, to the vector's shape (a projection or threshold of the whole vector)."""
+    def rule(args):
+        if len(args) != 1 + count:
+            raise ShapeError(f"takes {1 + count} arguments, got {len(args)}")
+        if len(args[0]) != 1:
+            raise ShapeError(f"needs a vector first, got {show_shape(args[0])}")
+        return with_scalars(count)(args)
+    return rule
+
+
 def scalar_only(args):
     _one(args)
     if args[0] != ():
@@ -148,14 +159,6 @@ def _solve_shape(args):
     if len(b) != 1 or b[0] != a[0]:
         raise ShapeError(f"needs a vector of size {a[0]} second, got {show_shape(b)}")
     return b
-
-
-def _softss_shape(args):
-    if len(args) != 4:
-        raise ShapeError(f"takes 4 arguments, got {len(args)}")
-    if len(args[0]) != 1:
-        raise ShapeError(f"needs a vector first, got {show_shape(args[0])}")
-    return with_scalars(3)(args)
 
 
 def _scalar_or(cls, scalar_fn):
@@ -233,7 +236,7 @@ declare("norm2", Norm2, signature="norm2(v)", doc="||v||_2", shape=vector_to_sca
         torch=lambda pr, e: (f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1"
                              f"{', keepdim=True' if pr.keepdim else ''})"),
         latex=_norm_latex("2"), derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
-        requires=(), prox=None, fuzz=Fuzz("reduction"))
+        requires=(), prox="norm2", fuzz=Fuzz("reduction"))
 
 
 class Norm0(ScalarAtom):
@@ -369,11 +372,35 @@ declare("softpos", SoftPos, signature="softpos(v, t)", doc="max(v - t, 0)", shap
         prox=None, fuzz=Fuzz("threshold", params=("nonnegative",)))
 
 
+HARD_LEARNED = helper("_HardLearned", '''
+class _HardLearned(torch.autograd.Function):
+    """_hard with a learned threshold: the same values; the threshold's gradient is soft(v, t)'s on the
+    entries hard keeps (-sign(v) each), a straight-through surrogate in the spirit of HELU (Wang, Ling &
+    Huang 2016), since hard's own derivative in t is 0 almost everywhere."""
+
+    @staticmethod
+    def forward(v, t):
+        return v * (v.abs() > t)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, t = ctx.saved_tensors
+        keep = (v.abs() > t).to(grad.dtype)
+        grad_t = -(grad * v.sign() * keep).sum_to_size(t.shape) if ctx.needs_input_grad[1] else None
+        return grad * keep, grad_t
+''')
+
 HARD = helper("_hard", '''
 def _hard(v, t):
-    """Hard threshold: keep v where |v| > t, else 0."""
+    """Hard threshold: keep v where |v| > t, else 0 (a learned t gets a surrogate gradient: _HardLearned)."""
+    if isinstance(t, torch.Tensor) and t.requires_grad:
+        return _HardLearned.apply(v, t)
     return v * (v.abs() > t)
-''')
+''', needs=("_HardLearned",))
 
 
 class Hard(VectorAtom):
@@ -401,6 +428,126 @@ declare("clamp", Clamp, signature="clamp(v, lo, hi)", doc="clip to [lo, hi]", sh
         reference=lambda np, v, lo, hi: np.minimum(np.maximum(v, lo), hi), torch=_clamp_torch, latex=None,
         derivative=None, curvature=None, convexity=None, monotone="increasing", scalar=None, requires=(),
         prox=None, fuzz=Fuzz("threshold", params=("real", "real")))
+
+
+BLOCKSOFT = helper("_blocksoft", '''
+def _blocksoft(v, t):
+    """Block soft threshold v * max(1 - t/||v||, 0) of every row, 0 for a row of norm <= t (and at v = 0,
+    where the norm is floored at the smallest normal number: no 0/0, no NaN gradient)."""
+    norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    return v * torch.relu(1 - t / norm)
+''')
+
+
+class BlockSoft(VectorAtom):
+    """blocksoft(v, t) = v * max(1 - t/||v||_2, 0): the prox of t*norm2 (group soft threshold)."""
+
+
+def _blocksoft_reference(np, v, t):
+    norm = np.sqrt(np.sum(v * v))
+    return v * max(1 - t / norm, 0.0) if norm > 0 else v * 0.0
+
+
+declare("blocksoft", BlockSoft, signature="blocksoft(v, t)", doc="block soft threshold: the prox of t*norm2",
+        shape=vector_with_scalars(1), reference=_blocksoft_reference,
+        torch=BLOCKSOFT, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
+        requires=(), prox=None, fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
+
+
+PROJBALL = helper("_projball", '''
+def _projball(v, r):
+    """Every row of v projected onto the Euclidean ball of radius r: scaled by min(1, r/||v||)."""
+    norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    return v * torch.clamp(r / norm, max=1)
+''')
+
+
+class ProjBall(VectorAtom):
+    """projball(v, r): the Euclidean projection of v onto {u : ||u||_2 <= r} (`z in ball(r)`)."""
+
+
+def _projball_reference(np, v, r):
+    norm = np.sqrt(np.sum(v * v))
+    return v * min(1.0, r / norm) if norm > 0 else v * 1.0
+
+
+declare("projball", ProjBall, signature="projball(v, r)", doc="projection onto the ball ||u||_2 <= r",
+        shape=vector_with_scalars(1), reference=_projball_reference,
+        torch=PROJBALL, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
+        requires=((1, "nonnegative", "the radius of projball(v, r)"),), prox=None,
+        fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
+
+
+PROJL1BALL = helper("_projl1ball", '''
+def _projl1ball(v, r):
+    """Every row of v projected onto the l1 ball of radius r: soft(v, theta) with the smallest theta >= 0
+    that brings the row's l1 norm to r (the sort-based rule of Duchi et al. 2008)."""
+    a = v.abs()
+    u = torch.sort(a, dim=-1, descending=True).values
+    excess = u.cumsum(-1) - r
+    rank = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
+    count = (u * rank > excess).sum(-1, keepdim=True).clamp(min=1)
+    theta = (excess.gather(-1, count - 1) / count.to(v.dtype)).clamp(min=0)
+    return v.sign() * torch.relu(a - theta)
+''')
+
+
+class ProjL1Ball(VectorAtom):
+    """projl1ball(v, r): the Euclidean projection of v onto {u : ||u||_1 <= r} (`z in l1ball(r)`)."""
+
+
+def _projl1ball_reference(np, v, r):
+    """v itself inside the ball; else soft(v, theta), theta found by sorting |v| (Duchi et al. 2008)."""
+    a = np.abs(v.ravel())
+    if a.sum() <= r:
+        return v * 1.0
+    u = np.sort(a)[::-1]
+    excess = np.cumsum(u) - r
+    rank = np.arange(1, a.size + 1)
+    count = max(int(np.sum(u * rank > excess)), 1)
+    theta = max(excess[count - 1] / count, 0.0)
+    return np.sign(v) * np.maximum(np.abs(v) - theta, 0)
+
+
+declare("projl1ball", ProjL1Ball, signature="projl1ball(v, r)", doc="projection onto the l1 ball ||u||_1 <= r",
+        shape=vector_with_scalars(1), reference=_projl1ball_reference,
+        torch=PROJL1BALL, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
+        requires=((1, "nonnegative", "the radius of projl1ball(v, r)"),), prox=None,
+        fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
+
+
+TOPK = helper("_topk", '''
+def _topk(v, k):
+    """v where |v| is among the k largest of its row, 0 elsewhere (k rounded down; among equal |v| the lower
+    index is kept). The selection carries no gradient; the kept entries pass theirs."""
+    n = v.shape[-1]
+    k = min(int(k), n)
+    if k < 1:
+        return v * 0
+    magnitude = v.detach().abs()
+    kth = magnitude.kthvalue(n - k + 1, dim=-1, keepdim=True).values
+    above, tied = magnitude > kth, magnitude == kth
+    return v * (above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True))))
+''')
+
+
+class TopK(VectorAtom):
+    """topk(v, k): keep the k entries of largest magnitude, zero the rest: the projection onto
+    {u : at most k non-zeros} (`z in sparse(k)`; iterative hard thresholding)."""
+
+
+def _topk_reference(np, v, k):
+    """The first k indices of a stable sort of -|v| are kept (ties: the lower index)."""
+    keep = np.zeros(v.size, dtype=bool)
+    keep[np.argsort(-np.abs(v.ravel()), kind="stable")[:max(int(np.floor(k)), 0)]] = True
+    return np.where(keep.reshape(v.shape), v, 0.0)
+
+
+declare("topk", TopK, signature="topk(v, k)", doc="keep the k largest |v_i|: projection onto k-sparse vectors",
+        shape=vector_with_scalars(1), reference=_topk_reference,
+        torch=TOPK, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
+        requires=((1, "nonnegative", "the count of topk(v, k)"),), prox=None,
+        fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
 
 
 # ==================================================================================================
@@ -744,7 +891,7 @@ def _softss_reference(np, v, t, p, pmax, layer):
 
 # the fuzzer writes softss in updates itself (it needs the layer number)
 declare("softss", SoftSS, build=lambda v, t, p, pmax: SoftSS(v, t, p, pmax, LAYER), signature="softss(v, t, p, pmax)",
-        doc="soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk", shape=_softss_shape,
+        doc="soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk", shape=vector_with_scalars(3),
         reference=_softss_reference, torch=SOFTSS, latex=None, derivative=None, curvature=None, convexity=None,
         monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
 
@@ -786,9 +933,10 @@ declare("analytic", Analytic, signature="analytic(D)", doc="ALISTA's analytic we
 
 
 # what `learn weights` makes learned thresholds of (their t becomes a learned theta), and what it linearises:
-# the thresholds and the projections of a constraint (clamp, relu: their bounds stay, they are the constraint)
-THRESHOLD_ATOMS = (Soft, SoftPos, Hard, SoftSS)
-LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu)
+# the thresholds and the projections of a constraint (clamp, relu, the balls, topk: their bounds and counts
+# stay, they are the constraint; topk keeps its k in every layer)
+THRESHOLD_ATOMS = (Soft, SoftPos, Hard, SoftSS, BlockSoft)
+LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu, ProjBall, ProjL1Ball, TopK)
 
 
 # ==================================================================================================

@@ -41,7 +41,7 @@ RESERVED = (set(keyword.kwlist) | set(dir(builtins)) | _MODULE_ATTRIBUTES | MODU
             | {"self", "per_layer_parameters"})
 CLASS_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | MODULE_NAMES
 
-SETS = {"nonneg": 0, "box": 2, "onehot": 0, "simplex": 0, "binary": 0}
+SETS = {"nonneg": 0, "box": 2, "onehot": 0, "simplex": 0, "binary": 0, "ball": 1, "l1ball": 1, "sparse": 1}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The proximal-operator table: which objective terms are prox-able, and their closed forms.
 
-g(z) = sum of penalties on the var (c*norm1(z), c*norm0(z), c*sqnorm(z)) plus the
-indicator of a box constraint. prox_{s g}(v) = argmin_u g(u) + ||u - v||^2 / (2 s).
+g(z) = sum of penalties on the var (c*norm1(z), c*norm0(z), c*norm2(z), c*sqnorm(z)) plus the
+indicator of a constraint. prox_{s g}(v) = argmin_u g(u) + ||u - v||^2 / (2 s).
 
 Rules (each exact, elementwise):
   a*norm1                 soft(v, s*a)
@@ -12,12 +12,17 @@ Rules (each exact, elementwise):
   box(lo, hi)             clamp(v, lo, hi)
   z in simplex            sparsemax(v)                  (Euclidean projection onto the simplex; a*norm1
                                                           is the constant a there and drops out)
+  g*norm2                 blocksoft(v, s*g)             v * max(1 - s*g/||v||, 0), 0 at v = 0
+  z in ball(r)            projball(v, r)                v * min(1, r/||v||)
+  z in l1ball(r)          projl1ball(v, r)              soft(v, theta), theta by sorting |v| (Duchi et al. 2008)
+  z in sparse(k)          topk(v, k)                    the k largest |v_i| kept (iterative hard thresholding)
   c*sqnorm(z) (ridge)     prox_{s g}(v) = prox_{s' h}(v / (1 + 2 s c)), s' = s / (1 + 2 s c)
                           for g = h + c*||z||^2: a scaling around any rule above.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import sympy as sp
 
@@ -35,6 +40,22 @@ class Penalty:
     kind: str      # norm1 | norm0 | ridge
     weight: sp.Basic
     term: sp.Basic  # as written in the objective, for error spans
+
+
+@dataclass(frozen=True)
+class Projection:
+    """`z in ball(r)`, `z in l1ball(r)`, `z in sparse(k)`: a set whose projection is an atom."""
+
+    set: str
+    arg: sp.Basic
+
+
+# set -> (its projection atom, what its argument must be, why)
+PROJECTIONS: dict[str, tuple[Callable, str, str]] = {
+    "ball": (atoms.ProjBall, "nonnegative", "the radius of ball(r)"),
+    "l1ball": (atoms.ProjL1Ball, "nonnegative", "the radius of l1ball(r)"),
+    "sparse": (atoms.TopK, "positive", "the count of sparse(k)"),
+}
 
 
 class NoProx(Exception):
@@ -67,16 +88,22 @@ def is_nonsmooth(term, var) -> bool:
 
 def build_prox(penalties: list[Penalty], box, step):
     """-> (prox: v -> expr, description). box is (lo, hi), "simplex" or None."""
-    weights = {"norm1": sp.Integer(0), "norm0": sp.Integer(0), "ridge": sp.Integer(0)}
+    weights = {"norm1": sp.Integer(0), "norm0": sp.Integer(0), "norm2": sp.Integer(0), "ridge": sp.Integer(0)}
     first = {}
     for p in penalties:
         weights[p.kind] = weights[p.kind] + p.weight
         first.setdefault(p.kind, p.term)
-    a, b, c = weights["norm1"], weights["norm0"], weights["ridge"]
+    a, b, c, g = weights["norm1"], weights["norm0"], weights["ridge"], weights["norm2"]
     if a != 0 and b != 0:
         raise NoProx(first["norm0"], "norm1 and norm0 together have no closed-form proximal operator here")
+    if g != 0 and (a != 0 or b != 0 or box is not None):
+        raise NoProx(first["norm2"], "norm2 with another norm or a constraint has no closed-form proximal "
+                     "operator here")
     if b != 0 and box is not None:
         raise NoProx(first["norm0"], "norm0 with a constraint has no closed-form proximal operator here")
+    if isinstance(box, Projection) and (a != 0 or b != 0):
+        raise NoProx(first["norm1" if a != 0 else "norm0"], f"a norm with `in {box.set}(...)` has no closed-form "
+                     "proximal operator here")
     if box == "simplex":
         a = sp.Integer(0)  # norm1 is 1 on the simplex: a constant, no effect on the minimiser
 
@@ -86,6 +113,11 @@ def build_prox(penalties: list[Penalty], box, step):
     def core(v):
         if box == "simplex":
             return atoms.Sparsemax(v)
+        if isinstance(box, Projection):  # a ridge scaled v first: c||u||^2 + ||u - v||^2/(2s) is, up to a
+            # constant, a multiple of ||u - v/(1 + 2sc)||^2, so over any set the minimiser is the projection
+            return PROJECTIONS[box.set][0](v, box.arg)
+        if g != 0:
+            return atoms.BlockSoft(v, s * g)
         if a != 0:
             if box is not None and box[0] == 0 and box[1] == sp.oo:
                 return atoms.SoftPos(v, s * a)
@@ -108,6 +140,11 @@ def build_prox(penalties: list[Penalty], box, step):
                      ("shifted relu" if box == (0, sp.oo) else "soft threshold, then clip to the box"))
     if b != 0:
         parts.append("hard threshold")
+    if g != 0:
+        parts.append("block soft threshold")
+    if isinstance(box, Projection):
+        parts.append({"ball": "projection onto the ball", "l1ball": "projection onto the l1 ball",
+                      "sparse": "keep the k largest magnitudes"}[box.set])
     if box == "simplex":
         parts.append("projection onto the simplex (sparsemax)")
     elif a == 0 and b == 0 and box is not None:

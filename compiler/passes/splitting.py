@@ -13,7 +13,7 @@ from dpc import algebra, atoms, calculus, declare
 from dpc.errors import DpcError
 from dpc.ir import Decl, Directive, Program
 from dpc.lower import lower_scalar
-from dpc.passes.prox import NoProx, Penalty, as_penalty, build_prox, is_nonsmooth
+from dpc.passes.prox import PROJECTIONS, NoProx, Penalty, Projection, as_penalty, build_prox, is_nonsmooth
 from dpc.printing import format_constraint, math
 
 
@@ -99,6 +99,9 @@ def _requirements(program, directive, penalties, box, step):
     for p in penalties:
         program = program.requiring(p.weight, "nonnegative", f"the weight of {math(p.term)}",
                                     program.span_of_term(p.term) or directive.span)
+    if isinstance(box, Projection):
+        _, relation, why = PROJECTIONS[box.set]
+        program = program.requiring(box.arg, relation, why, program.constraints[0].span)
     if isinstance(box, tuple) and box[0].is_finite is not False and box[1].is_finite is not False:
         program = program.requiring(box[1] - box[0], "nonnegative", "the box's upper bound minus its lower bound",
                                     program.constraints[0].span)
@@ -134,15 +137,16 @@ RELAX_HINTS = {"onehot": "relax onehot -> softmax(tau) (or sparsemax), then deri
 
 
 def _box(program, directive, var):
-    """The var's feasible set for the prox: a box (lo, hi), "simplex", or None."""
+    """The var's feasible set for the prox: a box (lo, hi), "simplex", a Projection (ball, l1ball, sparse),
+    or None."""
     box = None
     for c in program.constraints:
         if c.var != var.name:
             continue
-        if c.set not in ("box", "simplex"):
+        if c.set not in ("box", "simplex") + tuple(PROJECTIONS):
             raise fail(program, f"derive {directive.name} has no projection for `{format_constraint(c)}`", c.span,
                        RELAX_HINTS.get(c.set))
-        box = c.args if c.set == "box" else "simplex"
+        box = c.args if c.set == "box" else "simplex" if c.set == "simplex" else Projection(c.set, c.args[0])
     return box
 
 
@@ -250,6 +254,8 @@ def describe(s: Splitting) -> list[str]:
     g_terms = [math(p.term) for p in s.penalties]
     if s.box == "simplex":
         g_terms.append(f"[{s.var.name} in simplex]")
+    elif isinstance(s.box, Projection):
+        g_terms.append(f"[{s.var.name} in {s.box.set}({math(s.box.arg)})]")
     elif s.box is not None:
         from dpc.ir import Constraint
         g_terms.append(f"[{format_constraint(Constraint(s.var.name, 'box', s.box))}]")
