@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to draw: .svg, .png or .dot (default: FILE.svg beside FILE.dp; - for DOT on stdout)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="draw with these overrides, as compile --set")
+    g.add_argument("--all", action="store_true",
+                   help="draw every layer (default: layer 1, the identical middle ones as one block, the last)")
     # parsed by dpc.fuzz itself (main hands it the rest of the line): listed here for `dpc --help`
     sub.add_parser("fuzz", add_help=False, help="differential fuzzing against dpc.reference "
                    "(dpc fuzz --programs N [--seed S] [--jobs J] [--out DIR]; dpc fuzz --help)")
@@ -54,9 +56,10 @@ def cmd_compile(args) -> int:
     if out and not args.force and stamp.up_to_date(out, text, args.file, args.set):
         print(f"up to date: {out}")
         return 0
-    from dpc.api import compile_source
+    from dpc.api import compile_with_program
     from dpc.pipeline import parse_overrides
-    source = compile_source(text, args.file, parse_overrides(args.set))
+    program, source = compile_with_program(text, args.file, parse_overrides(args.set))
+    _print_warnings(program)
     if out is None:
         sys.stdout.write(source)
         return 0
@@ -114,13 +117,24 @@ def _write_module(out: str, text: str) -> None:
 def cmd_check(args) -> int:
     """Everything compile does (passes, emitting) but writing the file, so check accepts exactly
     what compile accepts; then a summary of what the user declared."""
-    from dpc.api import compile_source
+    from dpc.api import compile_with_program
     from dpc.grammar import parse
     from dpc.pipeline import parse_overrides
     text = read_source(args.file)
-    compile_source(text, args.file, parse_overrides(args.set))
+    program, _ = compile_with_program(text, args.file, parse_overrides(args.set))
+    _print_warnings(program)
     print(f"{args.file}: ok: {_summary(parse(text, args.file))}")
+    if program.convexity:
+        print(f"{args.file}: {program.convexity}")
     return 0
+
+
+def _print_warnings(program) -> None:
+    """The program's warnings (errors.warning) on stderr, `FILE:LINE:COL: warning: ...` with the line and a
+    caret; they do not change the exit status."""
+    from dpc.errors import format_warnings
+    if program.warnings:
+        print(format_warnings(program.warnings, program.source), file=sys.stderr)
 
 
 def _summary(tree) -> str:
@@ -180,7 +194,7 @@ def cmd_graph(args) -> int:
     if out != "-":
         drawing_format(out)  # a wrong extension is reported before the program is compiled
     text = read_source(args.file)
-    write_drawing(compile_program(text, args.file, parse_overrides(args.set)), out)
+    write_drawing(compile_program(text, args.file, parse_overrides(args.set)), out, all_layers=args.all)
     if out != "-":
         print(f"wrote {out}")
     return 0

@@ -641,7 +641,7 @@ def _factor(node: _T) -> str:
 
 
 def note_latex(note: str, parser: _NoteParser) -> str:
-    """A note as LaTeX: its math as math, its words in \\text{...}."""
+    r"""A note as LaTeX: its math as math, its words in \text{...}."""
     note = note.strip()
     m = re.match(r"(.*?)\s{2,}\((.*)\)$", note)
     if m:  # `f(z) = ...    (smooth)`: the comment after wide space
@@ -760,7 +760,7 @@ def notes_latex(notes: list[str], program, split: dict[str, str]) -> list[Row]:
 
 
 def _note_row(tex: str) -> Row:
-    """A note's LaTeX as a row: split at its first = outside braces, \left...\right and \text."""
+    r"""A note's LaTeX as a row: split at its first = outside braces, \left...\right and \text."""
     depth, i = 0, 0
     while i < len(tex):
         if tex.startswith(r"\left", i) or tex.startswith(r"\text{", i):

@@ -1,4 +1,4 @@
-"""`dpc graph` (drawings of the unrolled network) and `dpc explain --latex`.
+"""`dpc graph` (drawings of the unrolled network); `dpc explain` is tests/test_explain.py.
 
 The drawn network is checked against the compiled PyTorch module itself: every nn.Parameter is a learned
 value of the drawing, with one node per layer when the module stacks one copy a layer, else one node.
@@ -26,10 +26,10 @@ def dot_edges(text: str) -> set[tuple[str, str]]:
     return set(re.findall(r'^\s*"([^"]+)" -> "([^"]+)"', text, flags=re.M))
 
 
-def graph_of(path, overrides=None):
+def graph_of(path, overrides=None, all_layers=True):
     from dpc.backends.graph import network_graph
     from dpc.pipeline import compile_program
-    return network_graph(compile_program(path.read_text(), str(path), overrides))
+    return network_graph(compile_program(path.read_text(), str(path), overrides), all_layers)
 
 
 def nx_path(g, a, b):
@@ -96,7 +96,7 @@ def test_learned_nodes_are_the_modules_parameters(example):
 
 
 def test_untied_lista_draws_sixteen_copies_of_each_weight(tmp_path):
-    dot = draw(tmp_path, "lista.dp", ".dot").read_text(encoding="utf-8")
+    dot = draw(tmp_path, "lista.dp", ".dot", "--all").read_text(encoding="utf-8")
     nodes, edges = dot_nodes(dot), dot_edges(dot)
     for w in ("W", "S", "theta"):
         copies = sorted(int(n.split("@")[1]) for n in nodes if n.startswith(f"param:{w}@"))
@@ -115,7 +115,7 @@ def test_tied_lista_draws_one_node_wired_to_every_layer(tmp_path):
     src = tmp_path / "tied.dp"
     src.write_text((EXAMPLES / "lista.dp").read_text().replace("learn  weights untied", "learn  weights tied"))
     out = tmp_path / "tied.dot"
-    assert run_dpc("graph", str(src), "-o", str(out)).returncode == 0
+    assert run_dpc("graph", str(src), "-o", str(out), "--all").returncode == 0
     dot = out.read_text(encoding="utf-8")
     nodes, edges = dot_nodes(dot), dot_edges(dot)
     for w in ("W", "S", "theta"):
@@ -141,15 +141,56 @@ def test_a_closed_form_network_is_one_layer():
     assert set(g.predecessors("state:s@1")) == {"param:C", "input:x"}
 
 
-def test_a_long_unroll_is_drawn_as_a_summary(tmp_path):
+def test_a_long_unroll_is_drawn_as_first_block_last(tmp_path):
     png = draw(tmp_path, "lfista.dp", ".png", "--set", "unroll=10000")
     assert png.read_bytes().startswith(PNG_SIGNATURE)
-    g = graph_of(EXAMPLES / "lfista.dp", {"unroll": "10000"})
-    assert [c.title for c in g.graph["columns"]] == ["layer 1", "layer 2", "layer 3", "… 9996 layers …",
-                                                     "layer 10000"]
-    assert sorted(d["layer"] for _, d in g.nodes(data=True) if d.get("name") == "W") == [1, 2, 3, 10000]
-    assert list(nx_path(g, "state:z@3", "state:z@10000")) == ["state:z@3", "gap:z", "state:z@10000"]
-    assert g.number_of_nodes() < 40
+    g = graph_of(EXAMPLES / "lfista.dp", {"unroll": "10000"}, all_layers=False)
+    assert [(c.title, c.repeat) for c in g.graph["columns"]] == [("layer 1", 1), ("layers 2–9999", 9998),
+                                                                 ("layer 10000", 1)]
+    assert sorted(str(d["layer"]) for _, d in g.nodes(data=True) if d.get("name") == "W") == ["1", "10000", "k"]
+    assert g.nodes["param:W@k"]["label"] == "Wₖ"
+    assert ("state:y@1", "state:z@k") in g.edges and ("state:y@k", "state:z@10000") in g.edges
+    assert g.number_of_nodes() < 30
+    dot = draw(tmp_path, "lfista.dp", ".dot", "--set", "unroll=10000").read_text(encoding="utf-8")
+    assert "layers 2–9999 (× 9998)" in dot
+
+
+def test_collapsing_is_the_default_past_three_layers_and_all_draws_every_one(tmp_path):
+    assert len(graph_of(EXAMPLES / "lista.dp", all_layers=False).graph["columns"]) == 3
+    assert len(graph_of(EXAMPLES / "lista.dp", {"unroll": "3"}, all_layers=False).graph["columns"]) == 3
+    assert len(graph_of(EXAMPLES / "lista.dp", all_layers=True).graph["columns"]) == 16
+
+
+def test_starts_show_where_they_come_from_and_operators_are_drawn():
+    """z = f: the start is labelled with its value and wired to the input; the operator G a layer reads
+    (a param not learned) is one node wired to every layer's state."""
+    import networkx as nx  # noqa: F401
+    from dpc.backends.graph import network_graph
+    from dpc.pipeline import compile_program
+    text = ("network Den\ndims n\ninput f : R[n]\nparam G : R[n, n]\nhyper lam = 0.1\nvar z : R[n] = f\n"
+            "minimize 0.5 * sqnorm(z - f) + 0.5 * sqnorm(G @ z) + lam * norm1(z)\n"
+            "derive proxgrad(step = 0.1)\nunroll 8\noutput z\n")
+    g = network_graph(compile_program(text, "den.dp"))
+    assert g.nodes["state:z@0"]["label"] == "z₀ = f"
+    assert ("input:f", "state:z@0") in g.edges
+    assert g.nodes["operator:G"]["role"] == "operator"
+    assert {b for a, b in g.edges if a == "operator:G"} == {"state:z@1", "state:z@k", "state:z@8"}
+
+
+def test_every_example_draws_at_a_fixed_font_size_at_its_depth_and_at_1000_layers(tmp_path):
+    """The figure grows with the labels, never the text shrinks: the same font size at 16 and at 1000
+    layers, and the collapsed drawing stays under 1200 x 1200 pixels."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    from dpc.backends.graph import draw as drawing
+    assert drawing.FONT_SIZE >= 10
+    for example in ALL_EXAMPLES:
+        for extra in ((), ("--set", "unroll=1000")):
+            if extra and "unroll" not in (EXAMPLES / example).read_text():
+                continue
+            png = draw(tmp_path, example, ".png", *extra)
+            width, height = Image.open(png).size
+            assert width <= 1200 and height <= 1200, (example, extra, width, height)
 
 
 def test_the_same_program_draws_the_same_bytes(tmp_path):
@@ -203,40 +244,3 @@ def test_a_mistake_in_the_program_points_at_it(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert re.search(r"bad\.dp:\d+:\d+: error: cannot multiply", result.stderr)
     assert not (tmp_path / "bad.svg").exists()
-
-
-# --- explain --latex ------------------------------------------------------------------
-
-def braces_balance(text: str) -> bool:
-    depth = 0
-    for ch in text.replace(r"\{", "").replace(r"\}", ""):
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth < 0:
-            return False
-    return depth == 0
-
-
-def test_explain_latex_prints_the_same_stages_as_latex():
-    plain = run_dpc("explain", "examples/lista.dp")
-    latex = run_dpc("explain", "--latex", "examples/lista.dp")
-    assert latex.returncode == 0 and plain.returncode == 0
-    out = latex.stdout
-    headers = [line for line in plain.stdout.splitlines() if line.startswith("== ")]
-    assert [line for line in out.splitlines() if line.startswith("== ")] == headers
-    assert braces_balance(out)
-    assert r"z \leftarrow \operatorname{soft}\left(W x + S z, \theta\right)" in out
-    assert r"z \leftarrow \operatorname{soft}\left(z - \frac{1}{L} D^{T} \left(D z - x\right), \frac{lam}{L}\right)" in out
-    assert r"minimize 0.5 \left\|x - D z\right\|_{2}^{2} + lam \left\|z\right\|_{1}" in out
-    assert r"let L = \left\|D\right\|_{2}^{2}" in out
-    assert r"weight S \in \mathbb{R}^{n \times n} = I_{n} - \frac{1}{L} D^{T} D" in out
-
-
-@pytest.mark.parametrize("example", ALL_EXAMPLES)
-def test_explain_latex_names_every_atom(capsys, example):
-    """No atom falls through to sympy's own printing (\\operatorname{Soft}, \\operatorname{Entropy}{...})."""
-    from dpc.cli import main
-    assert main(["explain", "--latex", str(EXAMPLES / example)]) == 0
-    out = capsys.readouterr().out
-    assert braces_balance(out)
-    assert not re.search(r"\\operatorname\{[A-Z]", out)
-    assert " <- " not in "\n".join(line for line in out.splitlines() if not line.startswith("   |"))

@@ -186,22 +186,24 @@ def test_lowering_steps_attribute_runs_only_those_layers(tmp_path):
     assert "self.W if steps == len(self.W) else self.W[:steps]" in source
 
 
-def test_state_dict_of_stacked_per_layer_values_still_loads(tmp_path):
-    """A state_dict saved by an earlier dpc (S and theta stacked on a steps axis) loads into the
-    ParameterLists; one with another layer count fails naming the key and both counts."""
+def test_state_dict_keys_of_per_layer_values(tmp_path):
+    """The listed per-layer values (S, theta) have one key per layer and load back exactly; a state_dict with
+    them stacked on a steps axis (a layout no released dpc wrote) is refused by torch's own key check."""
     Net, _ = build(LISTA.format(tying="untied"), tmp_path)
     D, x = problem(6)
     trained = moved(Net(D=torch.tensor(D)), seed=7, scale=0.05)
     state = trained.state_dict()
     assert {"S.1", "theta.6", "W"} <= set(state) and "S" not in state
-    old = {"W": state["W"], "D": state["D"], "S": layers(trained, "S").detach(),
-           "theta": layers(trained, "theta").detach()}
     fresh = Net(D=torch.tensor(D))
-    fresh.load_state_dict(old)
+    fresh.load_state_dict(state)
     xt = torch.tensor(x)
     assert torch.equal(fresh(xt), trained(xt))
-    with pytest.raises(RuntimeError, match=r"S: a stacked value of shape \(7, 9, 9\), and this network has 4 layers"):
-        Net(D=torch.tensor(D), steps=4).load_state_dict(old)
+    stacked = {"W": state["W"], "D": state["D"], "S": layers(trained, "S").detach(),
+               "theta": layers(trained, "theta").detach()}
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "S", "theta"'):
+        Net(D=torch.tensor(D)).load_state_dict(stacked)
+    source = compile_source(LISTA.format(tying="untied"))
+    assert "_load_from_state_dict" not in source and "_unstack_layers" not in source
 
 
 @pytest.mark.parametrize("t", [0.3, 0.0, -0.2, "per entry", "float"])

@@ -25,9 +25,10 @@ def drawing_format(path: str) -> str:
     return ext
 
 
-def write_drawing(program, path: str) -> None:
-    """The network of a compiled program, written to path (.svg, .png or .dot; - writes DOT to stdout)."""
-    g = network_graph(program)
+def write_drawing(program, path: str, all_layers: bool = False) -> None:
+    """The network of a compiled program, written to path (.svg, .png or .dot; - writes DOT to stdout);
+    past three layers the identical middle ones are one block unless `all_layers`."""
+    g = network_graph(program, all_layers)
     if path == "-":
         import sys
         sys.stdout.write(to_dot(g))

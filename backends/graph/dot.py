@@ -1,7 +1,8 @@
 """The network as Graphviz DOT text, written here so .dot needs neither pydot nor the dot binary.
 
 `dot -Tsvg net.dot` lays it out left to right: what exists once (inputs, starts, tied parameters)
-first, then one cluster a layer holding its states and its own parameter copies.
+first, then one cluster a layer holding its states and its own parameter copies (the collapsed middle
+layers one cluster titled `layers 2–15 (× 14)`).
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ STYLE = {
     "state": 'shape=ellipse, style=filled, fillcolor="#c6dbef"',
     "param": 'shape=diamond, style=filled, fillcolor="#fdd0a2"',
     "tied": 'shape=diamond, style="filled,bold", fillcolor="#fb6a4a", penwidth=2',
-    "gap": "shape=plaintext",
+    "operator": 'shape=box, style="filled,rounded", fillcolor="#dadaeb"',
 }
-EDGE_STYLE = {"state": "", "input": 'color="#41ab5d"', "param": 'color="#d94801"'}
+EDGE_STYLE = {"state": "", "input": 'color="#41ab5d"', "param": 'color="#d94801"', "operator": 'color="#6a51a3"'}
 
 
 def quote(text: str) -> str:
@@ -47,7 +48,7 @@ def to_dot(g: nx.DiGraph) -> str:
     by_column: dict[int, list[str]] = {}
     for node, data in g.nodes(data=True):
         by_column.setdefault(data["column"], []).append(node)
-    titles = {c.index: c.title for c in g.graph["columns"]}
+    titles = {c.index: c.title + (f" (× {c.repeat})" if c.repeat > 1 else "") for c in g.graph["columns"]}
     for column in sorted(by_column):
         if column == 0:  # what every layer shares stays outside the layers' boxes
             lines += [f"  {_node(n, g.nodes[n])}" for n in by_column[column]]

@@ -18,93 +18,108 @@ import networkx as nx
 from dpc.graph import layers, names_in
 from dpc.ir import Program
 
-FULL_LAYERS = 24  # up to this many layers every one is drawn
-HEAD_LAYERS = 3   # past it: the first three, a gap standing for the rest, the last
-
-_SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+SUBSCRIPT = str.maketrans("0123456789k", "₀₁₂₃₄₅₆₇₈₉ₖ")
+MIDDLE = "k"  # the collapsed block's layer: its values are labelled z_k, W_k
 
 
 @dataclass(frozen=True)
 class Column:
-    """A column's heading: `layer 3`, or the gap's `... 9996 layers`."""
+    """A column's heading: `layer 3`, or the collapsed block's `layers 2–15` with `repeat` 14."""
 
     index: int
     title: str
+    repeat: int = 1
 
 
-def subscript(name: str, k: int) -> str:
-    return name + str(k).translate(_SUBSCRIPT)
+def subscript(name: str, k) -> str:
+    return name + str(k).translate(SUBSCRIPT)
 
 
-def network_graph(program: Program) -> nx.DiGraph:
-    """The network to draw; graph attributes: name, layers (the unroll count), tied, columns."""
+def network_graph(program: Program, all_layers: bool = False) -> nx.DiGraph:
+    """The network to draw; graph attributes: name, layers (the unroll count), tied, columns.
+
+    Past three layers (unless `all_layers`) the middle ones, which apply the same step, are one block:
+    layer 1, the block `layers 2–(T-1)` (x T-2) whose values are labelled z_k, W_k, and layer T."""
     count = program.layers or 1
-    shown = count if count <= FULL_LAYERS else HEAD_LAYERS + 1
-    # layer `shown` stands for the last one when summarised: every layer after the first applies the same
-    # step, so layer HEAD_LAYERS + 1 has the last layer's nodes and edges, only its number differs
+    collapsed = count > 3 and not all_layers
+    shown = 3 if collapsed else count
     number = {k: k for k in range(shown + 1)}
-    if shown < count:
-        number[shown] = count
+    if collapsed:
+        number[2], number[3] = MIDDLE, count
+    columns = {n: (k if k <= shown else shown) for k, n in number.items()}
     unrolled = layers(program, shown)
     g = nx.DiGraph(name=program.name, layers=count, tied=program.tied)
+    g.graph["column_of"] = columns
     learned = [d for d in program.decls if d.kind == "weight" or d.trainable]
-    rows = _rows(program, learned)
+    operators = _operators(program)
+    rows = _rows(program, learned, operators)
     _add_states(g, program, unrolled, number, rows)
     _add_closed_form(g, program, rows)
     _add_params(g, program, unrolled, learned, number, rows)
     _add_inputs(g, program, rows)
-    if shown < count:
-        _add_gap(g, program, count, rows)
+    _add_operators(g, program, operators, rows)
     _drop_unused_starts(g)
+    _label_starts(g, program)
     if program.output is not None:
         last = _state(program.output, count)
         if last in g:
             g.nodes[last]["output"] = True
-    g.graph["columns"] = _columns(count, shown)
+    g.graph["columns"] = _columns(count, collapsed)
     return g
 
 
-def _columns(count: int, shown: int) -> list[Column]:
-    if shown == count:
+def _columns(count: int, collapsed: bool) -> list[Column]:
+    if not collapsed:
         return [Column(k, f"layer {k}") for k in range(1, count + 1)]
-    hidden = count - HEAD_LAYERS - 1
-    return ([Column(k, f"layer {k}") for k in range(1, HEAD_LAYERS + 1)]
-            + [Column(HEAD_LAYERS + 1, f"… {hidden} layer{'s' if hidden > 1 else ''} …"),
-               Column(HEAD_LAYERS + 2, f"layer {count}")])
+    return [Column(1, "layer 1"), Column(2, f"layers 2–{count - 1}", repeat=count - 2),
+            Column(3, f"layer {count}")]
 
 
-def column_of(layer: int, count: int) -> int:
-    """The picture's column of a layer: itself, or past the gap column when summarised."""
-    if count <= FULL_LAYERS or layer <= HEAD_LAYERS:
-        return layer
-    return HEAD_LAYERS + 2
+def column_of(g, layer) -> int:
+    """The picture's column of a layer: itself, or 2 and 3 for the block and the last when collapsed."""
+    return g.graph["column_of"][layer]
 
 
-def _rows(program: Program, learned) -> dict[str, int]:
-    """One row a value: learned values on top, then states, then inputs, each in declaration order."""
+def _operators(program: Program) -> list[str]:
+    """The operators a layer reads: params not learned and lets of them (G, D, L), not hypers."""
+    learned = {d.name for d in program.decls if d.kind == "weight" or d.trainable}
+    from dpc.graph import depends_on_trainable
+    varying = depends_on_trainable(program) | learned
+    candidates = [d.name for d in program.decls if d.kind in ("param", "let") and d.name not in varying]
+    read = set()
+    for step in (program.step, program.first_step):
+        if step is not None:
+            for _, e in step.equations():
+                read |= names_in(e)
+    for _, e in program.closed_form:
+        read |= names_in(e)
+    return [n for n in candidates if n in read]
+
+
+def _rows(program: Program, learned, operators=()) -> dict[str, int]:
+    """One row a value: learned values on top, operators, then states, then inputs, each in declaration order."""
     states = [d.name for d in program.states] + [n for n, _ in program.closed_form
                                                  if n not in {d.name for d in program.states}]
     inputs = [d.name for d in program.of_kind("input")]
-    names = [d.name for d in learned] + states + inputs
+    names = [d.name for d in learned] + list(operators) + states + inputs
     return {name: i for i, name in enumerate(dict.fromkeys(names))}
 
 
-def _state(name: str, layer: int) -> str:
+def _state(name: str, layer) -> str:
     return f"state:{name}@{layer}"
 
 
-def _param(name: str, layer: int | None) -> str:
+def _param(name: str, layer) -> str:
     return f"param:{name}" if layer is None else f"param:{name}@{layer}"
 
 
 def _add_states(g, program, unrolled, number, rows) -> None:
-    count = g.graph["layers"]
     for node, data in unrolled.nodes(data=True):
         if data["role"] in ("start", "state"):
             name, k = node
             layer = number[k]
             g.add_node(_state(name, layer), role=data["role"], name=name, layer=layer,
-                       label=subscript(name, layer), column=column_of(layer, count), row=rows[name])
+                       label=subscript(name, layer), column=column_of(g, layer), row=rows[name])
     for a, b in unrolled.edges:
         if a[0] != "param":
             g.add_edge(_state(a[0], number[a[1]]), _state(b[0], number[b[1]]), kind="state")
@@ -120,7 +135,6 @@ def _add_closed_form(g, program, rows) -> None:
 def _add_params(g, program, unrolled, learned, number, rows) -> None:
     """A learned value's copies as layers() has them (one per layer when untied, one in all when tied),
     each wired to the states that read it: layers() ties a copy to every state of its layer."""
-    count = g.graph["layers"]
     for d in learned:
         for node in unrolled.nodes:
             if node[:2] != ("param", d.name):
@@ -128,7 +142,7 @@ def _add_params(g, program, unrolled, learned, number, rows) -> None:
             layer = number[node[2]] if len(node) == 3 else None
             g.add_node(_param(d.name, layer), role="param", name=d.name, layer=layer, tied=layer is None,
                        label=d.name if layer is None else subscript(d.name, layer),
-                       column=0 if layer is None else column_of(layer, count), row=rows[d.name])
+                       column=0 if layer is None else column_of(g, layer), row=rows[d.name])
     for state, data in list(g.nodes(data=True)):
         if data["role"] != "state":
             continue
@@ -148,20 +162,50 @@ def _add_inputs(g, program, rows) -> None:
                 g.add_edge(f"input:{name}", state, kind="input")
 
 
-def _add_gap(g, program, count, rows) -> None:
-    """One `…` a state between layer HEAD_LAYERS and the last, standing for the layers not drawn."""
-    for d in program.states:
-        before, after = _state(d.name, HEAD_LAYERS), _state(d.name, count)
-        if before in g and after in g:
-            gap = f"gap:{d.name}"
-            g.add_node(gap, role="gap", name=d.name, layer=None, label="…", column=HEAD_LAYERS + 1,
-                       row=rows[d.name])
-            g.add_edge(before, gap, kind="state")
-            g.add_edge(gap, after, kind="state")
-    # layers() chained layer HEAD_LAYERS to the last one directly: the gap replaces those edges
-    for a, b in [(a, b) for a, b in g.edges if g.nodes[a].get("layer") == HEAD_LAYERS
-                 and g.nodes[b].get("layer") == count and g.nodes[a]["role"] == "state"]:
-        g.remove_edge(a, b)
+def _add_operators(g, program, operators, rows) -> None:
+    """Each operator once, in the first column, wired to the states whose update reads it directly."""
+    for name in operators:
+        g.add_node(f"operator:{name}", role="operator", name=name, layer=None, label=name, column=0,
+                   row=rows[name])
+    for state, data in list(g.nodes(data=True)):
+        if data["role"] == "state":
+            for name in _direct_reads(program, data["name"], data["layer"]) & set(operators):
+                g.add_edge(f"operator:{name}", state, kind="operator")
+
+
+def _label_starts(g, program) -> None:
+    """A start's node says where it comes from (z₀ = 0, z₀ = f), wired to the inputs it reads."""
+    from dpc.printing import math
+    inputs = {d.name for d in program.of_kind("input")}
+    for node, data in list(g.nodes(data=True)):
+        if data["role"] != "start":
+            continue
+        decl = program.decl(data["name"])
+        value = "0" if decl.value is None else math(decl.value)
+        if len(value) > 18:
+            value = value[:17] + "…"
+        data["label"] = f"{data['label']} = {value}"
+        for name in names_in(decl.value) & inputs:
+            if f"input:{name}" in g:
+                g.add_edge(f"input:{name}", node, kind="input")
+
+
+def _direct_reads(program: Program, state: str, layer) -> set[str]:
+    """The declared names a state's update reads, through the step's temporaries but not through lets."""
+    step = program.first_step if layer == 1 and program.first_step is not None else program.step
+    exprs = dict(program.closed_form)
+    if step is not None:
+        exprs.update(step.assigns)
+    if state not in exprs:
+        return set()
+    temps = dict(step.lets) if step is not None else {}
+    seen, frontier = set(), names_in(exprs[state])
+    while frontier:
+        name = frontier.pop()
+        if name not in seen:
+            seen.add(name)
+            frontier |= names_in(temps.get(name))
+    return seen
 
 
 def _drop_unused_starts(g) -> None:

@@ -85,22 +85,6 @@ def _copies(layers):
     return tuple(p for _, p in layers.named_parameters(recurse=False, remove_duplicate=False))
 ''')
 
-UNSTACK_LAYERS = helper("_unstack_layers", '''
-def _unstack_layers(state_dict, prefix, names, steps, error_msgs):
-    """A state_dict from a module an earlier dpc generated, where these per-layer values were one tensor
-    stacked on a steps axis (key NAME): its slices become the keys NAME.0 ... NAME.<steps-1>."""
-    for name in names:
-        value = state_dict.pop(prefix + name, None)
-        if value is None:
-            continue
-        if value.dim() == 0 or value.shape[0] != steps:
-            error_msgs.append(f"{prefix}{name}: a stacked value of shape {tuple(value.shape)}, and this network has "
-                              f"{steps} layers (keys {prefix}{name}.0 ... {prefix}{name}.{steps - 1})")
-            continue
-        for k, layer in enumerate(value.unbind(0)):
-            state_dict[f"{prefix}{name}.{k}"] = layer
-''')
-
 # conjugate gradients for `derive admm(solve = cg(iters = k))` (the IR node atoms.CG)
 CG = helper("_cg", '''
 def _cg(A, b, x, iters):

@@ -1,0 +1,166 @@
+"""The generated __init__: check and copy the tensors given, bind dims, check hypers and lets against what
+the derivation assumed (dpc.requirements), compute the constant lets, factor what forward solves with,
+and build the learned weights at their values in the algorithm."""
+from __future__ import annotations
+
+import sympy as sp
+
+from dpc import atoms, graph
+from dpc.backends.torch.code import Code, Lines, fstring_text
+from dpc.backends.torch.printer import TorchPrinter
+from dpc.printing import math
+from dpc.requirements import RELATIONS, all_requirements
+
+
+def write_init(code: Code, out: Lines):
+    plan, p = code.plan, code.p
+    params, hypers, like = p.of_kind("param"), p.of_kind("hyper"), plan.like
+    args = [d.name for d in params]
+    args += [f"{d.name}={_number(d.value)}" for d in hypers]
+    args += plan.unbound_dims()
+    if p.layers:
+        args.append(f"steps={p.layers}")
+    out(f"def __init__(self, *, {', '.join(args)}):", 1)
+    out("super().__init__()", 2)
+    bound: dict[str, str] = {}
+    for d in params:
+        _param_check(out, d, bound)
+    for dim in plan.unbound_dims():
+        out(f"{dim} = int({dim})", 2)
+        bound[dim] = dim
+    for dim in p.dims:
+        if dim in bound:
+            out(f"self.{dim} = {dim}", 2)
+    if p.layers:
+        out(f"self.steps = steps = {code.use('_layer_count')}(steps)", 2)
+    if not params:
+        out("_like = torch.empty(0)  # no tensor given: new tensors take the default dtype, on the cpu", 2)
+    printer = TorchPrinter(plan.init_names(), set(), keepdim=False, like=like)
+    scalar = f"dtype={like}.dtype, device={like}.device"
+    for d in hypers:
+        if d.per_layer:  # learn NAME untied: one copy per layer, each the value given
+            out(f"self.{d.name} = {_per_layer(code, d.name, f'torch.as_tensor(float({d.name}), {scalar})')}", 2)
+            if d.name in plan.given:
+                out(f"self.{plan.given[d.name]} = float({d.name})  # read outside the layers", 2)
+        elif d.trainable:
+            out(f"self.{d.name} = nn.Parameter(torch.as_tensor(float({d.name}), {scalar}))", 2)
+        else:
+            out(f"self.{d.name} = {d.name} = float({d.name})", 2)
+    for d in params:
+        if d.per_layer:
+            out(f"self.{d.name} = {_per_layer(code, d.name, d.name)}", 2)
+            if d.name in plan.given:
+                out(f'self.register_buffer("{plan.given[d.name]}", {d.name})  # read outside the layers', 2)
+        elif d.trainable:
+            out(f"self.{d.name} = nn.Parameter({d.name})", 2)
+        else:
+            out(f'self.register_buffer("{d.name}", {d.name})', 2)
+    _lets(code, out, printer)
+    if p.of_kind("weight"):
+        out("# learned weights, initialised to their values in the algorithm", 2)
+    for w in p.of_kind("weight"):
+        value = code.expr(printer, w.value, w)
+        tensor = value
+        if not graph.names_in(w.value) & plan.init_tensors and not isinstance(w.value, atoms.InitialValue):
+            tensor = f"torch.as_tensor({value}, {scalar})"  # a number: give it the params' dtype
+        if w.per_layer:
+            out(f"self.{w.name} = {_per_layer(code, w.name, tensor)}", 2)
+        else:
+            tensor = tensor if tensor.isidentifier() else f"({tensor})"  # 2 * C / tau: clone the whole value
+            out(f"self.{w.name} = nn.Parameter({tensor}.clone())", 2)
+
+
+def _lets(code: Code, out: Lines, printer: TorchPrinter):
+    """The lets computed at construction, each followed by the checks its value completes; the constant
+    ones forward reads are kept (a buffer where a tensor), the matrices it solves with factored."""
+    plan, p = code.plan, code.p
+    needed = plan.names_used_after_init()
+    checks = all_requirements(p)
+    known = {d.name for d in p.of_kind("param") + p.of_kind("hyper")}
+    checks = _checks(code, out, printer, checks, known)
+    for name in plan.init_lets:
+        decl = p.decl(name)
+        if name not in plan.init_tensors and _may_overflow(decl.value):
+            # a Python float's ** raises OverflowError where * and / give inf: say which let
+            text = f"{name} = {math(decl.value)} is past float64's range with these values"
+            out("try:", 2)
+            out(f"{name} = {code.expr(printer, decl.value, decl)}", 3)
+            out("except OverflowError:", 2)
+            out(f"raise ValueError({text!r}) from None", 3)
+        else:
+            out(f"{name} = {code.expr(printer, decl.value, decl)}", 2)
+        known.add(name)
+        checks = _checks(code, out, printer, checks, known)
+        if name not in needed or name not in plan.fixed_lets:  # a let of a learned value is recomputed in forward
+            continue
+        if name in plan.init_tensors:
+            out(f'self.register_buffer("{name}", torch.as_tensor({name}))', 2)
+        else:
+            out(f"self.{name} = {name}", 2)
+        factor = plan.factors.get(name)
+        if factor is not None and factor.cholesky:
+            out(f'self.register_buffer("{factor.factor}", {code.use("_cholesky")}({name}, "{name}"))'
+                "  # factored once", 2)
+        elif factor is not None:
+            out(f"{factor.factor}, {factor.pivots} = torch.linalg.lu_factor({name})  # factored once", 2)
+            out(f'self.register_buffer("{factor.factor}", {factor.factor})', 2)
+            out(f'self.register_buffer("{factor.pivots}", {factor.pivots})', 2)
+
+
+def _checks(code: Code, out: Lines, printer: TorchPrinter, checks: list, known: set[str]) -> list:
+    """The requirements on hypers and lets (dpc.requirements) whose values are known by now, each a
+    ValueError naming the value; returns those still waiting for a let."""
+    waiting = []
+    for req in checks:
+        if not graph.names_in(req.expr) <= known:
+            waiting.append(req)
+            continue
+        value = f"float({code.expr(printer, req.expr)})"
+        condition = {"positive": f'not 0 < {value} < float("inf")',
+                     "nonnegative": f'not 0 <= {value} < float("inf")',
+                     "nonzero": f"{value} == 0"}[req.relation]
+        text = fstring_text(f"{math(req.expr)} must be {RELATIONS[req.relation]} ({req.why}), got ")
+        out(f"if {condition}:", 2)
+        out(f'raise ValueError(f"{text}{{{value}}}")', 3)
+    return waiting
+
+
+def _param_check(out: Lines, d, bound: dict[str, str]):
+    name, shape = d.name, d.shape
+    # a copy: training a learned param must not write into the caller's tensor
+    out(f"{name} = torch.as_tensor({name}).detach().clone()", 2)
+    out(f"if not {name}.is_floating_point():", 2)
+    out(f"{name} = {name}.to(torch.get_default_dtype())", 3)
+    kind = {0: "a scalar", 1: "a vector", 2: "a matrix"}[len(shape)]
+    out(f"if {name}.dim() != {len(shape)}:", 2)
+    out(f'raise ValueError(f"{name} must be {kind} R[{", ".join(shape)}], got shape {{tuple({name}.shape)}}")', 3)
+    for axis, dim in enumerate(shape):
+        here = f"{name}.shape[{axis}]"
+        if dim.isdigit():
+            out(f"if {here} != {dim}:", 2)
+            out(f'raise ValueError(f"{name} must have {dim} on axis {axis}, got {{{here}}}")', 3)
+        elif dim in bound:
+            out(f"if {here} != {dim}:", 2)
+            out(f'raise ValueError(f"dim {dim} is {{{dim}}} (from {bound[dim]}) but {name}.shape[{axis}] '
+                f'is {{{here}}}")', 3)
+        else:
+            out(f"{dim} = {here}", 2)
+            bound[dim] = f"{name}.shape[{axis}]"
+
+
+def _per_layer(code: Code, name: str, value: str) -> str:
+    """The constructor's code for a per-layer value starting at `value`: a stack or a ParameterList."""
+    if name in code.plan.stacked:
+        return f"nn.Parameter({code.use('_layers')}({value}, steps))"
+    frozen = ", first_read=False" if name in code.plan.frozen_first else ""
+    return f"{code.use('_layer_list')}({value}, steps{frozen})"
+
+
+def _may_overflow(expr) -> bool:
+    """Whether a scalar expression holds a power other than a reciprocal (the ones a Python float raises
+    OverflowError for)."""
+    return any(not (p.args[1].is_number and p.args[1] == -1) for p in expr.atoms(sp.Pow))
+
+
+def _number(value) -> str:
+    return repr(float(value)) if not value.is_Integer else repr(float(int(value)))

@@ -1,0 +1,120 @@
+"""What the planner computes once instead of in every layer (pure functions of the program's steps; each
+new name comes from the namespace given, in the order found, so the same program names them the same).
+
+  hoist_vectors      tied weights applied to an input (SC2Net's U_i @ x + b_i): once, before the layers
+  all_layer_products all_layers(W @ x) of the batch-products pass: every layer's in one batched product
+  hoist_let_products a per-layer let's matrix product that reads nothing per layer (ADMM-Net's Dd.T @ Dd)
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from dpc import atoms, graph
+from dpc.ir import Program, Step, make_symbol
+
+
+def hoist_vectors(p: Program, ns, first: Step | None, step: Step, varying: set[str]):
+    """Vector subexpressions that read inputs and nothing in `varying` (states, temporaries, per-layer
+    values) are computed once, before the first layer. Returns (first, step, [(name, expr)]), the steps
+    reading the names; only where the weights are tied."""
+    if p.tied is not True:
+        return first, step, []
+    inputs = {d.name for d in p.of_kind("input")}
+    found: dict = {}
+
+    def invariant(e):  # softss's share grows with the layer number: never the same in every layer
+        return not graph.names_in(e) & varying and not e.has(atoms.LAYER)
+
+    def hoisted(e):
+        if e not in found:
+            found[e] = ns.fresh(hoist_name(e, inputs))
+        return make_symbol(found[e], (str(e.shape[0]),))
+
+    def visit(e):
+        if isinstance(e, sp.MatAdd):  # U x + V z + b: the invariant terms U x + b together
+            fixed = [a for a in e.args if invariant(a)]
+            if len(fixed) >= 2 and graph.names_in(sp.MatAdd(*fixed)) & inputs:
+                rest = [visit(a) for a in e.args if a not in fixed]
+                return sp.MatAdd(hoisted(sp.MatAdd(*fixed)), *rest) if rest else hoisted(sp.MatAdd(*fixed))
+        if isinstance(e, sp.MatMul) and e.shape[1] == 1 and invariant(e) and graph.names_in(e) & inputs:
+            return hoisted(e)
+        if not e.args:
+            return e
+        new = [visit(a) for a in e.args]
+        return e if all(a is b for a, b in zip(new, e.args)) else e.func(*new)
+
+    step = step.map(visit)  # hoisting pays only in the loop; the first layer reuses what was hoisted
+    reuse = {e: make_symbol(name, (str(e.shape[0]),)) for e, name in found.items()}
+    if first is not None:
+        first = first.map(lambda e: e.xreplace(reuse))
+    return first, step, [(name, e) for e, name in found.items()]
+
+
+def all_layer_products(p: Program, ns, first: Step | None, step: Step):
+    """The products the batch-products pass marked (all_layers(W @ x)) -> a name each, read in layer k as
+    NAME[k]; returns the steps reading those names and {name: (matrix, vector)}."""
+    from dpc.passes.batch_products import AllLayers
+    found: dict = {}
+    inputs = {d.name for d in p.of_kind("input")}
+
+    def named(e):
+        if e not in found:
+            found[e] = ns.fresh(hoist_name(e.args[0], inputs))
+        return make_symbol(found[e], (str(e.shape[0]),))
+
+    def unmark(e):
+        return e.replace(lambda a: isinstance(a, AllLayers), named)
+
+    first = first.map(unmark) if first is not None else None
+    step = step.map(unmark)
+    return first, step, {name: tuple(e.args[0].as_coeff_matrices()[1]) for e, name in found.items()}
+
+
+def hoist_let_products(p: Program, ns, layer_lets: list[str], varying: set[str]):
+    """Matrix products inside a per-layer let that read nothing in `varying` (ADMM-Net's
+    A_k = rho_k * Dd.T @ Dd + eye: Dd.T @ Dd) are computed once per call, before the layers. Returns
+    ({let: its value with those products named}, [(name, product)])."""
+    found: dict = {}
+
+    def visit(e):
+        if isinstance(e, sp.MatMul) and e.shape[1] != 1:
+            coeff, mats = e.as_coeff_mmul()
+            mats = list(mats.args) if isinstance(mats, sp.MatMul) else [mats]
+            matrices = [m for m in mats if getattr(m, "is_Matrix", False)]
+            scalars = [m for m in mats if not getattr(m, "is_Matrix", False)]
+            product = sp.MatMul(*matrices) if len(matrices) >= 2 else None
+            if product is not None and not graph.names_in(product) & varying:
+                if product not in found:
+                    found[product] = ns.fresh("".join(  # Dd.T @ Dd -> DdTDd
+                        f"{m.arg.name}T" if isinstance(m, sp.Transpose) and hasattr(m.arg, "name")
+                        else getattr(m, "name", "M") for m in matrices))
+                named = make_symbol(found[product], (str(product.shape[0]), str(product.shape[1])))
+                return sp.Mul(coeff, *scalars) * named if (coeff != 1 or scalars) else named
+        if not e.args:
+            return e
+        new = [visit(a) for a in e.args]
+        return e if all(a is b for a, b in zip(new, e.args)) else e.func(*new)
+
+    values = {name: visit(p.decl(name).value) for name in layer_lets}
+    return values, [(name, product) for product, name in found.items()]
+
+
+def read_whole(p: Program) -> set[str]:
+    """The per-layer weights that an all_layers(W @ x) product of the batch-products pass reads."""
+    from dpc.passes.batch_products import AllLayers
+    found = set()
+    for step in (p.step, p.first_step):
+        for _, e in step.equations() if step is not None else ():
+            for node in sp.preorder_traversal(e):
+                if isinstance(node, AllLayers):
+                    matrix = node.args[0].as_coeff_matrices()[1][0]
+                    found.add((matrix.arg if isinstance(matrix, sp.Transpose) else matrix).name)
+    return found
+
+
+def hoist_name(expr, inputs) -> str:
+    """Wx for W @ x, U_ix_b_i for U_i @ x + b_i: the names read, matrices before the input."""
+    if isinstance(expr, sp.MatAdd):
+        return "_".join(hoist_name(a, inputs) for a in expr.args)
+    names = graph.names_in(expr)
+    return "".join(sorted(names - inputs)) + "".join(sorted(names & inputs))
