@@ -1,16 +1,22 @@
-"""Differential fuzzing (benchmarks/fuzz.py): a quick fixed-seed profile must find no failure, and the
-classifier behind it must tell every outcome apart (ok, rejected, crash, hang, mismatch, ...)."""
+"""Differential fuzzing (dpc.fuzz, `dpc fuzz`): a quick fixed-seed profile must find no failure, the
+classifier behind it must tell every outcome apart (ok, rejected, crash, hang, mismatch, ...), and an atom
+declared in a test is generated, compiled and compared without editing the fuzzer."""
 import os
 import random
+import re
+import subprocess
+import sys
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, load_benchmark
+import dpc.fuzz as fuzz
+from conftest import EXAMPLES
+from dpc.fuzz import check
+from dpc.fuzz import cli as fuzz_cli
 
-fuzz = load_benchmark("fuzz")
 LISTA = (EXAMPLES / "lista.dp").read_text()
 
 # The CI profile: about a minute on two busy cores (30-60 s, more while failures are shrunk), generated and mutated
@@ -307,7 +313,7 @@ def _classify_in_pool(texts: dict) -> dict:
 
 
 def test_reproducers_of_past_failures_now_pass():
-    fuzz._warm_up()
+    fuzz.warm_up()
     results = _classify_in_pool(REPRODUCERS)
     failing = {name: r for name, r in results.items() if r.outcome not in fuzz.PASSING}
     if failing:
@@ -355,7 +361,7 @@ def _hooks(**kw):
 def test_known_good_program_is_ok():
     result = fuzz.classify(LISTA, seed=1)
     assert result.outcome == "ok", result
-    assert result.verified == (fuzz._default_reference() is not None)
+    assert result.verified
 
 
 def test_syntax_error_is_rejected():
@@ -414,7 +420,8 @@ def test_check_disagreeing_with_compile():
 def _wrong_module(edit):
     """The real program with its generated source edited by `edit`."""
     def compile_(text, file, overrides):
-        program, source = fuzz._default_compile(text, file, overrides)
+        from dpc.api import compile_with_program
+        program, source = compile_with_program(text, file, overrides)
         changed = edit(source)
         assert changed != source
         return program, changed
@@ -422,17 +429,21 @@ def _wrong_module(edit):
 
 
 def _fake_reference(shift=0.0, error=None):
-    """A reference that runs the real module (or raises): stands in when dpc.reference is absent."""
+    """A reference that runs the real module, shifted (or raises): the classifier's verdicts on a reference
+    that disagrees, or has no rule."""
+    from dpc import reference
+
     class Reference:
         ReferenceError = type("ReferenceError", (Exception,), {})
+        evaluate_objective = staticmethod(reference.evaluate_objective)
 
         @staticmethod
-        def evaluate(program, inputs, params=None, hypers=None, weights=None, steps=None, trace=False):
+        def evaluate(program, inputs, params=None, hypers=None, weights=None, steps=None, trace=False, dims=None):
             import torch
             if error:
                 raise Reference.ReferenceError(error)
             from dpc.api import compile_source
-            net = fuzz._load_class(compile_source(program.source))(
+            net = check.load_class(compile_source(program.source))(
                 **{k: torch.tensor(v) for k, v in params.items()}, **(hypers or {}),
                 **({"steps": steps} if steps else {}))
             out = net(*[torch.tensor(v) for v in inputs.values()], trace=trace)
@@ -443,9 +454,7 @@ def _fake_reference(shift=0.0, error=None):
 def test_a_wrong_module_is_a_mismatch():
     # whatever the soft threshold's body, shift its input: every layer then differs by about 1e-6
     wrong = _wrong_module(lambda s: s.replace("def _soft(v, t):\n", "def _soft(v, t):\n    v = v + 1e-6\n", 1))
-    real = fuzz._default_reference()
-    hooks = _hooks(compile=wrong) if real else _hooks(compile=wrong, reference=_fake_reference())
-    result = fuzz.classify(LISTA, seed=2, hooks=hooks)
+    result = fuzz.classify(LISTA, seed=2, hooks=_hooks(compile=wrong))
     assert result.outcome == "mismatch", result
     # and the fake reference itself is trusted only when it agrees with the real module
     assert fuzz.classify(LISTA, seed=2, hooks=_hooks(reference=_fake_reference())).outcome == "ok"
@@ -577,8 +586,8 @@ def test_cli_writes_failures_and_summary(tmp_path, monkeypatch, capsys):
         fuzz.write_failures(report, out)
         return report
 
-    monkeypatch.setattr(fuzz, "run", fake_run)
-    assert fuzz.main(["--programs", "4", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    monkeypatch.setattr(fuzz_cli, "run", fake_run)
+    assert fuzz_cli.main(["--programs", "4", "--jobs", "1", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "crash_7.dp").read_text() == "network N\n"
     assert "KeyError" in (tmp_path / "crash_7.txt").read_text()
     assert "crash: KeyError" in (tmp_path / "summary.md").read_text()
@@ -587,3 +596,54 @@ def test_cli_writes_failures_and_summary(tmp_path, monkeypatch, capsys):
 
 def test_generation_is_seeded():
     assert fuzz.generate(random.Random(5)) == fuzz.generate(random.Random(5))
+
+
+def test_dpc_fuzz_is_a_subcommand_with_the_same_flags(monkeypatch, capsys):
+    import collections
+
+    from dpc.cli import main
+    calls = []
+
+    def fake_run(programs, seed, jobs, out, mutate_share, timeout, shrink, log=None):
+        calls.append((programs, seed, jobs, out, mutate_share, timeout, shrink))
+        return fuzz.Report(collections.Counter(ok=programs), [], 1.0, jobs, programs)
+
+    monkeypatch.setattr(fuzz_cli, "run", fake_run)
+    assert main(["fuzz", "--programs", "5", "--seed", "3", "--jobs", "1", "--mutate-share", "0.5",
+                 "--timeout", "2", "--shrink", "0"]) == 0
+    assert calls == [(5, 3, 1, None, 0.5, 2.0, 0)]
+    assert "5 programs in 1 s (1 jobs" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "fuzz" in capsys.readouterr().out
+
+
+def test_compiling_imports_neither_the_fuzzer_nor_torch():
+    """`dpc check` (the whole compilation) loads no fuzzer; the fuzzer itself imports torch only in its workers."""
+    code = ("import sys\nfrom dpc.cli import main\nassert main(['check', sys.argv[1]]) == 0\n"
+            "assert 'dpc.fuzz' not in sys.modules and 'torch' not in sys.modules\n"
+            "import dpc.fuzz\nassert 'torch' not in sys.modules, 'import dpc.fuzz imported torch'\n")
+    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "lista.dp")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_newly_declared_atom_is_generated_and_passes():
+    """One declaration (cosh, as tests/test_declare_atom.py declares it: smooth, its argument kept bounded) and
+    the generator calls it, fed tanh(...) or sigmoid(...); the programs that use it compile, run and equal
+    dpc.reference (or are refused with a located error: derive needs a step, cosh having no curvature bound)."""
+    from dpc import atoms
+    from dpc.declare import declare, undeclare
+    from test_declare_atom import cosh_rules
+    declare("cosh", base=atoms.VectorAtom, **cosh_rules())
+    try:
+        texts = [text for _, text, *_ in fuzz.make_jobs(300, seed=11, mutate_share=0.0) if "cosh(" in text]
+        assert len(texts) >= 8, f"{len(texts)} of 300 generated programs call cosh"
+        assert any(re.search(r"cosh\((tanh|sigmoid)\(", t) for t in texts)
+        fuzz.warm_up()
+        with fuzz.Pool(2, timeout=10.0) as pool:
+            results = dict(pool.run([(i, (t, i, None)) for i, t in enumerate(texts[:12])]))
+        failing = {i: r for i, r in results.items() if r.outcome not in fuzz.PASSING}
+        assert not failing, "\n\n".join(f"{r.outcome}: {r.message}\n{texts[i]}" for i, r in failing.items())
+        assert sum(r.outcome == "ok" and r.verified for r in results.values()) >= 3, results
+    finally:
+        undeclare("cosh")
