@@ -12,7 +12,15 @@ improving, or at its iteration cap, or when its share of the network's time budg
 best parameters seen are kept. NMSE (dB) is pooled over a fixed 1000-sample test set, per layer.
 
     python benchmarks/sparse_coding.py --quick [--threads 1]        # CPU, noiseless, a few minutes
-    python benchmarks/sparse_coding.py --full --device cuda --out runs/sparse_coding   # both settings
+    python benchmarks/sparse_coding.py --full --schedule capped --device cuda --out runs/sparse_coding
+
+--schedule reference (the default with --full: the published comparison) is the reference code's own
+schedule instead (examples/sparse_coding.ReferenceSchedule): the learning rates of already-trained
+layers decay by 0.3 a layer, a stage ends when 4000 iterations pass without a better validation NMSE
+(checked every 1000), at most 200,000 iterations a stage, thresholds from lam / (1.001 L). It takes
+hours a network; --checkpoint DIR makes it resumable (rerun the same command: finished networks are
+read back, a stopped one continues where it stopped) and --log FILE.csv appends NMSE-vs-iteration rows:
+    python benchmarks/sparse_coding.py --full --noiseless --only ALISTA --checkpoint runs/ck --log runs/ck/log.csv
 
 Writes OUT/results.md (tables, rewritten after every network), OUT/results.json, OUT/log.txt and
 OUT/nmse.png (with matplotlib); exits with status 1 unless every learned network is below both ISTA
@@ -67,7 +75,13 @@ LR, LR_FACTORS, STAGE_SHARE, BATCH = 5e-4, (1.0, 0.2, 0.02), (0.5, 0.3, 0.2), 64
 
 def load_class(file: str, modules: pathlib.Path | None):
     """The generated nn.Module class: compiled from examples/FILE by dpc, or imported from a module
-    compiled earlier (--modules), which needs nothing but torch."""
+    compiled earlier (--modules), which needs nothing but torch. A FILE given as a path (--program)
+    is compiled from there (.dp) or imported (.py)."""
+    path = pathlib.Path(file)
+    if len(path.parts) > 1 or path.is_absolute():
+        if path.suffix == ".py":
+            return load_generated(path, f"dpc_bench_{path.stem}")
+        return _dpc().load(path)
     if modules is None:
         return _dpc().load(ROOT / "examples" / file)
     stem = pathlib.Path(file).stem
@@ -168,28 +182,130 @@ def _copy(net):
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+# --- the reference schedule: resumable, logged ---------------------------------------------
+
+LOG_FIELDS = ("time", "setting", "network", "event", "layer", "stage", "lr", "stage_iter", "iterations",
+              "seconds", "val_db", "best_val_db", "test_db")
+
+
+def csv_logger(path: pathlib.Path | None):
+    """row(dict) appends one line to the CSV at `path` (header when the file is new); a no-op without one."""
+    if path is None:
+        return lambda row: None
+    import csv
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def row(values):
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in values.items()})
+    return row
+
+
+def _save_atomic(obj, path: pathlib.Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train_reference(name, net, problem, schedule, layers, log, row, checkpoint, save_every, max_seconds):
+    """Train `net` with the reference schedule; with a checkpoint path, resume from it and save to it
+    (every `save_every` seconds, at every stage's end and on stopping). Returns (iterations, seconds,
+    finished)."""
+    trainer = sc.ReferenceTrainer(net, problem, schedule, layers)
+    if checkpoint is not None and checkpoint.exists():
+        trainer.load_state_dict(torch.load(checkpoint, weights_only=False)["trainer"])
+        t, stage, _ = trainer.plan[min(trainer.position, len(trainer.plan) - 1)]
+        log(f"    resumed from {checkpoint}: " + ("finished" if trainer.done else
+            f"layer {t} stage {stage} iteration {trainer.i}, {trainer.iterations:,} iterations, "
+            f"{trainer.seconds:.0f} s so far"))
+        if trainer.done:
+            return trainer.iterations, trainer.seconds, True
+    last = [time.monotonic()]
+
+    def save():
+        if checkpoint is not None:
+            _save_atomic({"network": name, "trainer": trainer.state_dict()}, checkpoint)
+        last[0] = time.monotonic()
+
+    def on_check(info):
+        row(dict(info, network=name, time=time.strftime("%Y-%m-%dT%H:%M:%S")))
+        if info["event"] == "stage_end":
+            log(f"    layer {info['layer']:2d} stage {info['stage']} (lr {info['lr']:.0e}): {info['stage_iter']:6d} it, "
+                f"val {info['val_db']:7.2f} dB (best {info['best_val_db']:7.2f})  [{info['iterations']:,} it, "
+                f"{info['seconds']:.0f} s]")
+
+    def on_layer(t):
+        y, x = problem.test
+        with torch.no_grad():
+            test_db = sc.nmse_db(net(y, steps=t), x)
+        row(dict(event="layer_done", layer=t, network=name, test_db=test_db, iterations=trainer.iterations,
+                 seconds=round(trainer.seconds, 1), time=time.strftime("%Y-%m-%dT%H:%M:%S")))
+        log(f"    layer {t:2d} done: test {test_db:7.2f} dB  [{trainer.iterations:,} it, {trainer.seconds:.0f} s]")
+
+    finished = trainer.run(on_check=on_check, on_layer=on_layer,
+                           should_save=lambda: time.monotonic() - last[0] >= save_every, save=save,
+                           max_seconds=max_seconds, stop=lambda: STOP["signal"] is not None)
+    if not finished:
+        t, stage, _ = trainer.plan[trainer.position]
+        why = "its time budget" if STOP["signal"] is None else f"signal {STOP['signal']}"
+        log(f"    stopped ({why}) at layer {t} stage {stage} iteration {trainer.i}, {trainer.iterations:,} "
+            f"iterations, {trainer.seconds:.0f} s" + ("; rerun the same command to continue" if checkpoint else ""))
+    return trainer.iterations, trainer.seconds, finished
+
+
+STOP = {"signal": None}  # set by SIGTERM/SIGINT during a reference run: save the checkpoint and stop
+
+
+def _stop_on_signals():
+    import signal
+
+    def handler(signum, frame):
+        STOP["signal"] = signal.Signals(signum).name
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 # --- one setting ------------------------------------------------------------------------
 
-def run_setting(snr, classes, cfg, device, lam, layers, log, budget, curves, info, save):
+def run_setting(snr, classes, cfg, device, lam, layers, log, budget, curves, info, save, reference=None):
     """ISTA, FISTA and every network on one setting, into curves and info; budget(): seconds for the
-    next network; save() after each, so a run stopped early still leaves its tables."""
-    problem = sc.make_problem(m=250, n=500, p=0.1, snr_db=snr, seed=0, n_val=cfg["n_val"], n_test=1000,
+    next network; save() after each, so a run stopped early still leaves its tables. With `reference`
+    (a dict: schedule, row, checkpoint dir, save_every), the reference schedule trains each network."""
+    m, n = cfg.get("size", (250, 500))
+    problem = sc.make_problem(m=m, n=n, p=0.1, snr_db=snr, seed=0, n_val=cfg["n_val"], n_test=cfg.get("n_test", 1000),
                               dtype=torch.float32, device=device)
     y, x = problem.test
     curves["ISTA"] = [sc.nmse_db(z, x) for z in sc.ista(problem.A, y, lam, layers)]
     curves["FISTA"] = [sc.nmse_db(z, x) for z in sc.fista(problem.A, y, lam, layers)]
     save()
     for name, cls in classes.items():
+        if STOP["signal"] is not None:
+            break
         torch.manual_seed(0)  # SC2Net's Xavier gates
-        net = cls(D=problem.A, lam=lam, steps=layers).to(device)
+        net_lam = lam if reference is None else lam / reference["schedule"].threshold_scale
+        net = cls(D=problem.A, lam=net_lam, steps=layers).to(device)
         per_layer = per_layer_parameters(cls, net, problem.A, lam)
         count = sum(p.numel() for p in net.parameters() if p.requires_grad)
         log(f"  {name}: {count:,} learned numbers ({len(per_layer)} tensors per layer)")
         untrained = sc.nmse_per_layer(net, y, x)
-        iterations, seconds = train_layerwise(net, per_layer, problem, cfg, budget(), log)
+        if reference is None:
+            iterations, seconds = train_layerwise(net, per_layer, problem, cfg, budget(), log)
+            finished = True
+        else:
+            checkpoint = None
+            if reference["checkpoint"] is not None:
+                checkpoint = reference["checkpoint"] / f"{setting_name(snr).replace(' ', '')}_{name}.pt"
+            iterations, seconds, finished = train_reference(
+                name, net, problem, reference["schedule"], layers, log,
+                lambda values: reference["row"](dict(values, setting=setting_name(snr))),
+                checkpoint, reference["save_every"], cfg["budget"])
         curves[name] = sc.nmse_per_layer(net, y, x)
         info[name] = dict(parameters=count, iterations=iterations, seconds=round(seconds, 1),
-                          untrained_last=untrained[-1])
+                          untrained_last=untrained[-1], finished=finished)
         save()
 
 
@@ -218,8 +334,9 @@ def markdown(results, mode, device, cfg) -> str:
             lines.append("| published (16) | " + " | ".join(
                 f"{PUBLISHED[n]}" if n in PUBLISHED else "-" for n in names) + " |")
         lines.append("")
-        lines += ["| network | learned numbers | iterations | seconds |", "| --- | --- | --- | --- |"]
-        lines += [f"| {n} | {i['parameters']:,} | {i['iterations']} | {i['seconds']} |" for n, i in info.items()]
+        lines += ["| network | learned numbers | iterations | seconds | schedule finished |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {n} | {i['parameters']:,} | {i['iterations']} | {i['seconds']} | "
+                  f"{'yes' if i.get('finished', True) else 'no (time budget)'} |" for n, i in info.items()]
         losers = beats_classical(curves)
         lines += ["", "Every learned network below ISTA and FISTA at every depth: "
                   + ("yes" if not losers else "no (" + ", ".join(losers) + ")"), ""]
@@ -264,6 +381,25 @@ def main(argv=None):
     ap.add_argument("--total", type=float, help="seconds of training for the whole run (overrides the mode's)")
     ap.add_argument("--iters", type=int, help="iteration cap of the first stage of a layer; the others get 1/2, 1/6")
     ap.add_argument("--patience", type=int, help="validation checks without improvement that end a stage")
+    ap.add_argument("--schedule", choices=("capped", "reference"),
+                    help="capped: the budgets above (the default with --quick); reference: the reference code's "
+                         "schedule (the default with --full), hours a network")
+    ap.add_argument("--checkpoint", type=pathlib.Path, metavar="DIR",
+                    help="reference schedule: save each network's training state here and resume from it")
+    ap.add_argument("--log", type=pathlib.Path, metavar="FILE.csv",
+                    help="reference schedule: append a row per age check, stage end and finished layer")
+    ap.add_argument("--save-every", type=float, default=300.0, help="seconds between checkpoints (default 300)")
+    ap.add_argument("--maxit", type=int, help="reference schedule: iteration cap of a stage (200000)")
+    ap.add_argument("--better-wait", type=int, help="reference schedule: patience in iterations (4000)")
+    ap.add_argument("--age-every", type=int, help="reference schedule: iterations between patience checks (1000)")
+    ap.add_argument("--val-step", type=int, help="reference schedule: iterations between validations (10)")
+    ap.add_argument("--decay-rate", type=float, help="reference schedule: learning-rate decay of trained layers (0.3)")
+    ap.add_argument("--size", default="250x500", help="m x n of the dictionary (default 250x500)")
+    ap.add_argument("--n-val", type=int, help="validation samples (the mode's: 250 quick, 1000 full)")
+    ap.add_argument("--n-test", type=int, default=1000, help="test samples (default 1000)")
+    ap.add_argument("--program", action="append", default=[], metavar="NAME=FILE",
+                    help="add (or replace) network NAME compiled from FILE (.dp, or a compiled .py), e.g. the "
+                         "reference-form LISTA (one B shared by all layers): --program LISTA-sharedB=PATH.dp")
     setting = ap.add_mutually_exclusive_group()
     setting.add_argument("--noiseless", action="store_true", help="the noiseless setting only")
     setting.add_argument("--snr", type=float, metavar="DB", help="this SNR only (dB), instead of the mode's settings")
@@ -288,18 +424,42 @@ def main(argv=None):
         cfg["settings"] = (None,)
     if args.snr is not None:
         cfg["settings"] = (args.snr,)
+    cfg["size"] = tuple(int(v) for v in args.size.lower().split("x"))
+    cfg["n_test"] = args.n_test
+    if args.n_val is not None:
+        cfg["n_val"] = args.n_val
+    schedule_name = args.schedule or ("reference" if args.mode == "full" else "capped")
+    reference = None
+    if schedule_name == "reference":
+        overrides = {k: v for k, v in dict(maxit=args.maxit, better_wait=args.better_wait, age_every=args.age_every,
+                                           val_step=args.val_step, decay_rate=args.decay_rate).items()
+                     if v is not None}
+        schedule = sc.ReferenceSchedule(**overrides)
+        if args.checkpoint is not None:
+            args.checkpoint.mkdir(parents=True, exist_ok=True)
+        reference = dict(schedule=schedule, row=csv_logger(args.log), checkpoint=args.checkpoint,
+                         save_every=args.save_every)
+        if args.checkpoint is not None:
+            _stop_on_signals()
+        cfg = dict(cfg, schedule="reference", reference=dict(schedule.__dict__), budget=args.budget, total=None)
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = set(args.only.split(",")) if args.only else None
-    classes = {name: load_class(file, args.modules) for name, file in NETWORKS if not wanted or name in wanted}
+    programs = dict(NETWORKS)
+    for item in args.program:
+        name, _, file = item.partition("=")
+        programs[name] = str(pathlib.Path(file).resolve())
+    classes = {name: load_class(file, args.modules) for name, file in programs.items()
+               if not wanted or name in wanted or any(item.startswith(name + "=") for item in args.program)}
     args.out.mkdir(parents=True, exist_ok=True)
-    log_file = open(args.out / "log.txt", "w")
+    log_file = open(args.out / "log.txt", "a" if reference is not None and args.checkpoint else "w")
 
     def log(text):
         print(text, flush=True)
         log_file.write(text + "\n")
 
-    log(f"{args.mode or 'quick'} run on {args.device} (torch {torch.__version__}): {cfg}")
+    log(f"{args.mode or 'quick'} run on {args.device} (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}): {cfg}")
     start = time.perf_counter()
     runs = [0]
 
@@ -324,7 +484,7 @@ def main(argv=None):
     for snr in cfg["settings"]:
         log(f"== {setting_name(snr)}")
         results[setting_name(snr)] = curves, info = {}, {}
-        run_setting(snr, classes, cfg, args.device, args.lam, args.layers, log, budget, curves, info, save)
+        run_setting(snr, classes, cfg, args.device, args.lam, args.layers, log, budget, curves, info, save, reference)
     text = save()
     plotted = plot(results, args.out / "nmse.png")
     log(text)

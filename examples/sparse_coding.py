@@ -19,6 +19,7 @@ Contents
     nmse_db, nmse_per_layer                          -- metrics
     train_end_to_end, train_layerwise                -- training loops
     keep_layers                                      -- freeze all layers but some
+    ReferenceSchedule, ReferenceTrainer              -- the LISTA-CPSS code's schedule, resumable
 
 Only numpy and torch are required; tqdm is used for progress bars when it is
 installed and plain prints are used otherwise.  Everything is deterministic
@@ -46,6 +47,7 @@ __all__ = [
     "soft_threshold", "lipschitz", "ista", "fista",
     "nmse_db", "nmse_per_layer",
     "train_end_to_end", "train_layerwise", "keep_layers",
+    "ReferenceSchedule", "ReferenceTrainer", "TFAdam",
 ]
 
 
@@ -442,3 +444,245 @@ def train_layerwise(net, problem, lr=5e-4, batch=64, max_iters=2000, patience=5,
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     bar.close()
     return history
+
+
+# ----------------------------------------------------------------------------
+# The reference schedule (VITA-Group/LISTA-CPSS, utils/train.py and config.py)
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferenceSchedule:
+    """The layer-wise schedule of the LISTA-CPSS / ALISTA code, with its defaults (`config.py`).
+
+    For t = 1..T: stage 0 trains layer t's own values alone at `lr`; stages 1, 2 train layers 1..t
+    at lr * lr_decay[0], lr * lr_decay[1], every gradient multiplied by its layer's learning-rate
+    multiplier (`get_train_op`); after layer t's stages, the multiplier of every value trained so far
+    is multiplied by `decay_rate`, so in layer t's later stages layer k's gradient is scaled by
+    decay_rate ** (t - k). Values tied across layers belong to layer 1, as the reference's shared
+    variables do (they are created in its first layer).
+
+    Every stage takes Adam steps (TensorFlow 1's form, `TFAdam`) on tf.nn.l2_loss = 0.5 * sum of
+    squares of layer t's output error, fresh batches of `batch`; validation NMSE on a fixed set every
+    `val_step` iterations; every `age_every` iterations (100 validations there) the stage ends if the
+    best validation NMSE is more than `better_wait` iterations old; at most `maxit` + 1 iterations.
+    The parameters at the end of a stage are kept (the reference restores no best).
+    Thresholds start at lam / (threshold_scale * L): build the networks with lam / threshold_scale.
+    """
+
+    lr: float = 5e-4
+    lr_decay: tuple = (0.2, 0.02)
+    decay_rate: float = 0.3
+    batch: int = 64
+    val_step: int = 10
+    age_every: int = 1000
+    better_wait: int = 4000
+    maxit: int = 200_000
+    threshold_scale: float = 1.001
+
+    def stages(self, layers):
+        """[(t, stage, lr)] in training order: 1 + len(lr_decay) stages a layer."""
+        return [(t, s, self.lr if s == 0 else self.lr * self.lr_decay[s - 1])
+                for t in range(1, layers + 1) for s in range(1 + len(self.lr_decay))]
+
+    def multiplier(self, t, stage, k):
+        """Gradient multiplier of layer k's values (1-based; tied values: k = 1) in stage `stage` of
+        layer t; 0 where the stage does not train them."""
+        if stage == 0:
+            return 1.0 if k == t else 0.0
+        return self.decay_rate ** (t - k) if k <= t else 0.0
+
+    def stage_ends(self, i, history):
+        """The reference's test after iteration i (0-based) with validation NMSEs `history` so far."""
+        if i % self.age_every or not history:
+            return False
+        best = min(range(len(history)), key=history.__getitem__)  # the first best, as np.argmin
+        return (len(history) - best - 1) * self.val_step > self.better_wait
+
+
+class TFAdam:
+    """Adam as TensorFlow 1's AdamOptimizer computes it, the reference code's optimizer:
+    lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), p -= lr_t * m / (sqrt(v) + eps), eps outside the bias
+    correction (torch.optim.Adam adds eps to sqrt(v / (1 - b2^t))). Adam is invariant to the scale of
+    a gradient except through eps, so the reference's gradient multipliers act through it: a layer's
+    steps shrink once decay_rate ** (t - k) times its gradient nears eps."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, grads):
+        b1, b2 = self.betas
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, v.sqrt().add_(self.eps), value=-lr_t)
+
+    def state_dict(self):
+        return {"t": self.t, "m": [x.clone() for x in self.m], "v": [x.clone() for x in self.v]}
+
+    def load_state_dict(self, state):
+        self.t = state["t"]
+        for dst, src in zip(self.m + self.v, state["m"] + state["v"]):
+            dst.copy_(src)
+
+
+def _layer_units(net):
+    """(parameter, layer) for every trained parameter: layer k (1-based) for a copy in a ParameterList
+    of `per_layer_parameters`, "stack" for a stacked per-layer tensor (layer k at [k-1]), 1 for a value
+    tied across layers."""
+    per_layer = set(getattr(type(net), "per_layer_parameters", ()))
+    units = []
+    for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
+        head, _, rest = name.partition(".")
+        if head in per_layer and rest.isdigit():
+            units.append((p, int(rest) + 1))
+        elif head in per_layer:
+            units.append((p, "stack"))
+        else:
+            units.append((p, 1))
+    return units
+
+
+class ReferenceTrainer:
+    """Trains `net` with a ReferenceSchedule on `problem`, resumably: `state_dict()` holds the
+    network, the stage reached, its iteration, validation history and Adam moments, the training
+    stream's generator and the elapsed time; `load_state_dict` continues where it stopped, with
+    the same numbers as a run that never stopped.
+
+    `run(on_check, on_layer, should_save, save, max_seconds, stop)`: on_check(info) at every age
+    check (every `age_every` iterations) and at each stage's end; on_layer(t) after layer t's stages;
+    save() when should_save() says so (at age checks) and at each stage's end; stops, saves and
+    returns False once `max_seconds` of training in all have passed (checked at age checks) or, after
+    any iteration, when stop() is true (e.g. on SIGTERM); returns True when the schedule is done.
+    """
+
+    def __init__(self, net, problem, schedule: ReferenceSchedule, layers=None):
+        self.net, self.problem, self.schedule = net, problem, schedule
+        self.layers = layers or net.steps
+        self.units = _layer_units(net)
+        self.plan = schedule.stages(self.layers)
+        self.position = 0          # index into plan of the stage in progress
+        self.i = 0                 # its next iteration
+        self.history = []          # its validation NMSEs (linear, pooled)
+        self.optimizer_state = None
+        self.iterations = 0        # over all stages
+        self.seconds = 0.0
+        self.done = False
+        self._opt = None           # the stage's optimizer while it runs
+
+    # -- the pieces the test checks -------------------------------------------------
+    def multipliers(self, t, stage):
+        """[(parameter, multiplier)] of the stage, multiplier a float or (for a stack) a tensor over
+        its first axis; parameters the stage does not train are left out."""
+        out = []
+        for p, layer in self.units:
+            if layer == "stack":
+                scale = torch.tensor([self.schedule.multiplier(t, stage, k + 1) for k in range(p.shape[0])],
+                                     dtype=p.dtype, device=p.device)
+                if scale.any():
+                    out.append((p, scale.view(-1, *([1] * (p.dim() - 1)))))
+            else:
+                scale = self.schedule.multiplier(t, stage, layer)
+                if scale:
+                    out.append((p, scale))
+        return out
+
+    def loss(self, y, x, t):
+        z = self.net(y, steps=t)
+        return 0.5 * (z - x).pow(2).sum()  # tf.nn.l2_loss
+
+    @torch.no_grad()
+    def val_nmse(self, t):
+        y, x = self.problem.val
+        z = self.net(y, steps=t)
+        return ((z - x).pow(2).sum() / x.pow(2).sum()).item()
+
+    # -- resumption --------------------------------------------------------------------
+    def state_dict(self):
+        optimizer = self._opt.state_dict() if self._opt is not None else self.optimizer_state
+        return {"net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+                "position": self.position, "i": self.i, "history": list(self.history),
+                "optimizer": optimizer, "iterations": self.iterations, "seconds": self.seconds,
+                "generator": self.problem.generator.get_state(), "done": self.done,
+                "schedule": dict(self.schedule.__dict__)}
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state["net"])
+        self.position, self.i, self.history = state["position"], state["i"], list(state["history"])
+        self.optimizer_state, self.iterations = state["optimizer"], state["iterations"]
+        self.seconds, self.done = state["seconds"], state["done"]
+        self.problem.generator.set_state(state["generator"])
+
+    # -- training --------------------------------------------------------------------------
+    def run(self, on_check=None, on_layer=None, should_save=None, save=None, max_seconds=None, stop=None):
+        sched = self.schedule
+        while self.position < len(self.plan):
+            t, stage, lr = self.plan[self.position]
+            scaled = self.multipliers(t, stage)
+            if not scaled:  # e.g. stage 0 of a later layer of an all-tied network: nothing to train
+                self._next_stage(t, stage, on_check, on_layer, save)
+                continue
+            opt = self._opt = TFAdam([p for p, _ in scaled], lr)
+            if self.optimizer_state is not None:
+                opt.load_state_dict(self.optimizer_state)
+            start = time.perf_counter() - self.seconds
+            with _Truncated(self.net, t):
+                while self.i <= sched.maxit:
+                    if stop is not None and stop():
+                        self.seconds = time.perf_counter() - start
+                        if save is not None:
+                            save()
+                        return False
+                    y, x = self.problem.batch(sched.batch)
+                    loss = self.loss(y, x, t)
+                    grads = torch.autograd.grad(loss, [p for p, _ in scaled], allow_unused=True)
+                    opt.step([torch.zeros_like(p) if g is None else g * s for (p, s), g in zip(scaled, grads)])
+                    self.iterations += 1
+                    i, self.i = self.i, self.i + 1
+                    if i % sched.val_step == 0:
+                        self.history.append(self.val_nmse(t))
+                    if i % sched.age_every == 0:
+                        self.seconds = time.perf_counter() - start
+                        self.optimizer_state = opt.state_dict()
+                        ends = sched.stage_ends(i, self.history)
+                        if on_check is not None:
+                            on_check(self._info(t, stage, lr, "check"))
+                        if ends:
+                            break
+                        if max_seconds is not None and self.seconds >= max_seconds:
+                            if save is not None:
+                                save()
+                            return False
+                        if should_save is not None and save is not None and should_save():
+                            save()
+            self.seconds = time.perf_counter() - start
+            self._opt = None
+            self._next_stage(t, stage, on_check, on_layer, save)
+        self.done = True
+        if save is not None:
+            save()
+        return True
+
+    def _info(self, t, stage, lr, event):
+        best = min(self.history) if self.history else float("nan")
+        to_db = lambda v: 10 * math.log10(v) if v > 0 else float("-inf")  # noqa: E731
+        return dict(event=event, layer=t, stage=stage, lr=lr, stage_iter=self.i, iterations=self.iterations,
+                    seconds=round(self.seconds, 1),
+                    val_db=to_db(self.history[-1]) if self.history else float("nan"), best_val_db=to_db(best))
+
+    def _next_stage(self, t, stage, on_check, on_layer, save):
+        if on_check is not None and self.history:
+            on_check(self._info(t, stage, self.plan[self.position][2], "stage_end"))
+        self.position += 1
+        self.i, self.history, self.optimizer_state = 0, [], None
+        if stage == len(self.schedule.lr_decay) and on_layer is not None:
+            on_layer(t)
+        if save is not None:
+            save()
