@@ -48,14 +48,15 @@ class Diagnostic:
     message: str
     span: Span | None = None
     hint: str | None = None
+    severity: str = "error"  # or "warning": printed, exit status 0 (see `warning`)
 
     def format(self, source: str | None, lines_of_source: list[str] | None = None) -> str:
         if self.span is None or self.span.line <= 0:
-            head = f"error: {self.message}"
+            head = f"{self.severity}: {self.message}"
             if self.span is not None and self.span.file:
                 head = f"{self.span.file}: {head}"
             return head + (f"\n  hint: {self.hint}" if self.hint else "")
-        lines = [f"{self.span}: error: {self.message}"]
+        lines = [f"{self.span}: {self.severity}: {self.message}"]
         if source is not None:
             text_lines = lines_of_source if lines_of_source is not None else source_lines(source)
             if 0 < self.span.line <= len(text_lines):
@@ -95,6 +96,20 @@ def _window(line: str, column: int) -> tuple[str, int]:
     if column + after < len(line):
         text += "..."
     return text, start
+
+
+def warning(message: str, span: Span | None = None, hint: str | None = None) -> Diagnostic:
+    """A warning: the program compiles, but something it relies on is not shown to hold (a proximal method
+    on an objective that is not convex, a step between 1/L and 2/L). Passes attach them to the program
+    (ir.Program.warned); `dpc compile` and `dpc check` print them to stderr as `FILE:LINE:COL: warning: ...`
+    with the line and a caret, and exit 0."""
+    return Diagnostic(message, span, hint, severity="warning")
+
+
+def format_warnings(warnings, source: str | None) -> str:
+    """Every warning, as `FILE:LINE:COL: warning: message`, the line, a caret, a hint."""
+    lines_of_source = source_lines(source) if source is not None else None
+    return "\n".join(w.format(source, lines_of_source) for w in warnings)
 
 
 class DpcError(Exception):

@@ -128,6 +128,11 @@ class Program:
     requirements: tuple[Requirement, ...] = ()           # what the derivation assumed of hypers and lets
     until: sp.Basic | None = None     # `unroll until(tol = e)`: run until the relative change is below e
     backward: str = "unrolled"        # `backward implicit`: the gradient at the fixed point, not through the loop
+    # conditions a derivation wants but that only warn when broken (proxgrad's step between 1/L and 2/L):
+    # Requirements no constructor raises for; an emitter may warn (dpc.requirements.cautions)
+    cautions: tuple[Requirement, ...] = ()
+    convexity: str | None = None      # what dpc.convexity found of the objective, as `dpc check` states it
+    warnings: tuple = ()              # errors.Diagnostic warnings, printed by dpc compile/check (errors.warning)
 
     # --- lookups ---
     def decl(self, name: str) -> Decl:
@@ -171,6 +176,19 @@ class Program:
         if req in self.requirements:
             return self
         return replace(self, requirements=self.requirements + (req,))
+
+    def cautioning(self, expr, relation: str, why: str, span: Span | None = None) -> "Program":
+        """The program with one more caution: a Requirement whose breaking is a warning, not an error."""
+        req = Requirement(sp.sympify(expr), relation, why, span or NO_SPAN)
+        if req in self.cautions:
+            return self
+        return replace(self, cautions=self.cautions + (req,))
+
+    def warned(self, message: str, span: Span | None = None, hint: str | None = None) -> "Program":
+        """The program with one more warning (errors.warning), printed by dpc compile and dpc check."""
+        from dpc.errors import warning
+        found = warning(message, span, hint)
+        return self if found in self.warnings else replace(self, warnings=self.warnings + (found,))
 
     def noted(self, pass_name: str, *lines: str) -> "Program":
         return replace(self, notes=self.notes + tuple(Note(pass_name, line) for line in lines))

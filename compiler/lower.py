@@ -60,10 +60,13 @@ class _Env:
         self.where = where          # for messages: "in the objective", ...
         self.indices: dict[str, str | None] = {}
         self.failed = failed        # names whose declaration had an error: uses are not errors again
+        self.hidden: dict[str, str] = {}  # declared names this expression may not read -> their kind
+        self.what = "this value"          # what is lowered, for the message when it reads a hidden name
 
     def child(self) -> "_Env":
         env = _Env(self.entries, self.dims, self.where, self.failed)
         env.indices = dict(self.indices)
+        env.hidden, env.what = self.hidden, self.what
         return env
 
 
@@ -188,6 +191,12 @@ def _name(node: ast.Name, env: _Env):
         raise _err(f"'{node.id}' is a dim (a size), not a value", node, "use eye(n) for an identity of size n")
     if node.id in env.indices:
         raise _err(f"sum index '{node.id}' can only be used to index, as in C[{node.id}]", node)
+    if node.id in env.hidden:  # declared, but not readable here (an input in a derive option)
+        kind = env.hidden[node.id]
+        per_sample = " (a value per sample)" if kind in ("input", "var", "temp") else ""
+        raise _err(f"{node.id} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}{per_sample}: {env.what} is one value "
+                   f"for the whole network and can read only {_readable(env)}", node,
+                   f"compute {env.what} from {_readable(env)} (declare a let for it if it needs a formula)")
     known = list(env.entries) + list(env.indices)
     close = difflib.get_close_matches(node.id, known, n=1)
     hint = f"did you mean '{close[0]}'?" if close else "declare it with input, param, hyper, let or var"
@@ -357,20 +366,31 @@ def _env(program: Program, kinds, where: str, extra: dict | None = None) -> _Env
     entries = {d.name: _Entry(d.symbol, d.shape, d.kind) for d in program.decls if d.kind in kinds}
     if extra:
         entries.update(extra)
-    return _Env(entries, program.dims, where)
+    env = _Env(entries, program.dims, where)
+    env.hidden = {d.name: d.kind for d in program.decls if d.name not in entries}
+    return env
+
+
+def _readable(env: _Env) -> str:
+    order = ("input", "param", "hyper", "let", "var")
+    kinds = [f"{k}s" for k in order if any(e.kind == k for e in env.entries.values())]
+    return " and ".join([", ".join(kinds[:-1]), kinds[-1]]) if len(kinds) > 1 else (kinds[0] if kinds else "numbers")
 
 
 def lower_expr(program: Program, node: ast.Expr, kinds=("param", "hyper", "let", "weight"),
-               where: str = "here", extra: dict | None = None):
-    """Lower one AST expression against a program's declarations; used by passes for their arguments."""
+               where: str = "here", extra: dict | None = None, what: str | None = None):
+    """Lower one AST expression against a program's declarations; used by passes for their arguments.
+    `what` names the value for an error when it reads a declared name it may not (an input in a step)."""
     try:
-        return _lower(node, _env(program, kinds, where, extra))
+        env = _env(program, kinds, where, extra)
+        env.what = what or env.what
+        return _lower(node, env)
     except DpcError as e:
         raise e.with_source(program.source) from None
 
 
 def lower_scalar(program: Program, node: ast.Expr, what: str, **kw):
-    expr, shape = lower_expr(program, node, **kw)
+    expr, shape = lower_expr(program, node, what=kw.pop("what", what), **kw)
     if shape != ():
         raise DpcError(f"{what} must be a scalar, got {show_shape(shape)}", node.span).with_source(program.source)
     return expr

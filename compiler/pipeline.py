@@ -15,7 +15,8 @@ from dpc.literals import MAX_UNROLL, LiteralError, check_derived_constants, pars
 from dpc.lower import lower_program
 from dpc.passes import DERIVE_OPTIONS, IMPLICIT, PASSES, methods
 from dpc.passes.backward import check_fixed_point
-from dpc.requirements import check_defaults
+from dpc.passes.derive import METHODS
+from dpc.requirements import check_defaults, check_learned_reach
 
 SETTABLE = "unroll=T, or NAME=VALUE for a hyper's default"
 
@@ -43,13 +44,42 @@ def _apply_overrides(program: Program, directives: list[Directive], overrides: d
             found = [d for d in directives if d.kind == "unroll"]
             if not found:
                 raise DpcError("--set unroll: the program has no `unroll` to override")
-            directives = [replace(d, count=count) if d.kind == "unroll" else d for d in directives]
+            directives = [_unrolled(d, count) if d.kind == "unroll" else d for d in directives]
         elif program.has(key) and program.decl(key).kind == "hyper":
             number = _override(key, value, parse_value)
             program = program.with_decl(replace(program.decl(key), value=number))
         else:
             raise DpcError(f"--set: unknown key '{key}'", hint=SETTABLE)
     return program, directives
+
+
+def _unrolled(directive: Directive, count: int) -> Directive:
+    """`--set unroll=N` on `unroll T` makes it `unroll N`; on `unroll until(...)` it sets the most
+    iterations, `max = N` (the loop still stops at convergence), as steps=N does at construction."""
+    if directive.count is not None:
+        return replace(directive, count=count)
+    from dpc.grammar import ast
+    span = directive.span
+    kwargs = tuple(k for k in directive.kwargs if k[0] != "max") + (("max", ast.Number(span, str(count)), span),)
+    return replace(directive, kwargs=kwargs)
+
+
+# directives a program states once: a second one would silently replace the first
+ONCE = {"derive": "derive", "unroll": "unroll", "backward": "backward", "output": "output"}
+
+
+def _check_once(directives: list[Directive], program: Program) -> None:
+    seen: dict[str, Directive] = {}
+    for d in directives:
+        if d.kind not in ONCE:
+            continue
+        first = seen.get(d.kind)
+        if first is None:
+            seen[d.kind] = d
+            continue
+        raise DpcError(f"a second `{d.kind}`: the program already says `{first.label()}` (line {first.span.line}); "
+                       f"one {d.kind} per program", d.span,
+                       f"delete one of the two {d.kind} lines").with_source(program.source)
 
 
 def _override(key: str, value: str, parse):
@@ -134,10 +164,14 @@ def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None
 
 def _stages(text: str, file: str, overrides) -> list[Stage]:
     program, directives = lower_program(parse(text, file))
+    _check_once(directives, program)
     program, directives = _apply_overrides(program, directives, overrides or {})
     stages = [Stage("source", program)]
     for directive in _order(directives):
+        verdict = _convexity(program, directive)
         program = _lookup(directive, program)(program, directive)
+        if verdict is not None:
+            program = _state_convexity(program, directive, verdict)
         stages.append(Stage(directive.label(), program))
     for label, fn in IMPLICIT:
         folded = fn(program)
@@ -146,10 +180,36 @@ def _stages(text: str, file: str, overrides) -> list[Stage]:
             stages.append(Stage(label, program))
     program = _finish(program)
     check_fixed_point(program)
+    check_learned_reach(program, directives)
     check_defaults(program)
     check_derived_constants(program)
     stages[-1] = Stage(stages[-1].label, program)
     return stages
+
+
+def _convexity(program: Program, directive: Directive):
+    """The objective's convexity (dpc.convexity) before a derive, when it has one var to judge."""
+    if directive.kind != "derive" or program.objective is None or len(program.states) != 1:
+        return None
+    from dpc.convexity import analyse
+    return analyse(program, program.states[0].symbol)
+
+
+def _state_convexity(program: Program, directive: Directive, verdict) -> Program:
+    """The verdict as a note of the derive (dpc explain), the program's `convexity` (dpc check), and a
+    warning at a concave term for a method whose convergence needs a convex objective."""
+    from dataclasses import replace as _replace
+    program = _replace(program, convexity=verdict.statement()).noted(directive.label(), verdict.statement())
+    method = METHODS[directive.name] if directive.name in METHODS else None
+    if verdict.convex is False and method is not None and method.needs_convex:
+        from dpc.printing import math
+        program = program.warned(
+            f"the objective is not convex in {verdict.var}: {math(verdict.term)} is concave, and "
+            f"derive {directive.name} assumes a convex objective (it may diverge or stop anywhere)",
+            verdict.span or directive.span,
+            f"write {math(-verdict.term)} to minimise a convex objective (derive gd accepts a smooth non-convex "
+            "one)")
+    return program
 
 
 def compile_program(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> Program:

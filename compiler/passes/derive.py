@@ -33,6 +33,9 @@ class DeriveMethod:
     name: str
     apply: Pass
     options: tuple[Option, ...] = ()
+    # whether its convergence needs a convex objective (proximal and splitting methods, closed forms): the
+    # pipeline warns at a concave term (dpc.convexity). gd does not: non-convex energies are fine for it.
+    needs_convex: bool = True
 
     def option(self, key: str) -> Option:
         for o in self.options:
@@ -64,10 +67,11 @@ def unregister(name: str) -> None:
     _METHODS.pop(name, None)
 
 
-def derive_method(name: str, *options: Option):
-    """Decorator: declare `derive NAME(options...)` as the decorated pass (returned unchanged)."""
+def derive_method(name: str, *options: Option, needs_convex: bool = True):
+    """Decorator: declare `derive NAME(options...)` as the decorated pass (returned unchanged).
+    needs_convex=False for a method that is fine on a non-convex objective (gd)."""
     def declare(fn: Pass) -> Pass:
-        register(DeriveMethod(name, fn, tuple(options)))
+        register(DeriveMethod(name, fn, tuple(options), needs_convex))
         return fn
     return declare
 

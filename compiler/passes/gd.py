@@ -8,7 +8,7 @@ from dpc.passes.splitting import split
 from dpc.printing import math
 
 
-@derive_method("gd", STEP)
+@derive_method("gd", STEP, needs_convex=False)
 def derive_gd(program: Program, directive: Directive) -> Program:
     s = split(program, directive, allow_prox=False)
     it = Iteration(s.program, directive, s.var)
