@@ -15,3 +15,11 @@ def compile_source(text, file="<string>", **options):
     """Compile .dp source text to the generated PyTorch module's source."""
     from dpc.api import compile_source as _compile
     return _compile(text, file, **options)
+
+
+def explain(path, **overrides):
+    """The derivation of a .dp file: print it (str), or display it in Jupyter (HTML with MathML and the
+    drawing; LaTeX); `.latex()`, `.html()` as `dpc explain --latex`, `--html`. Overrides as `--set`:
+    dpc.explain("lista.dp", unroll=32)."""
+    from dpc.derivation import Explanation
+    return Explanation.from_path(path, {k: str(v) for k, v in overrides.items()} or None)

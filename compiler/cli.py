@@ -164,8 +164,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def cmd_explain(args) -> int:
-    """What each pass changed (dpc.explain); --full every stage's program; --latex LaTeX; --html a page."""
-    from dpc.explain import Explanation
+    """What each pass changed (dpc.derivation); --full every stage's program; --latex LaTeX; --html a page."""
+    from dpc.derivation import Explanation
     from dpc.pipeline import parse_overrides
     if args.standalone and not args.latex:
         raise DpcError("--standalone goes with --latex", hint="dpc explain --latex --standalone FILE.dp")

@@ -1,4 +1,4 @@
-r"""`dpc explain`: the derivation a reader can follow.
+r"""`dpc explain` (and dpc.explain(path)): the derivation a reader can follow.
 
 The compilation's stages (dpc.pipeline.run_text) shown as what each pass changed: the source program in
 full, then per pass its notes and the lines it added (+), removed (-) or rewrote (~); `full` prints the
