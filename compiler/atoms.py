@@ -76,6 +76,14 @@ def vector_to_scalar(args):
     return ()
 
 
+def array_to_scalar(args):
+    """A vector or a matrix (all its entries: sqnorm is then the squared Frobenius norm) to a scalar."""
+    _one(args)
+    if len(args[0]) not in (1, 2):
+        raise ShapeError(f"needs a vector or matrix, got {show_shape(args[0])}")
+    return ()
+
+
 def matrix_to_scalar(args):
     _one(args)
     if len(args[0]) != 2:
@@ -197,8 +205,14 @@ def _abs_latex(printer, expr, exp=None):
 
 
 def _reduced(method_code):
-    """A reduction over the last axis (one number per sample) of code built from the argument."""
-    return lambda pr, e: pr.reduce(method_code(pr, e.args[0]))
+    """A reduction over the last axis (one number per sample) of code built from the argument; over the last
+    two of a matrix (every entry)."""
+    return lambda pr, e: pr.reduce(method_code(pr, e.args[0]), axes=_axes(e.args[0]))
+
+
+def _axes(arg) -> int:
+    """How many trailing axes a reduction of every entry of arg sums: 1 for a vector, 2 for a matrix."""
+    return 2 if arg.shape[1] != 1 else 1
 
 
 # ==================================================================================================
@@ -209,7 +223,7 @@ class SqNorm(ScalarAtom):
     """sqnorm(v) = ||v||_2^2."""
 
 
-declare("sqnorm", SqNorm, signature="sqnorm(v)", doc="||v||_2^2", shape=vector_to_scalar,
+declare("sqnorm", SqNorm, signature="sqnorm(v)", doc="||v||_2^2", shape=array_to_scalar,
         reference=lambda np, v: np.sum(v * v),
         torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.square()"), latex=_norm_latex("2", squared=True),
         derivative=lambda v: 2 * v, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
@@ -220,7 +234,7 @@ class Norm1(ScalarAtom):
     """norm1(v) = sum |v_i|."""
 
 
-declare("norm1", Norm1, signature="norm1(v)", doc="sum_i |v_i|", shape=vector_to_scalar,
+declare("norm1", Norm1, signature="norm1(v)", doc="sum_i |v_i|", shape=array_to_scalar,
         reference=lambda np, v: np.sum(np.abs(v)),
         torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.abs()"), latex=_norm_latex("1"),
         derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
@@ -255,7 +269,7 @@ class SumAll(ScalarAtom):
     """sum(v) = sum of the entries."""
 
 
-declare("sum", SumAll, signature="sum(v)", doc="sum of entries", shape=vector_to_scalar,
+declare("sum", SumAll, signature="sum(v)", doc="sum of entries", shape=array_to_scalar,
         reference=lambda np, v: np.sum(v), torch=_reduced(lambda pr, v: pr.wrap(v, "call")), latex=None,
         derivative=_ones_like, curvature=None, convexity="affine", monotone="increasing", scalar=None,
         requires=(), prox=None, fuzz=Fuzz("reduction", weight=2))
@@ -374,9 +388,10 @@ declare("softpos", SoftPos, signature="softpos(v, t)", doc="max(v - t, 0)", shap
 
 HARD_LEARNED = helper("_HardLearned", '''
 class _HardLearned(torch.autograd.Function):
-    """_hard with a learned threshold: the same values; the threshold's gradient is soft(v, t)'s on the
-    entries hard keeps (-sign(v) each), a straight-through surrogate in the spirit of HELU (Wang, Ling &
-    Huang 2016), since hard's own derivative in t is 0 almost everywhere."""
+    """_hard with a learned threshold: the same values. hard's own derivative in t is 0 almost everywhere,
+    so the threshold gets that of its smooth relaxation v * sigmoid((|v| - t) / w), w = 0.1 |t|: entries
+    within a few w of the threshold, the ones a change of t would keep or drop, tell t which way to move
+    (in the spirit of the HELU of Wang, Ling & Huang 2016)."""
 
     @staticmethod
     def forward(v, t):
@@ -389,9 +404,12 @@ class _HardLearned(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         v, t = ctx.saved_tensors
-        keep = (v.abs() > t).to(grad.dtype)
-        grad_t = -(grad * v.sign() * keep).sum_to_size(t.shape) if ctx.needs_input_grad[1] else None
-        return grad * keep, grad_t
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            width = 0.1 * t.abs() + torch.finfo(v.dtype).eps
+            s = torch.sigmoid((v.abs() - t) / width)
+            grad_t = -(grad * v * s * (1 - s) / width).sum_to_size(t.shape)
+        return grad * (v.abs() > t), grad_t
 ''')
 
 HARD = helper("_hard", '''

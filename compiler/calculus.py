@@ -200,7 +200,7 @@ def _matmul_pullback(e, w, var) -> list:
     """c * M1 @ ... @ Mk @ v: only v (and the scalar c) may hold var; w -> c * Mk.T @ ... @ M1.T @ w."""
     coeff, mats = e.as_coeff_matrices()
     if any(m.has(var) for m in mats[:-1]):
-        raise NotDifferentiable(e)
+        return _inner_factor_pullback(e, coeff, mats, w, var)
     last = mats[-1]
     rest = MatMul(*mats) if len(mats) > 1 else last
     out = []
@@ -209,6 +209,23 @@ def _matmul_pullback(e, w, var) -> list:
     if last.has(var):
         pulled = MatMul(*[m.T for m in reversed(mats[:-1])], w) if len(mats) > 1 else w
         out += _scaled(coeff, pullback(last, pulled, var))
+    return out
+
+
+def _inner_factor_pullback(e, coeff, mats, w, var) -> list:
+    """c * M1 @ ... @ Mk with var in a factor before the last (a matrix var: A @ L @ B): the product rule,
+    factor Mi pulls back (M1 ... M(i-1)).T @ w @ (M(i+1) ... Mk).T; only a product of matrices (its
+    cotangent a matrix) and a coefficient free of var."""
+    if coeff.has(var) or e.shape[1] == 1 and any(m.shape[1] == 1 for m in mats[:-1]):
+        raise NotDifferentiable(e)
+    out = []
+    for i, m in enumerate(mats):
+        if not m.has(var):
+            continue
+        left = [f.T for f in reversed(mats[:i])]
+        right = [f.T for f in reversed(mats[i + 1:])]
+        pulled = MatMul(*left, w, *right) if left or right else w
+        out += _scaled(coeff, pullback(m, pulled, var))
     return out
 
 

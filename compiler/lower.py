@@ -538,10 +538,11 @@ class _Lowering:
                            "name the index something else, e.g. sum_j ... [j]")
         if kind == "input":
             shape = self.check_type(s.type)
-            if len(shape) != 1:
-                raise DpcError(f"input {name} is {show_shape(shape)}; inputs are vectors R[n], one per sample "
-                               "(a batch of them is a (batch, n) tensor)", s.type.span if s.type else s.span,
-                               f"declare it as a vector, e.g. input {name} : R[{shape[0] if shape else 'n'}]")
+            if len(shape) == 0:
+                raise DpcError(f"input {name} is {show_shape(shape)}; inputs are vectors R[n] or matrices R[m, n], "
+                               "one per sample (a batch of them is a (batch, n) or (batch, m, n) tensor)",
+                               s.type.span if s.type else s.span,
+                               f"declare it as a vector, e.g. input {name} : R[n]")
             self._declare(Decl(name, kind, shape, None, s.name.span), s.name)
         elif kind == "param":
             shape = self.check_type(s.type)
@@ -561,10 +562,6 @@ class _Lowering:
             self._declare(Decl(name, "let", shape, value, s.name.span), s.name)
         elif kind == "var":
             shape = self.check_type(s.type)
-            if len(shape) == 2:  # the emitted code keeps one vector per sample (row form); no batched matrices
-                raise DpcError(f"var {name} is a matrix ({show_shape(shape)}); a var is a vector R[n] (one per "
-                               "sample) or a scalar R", s.type.span,
-                               "a matrix that does not change between layers is a param or a let")
             start = ZeroMatrix(*make_symbol(name, shape).shape) if shape else sp.Integer(0)
             if s.value is not None:
                 start = self._start(name, shape, s.value)

@@ -287,10 +287,12 @@ def test_names_that_start_with_a_keyword_still_work():
     assert torch.allclose(net(letter=torch.ones(3))(torch.ones(2, 3)), 2 * torch.ones(2, 3))
 
 
-def test_a_matrix_var_is_an_error():
-    message = _error("network N\ndims n\ninput x : R[n]\nparam M : R[n, n]\nvar z : R[n] = 0\nvar S : R[n, n] = M\n"
-                     "update {\n  z <- S @ x\n  S <- S / 2\n}\nunroll 2\n")
-    assert message.startswith("prog.dp:6:9: error: var S is a matrix (R[n, n])")
+def test_a_matrix_var_is_a_matrix_per_sample():
+    """Once refused; a matrix state is a (batch, n, n) tensor (issue 19), and S @ x a batched product."""
+    net = build("network N\ndims n\ninput x : R[n]\nparam M : R[n, n]\nvar z : R[n] = 0\nvar S : R[n, n] = M\n"
+                "update {\n  z <- S @ x\n  S <- S / 2\n}\nunroll 2\n")
+    M, x = torch.randn(3, 3), torch.randn(4, 3)
+    assert torch.allclose(net(M=M)(x), 0.5 * x @ M.T)
 
 
 def test_a_power_of_literals_is_checked_before_it_is_computed():

@@ -356,6 +356,9 @@ def _refuse_per_sample_matrices(p: Program):
     a matrix that differs per sample (abs(bentropy(sigmoid(z)) * C), s * C + D with s per sample) has
     no layout there. A DpcError at the update or the objective, not a shape error at run time."""
     per_sample = {d.name for d in p.decls if d.kind in ("input", "var", "temp", "output")}
+    # a matrix input, var or temporary is a (batch, m, n) tensor: what is built from it is one too, unless a
+    # scalar that differs per sample scales it (a (batch, 1) tensor does not broadcast against (batch, m, n))
+    matrices = {d.name for d in per_sample_decls(p) if len(d.shape) == 2}
     places = [("update", e) for step in (p.first_step, p.step) if step is not None for _, e in step.equations()]
     places += [("update", e) for _, e in p.closed_form]
     places += [("output", d.value) for d in p.of_kind("output") if d.value is not None]
@@ -365,10 +368,28 @@ def _refuse_per_sample_matrices(p: Program):
         for node in sp.preorder_traversal(expr):
             shape = getattr(node, "shape", None)
             if isinstance(node, sp.MatrixExpr) and shape and shape[0] != 1 and shape[1] != 1 \
-                    and graph.names_in(node) & per_sample:
+                    and graph.names_in(node) & per_sample and not _batched_matrix(node, matrices, per_sample):
                 span = p.span_of_directive(where) if where != "minimize" else \
                     (p.term_spans[0][1] if p.term_spans else None)
                 raise DpcError(f"{math(node)} is a matrix that differs from sample to sample; the generated "
                                "code keeps one matrix for the whole batch", span,
                                "apply the per-sample factor to a vector instead, e.g. s * (C @ v)"
                                ).with_source(p.source)
+
+
+def per_sample_decls(p: Program):
+    """Declarations with a value per sample: inputs, vars, temporaries, the output expression."""
+    return tuple(d for d in p.decls if d.kind in ("input", "var", "temp", "output"))
+
+
+def _batched_matrix(node, matrices, per_sample) -> bool:
+    """A matrix built from per-sample matrices ((batch, m, n) tensors) and values the same for every sample,
+    with no scalar that differs per sample scaling it."""
+    if not graph.names_in(node) & matrices:
+        return False
+    for sub in sp.preorder_traversal(node):
+        if isinstance(sub, sp.MatMul):
+            coeff, _ = sub.as_coeff_matrices()
+            if graph.names_in(coeff) & per_sample:
+                return False
+    return True

@@ -139,8 +139,9 @@ class TorchPrinter:
         return f"torch.as_tensor({self(e)}, dtype={self.like}.dtype, device={self.like}.device)"
 
     # --- scalar atoms of vectors: one number per sample ---
-    def _reduce(self, code, method="sum"):
-        return f"{code}.{method}(-1{', keepdim=True' if self.keepdim else ''})", CALL
+    def _reduce(self, code, method="sum", axes=1):
+        dims = "-1" if axes == 1 else "(-2, -1)"  # a matrix's every entry: its last two axes
+        return f"{code}.{method}({dims}{', keepdim=True' if self.keepdim else ''})", CALL
 
     def _Dot(self, e):
         a, b = e.args
@@ -201,12 +202,20 @@ class TorchPrinter:
             prec, mats = CALL, mats[:-1]
         else:
             code, prec = self.p(mats[-1])
+        batched = self.is_batched(mats[-1])
         for m in reversed(mats[:-1]):
-            code, prec = self._apply(m, code, prec)
+            code, prec = self._apply(m, code, prec, batched)
+            batched = batched or self.is_batched(m)
         return code, prec
 
-    def _apply(self, matrix, code, prec):
-        """Row form of matrix @ v: v @ B for matrix = B.T, F.linear(v, matrix) otherwise."""
+    def _apply(self, matrix, code, prec, batched=False):
+        """Row form of matrix @ v: v @ B for matrix = B.T, F.linear(v, matrix) otherwise; a matrix per sample
+        ((batch, m, n)) applied to a vector per sample is a batched product of its rows."""
+        if batched and self.is_batched(matrix):
+            if isinstance(matrix, Transpose):
+                return f"({code if prec >= CALL else f'({code})'}.unsqueeze(-2) @ {self.wrap(matrix.arg, MUL + 1)})" \
+                       ".squeeze(-2)", CALL
+            return f"({self.wrap(matrix, MUL)} @ {code if prec >= CALL else f'({code})'}.unsqueeze(-1)).squeeze(-1)", CALL
         if isinstance(matrix, Transpose):
             return f"{code if prec > MUL else f'({code})'} @ {self.wrap(matrix.arg, MUL + 1)}", MUL
         return f"F.linear({code}, {self(matrix)})", CALL
@@ -308,9 +317,10 @@ class TorchPrinter:
         self.helpers.add(helper.name)
         return helper.name
 
-    def reduce(self, code, method="sum"):
-        """code reduced over the last axis: one number per sample (kept as an axis inside updates)."""
-        return self._reduce(code, method)
+    def reduce(self, code, method="sum", axes=1):
+        """code reduced over the last axis (the last two for a matrix, axes=2): one number per sample (kept as
+        an axis inside updates)."""
+        return self._reduce(code, method, axes)
 
     def tensor(self, e):
         return self._tensor(e)

@@ -32,7 +32,7 @@ def _output_name(program: Program, directive: Directive) -> Program:
         raise DpcError(f"'{name}' is not a var; output names what the network computes", directive.name_span,
                        f"vars: {vars_}; an output may also be an expression of them").with_source(program.source)
     if not program.decl(name).shape:
-        raise DpcError(f"'{name}' is a scalar; the network's output is a vector var (a row per sample)",
+        raise DpcError(f"'{name}' is a scalar; the network's output is a vector or matrix var (a row per sample)",
                        directive.name_span, "output a vector var; a scalar state is internal to the iteration"
                        ).with_source(program.source)
     return replace(program, output=name)
@@ -42,8 +42,8 @@ def _output_expr(program: Program, directive: Directive) -> Program:
     node = directive.args[0]
     expr, shape = lower_expr(program, node, kinds=OUTPUT_KINDS, where="in the output")
     fail = lambda message, hint=None: DpcError(message, node.span, hint).with_source(program.source)  # noqa: E731
-    if len(shape) != 1:
-        raise fail(f"the output is {show_shape(shape)}; the network's output is a vector (a row per sample)",
+    if len(shape) == 0:
+        raise fail(f"the output is {show_shape(shape)}; the network's output is a vector or matrix (one per sample)",
                    "output a vector expression, e.g. x - D.T @ u")
     states = {d.name for d in program.states}
     if not names_in(expr) & states:

@@ -42,8 +42,8 @@ def the_var(program: Program, directive: Directive) -> MatrixSymbol:
     if len(vars_) != 1:
         raise fail(program, f"derive {directive.name} handles one var, the program has {len(vars_)}",
                    directive.span)
-    if len(vars_[0].shape) != 1:
-        raise fail(program, f"derive {directive.name} needs a vector var", vars_[0].span)
+    if len(vars_[0].shape) == 0:
+        raise fail(program, f"derive {directive.name} needs a vector or matrix var", vars_[0].span)
     return vars_[0].symbol
 
 
