@@ -388,9 +388,10 @@ declare("softpos", SoftPos, signature="softpos(v, t)", doc="max(v - t, 0)", shap
 
 HARD_LEARNED = helper("_HardLearned", '''
 class _HardLearned(torch.autograd.Function):
-    """_hard with a learned threshold: the same values; the threshold's gradient is soft(v, t)'s on the
-    entries hard keeps (-sign(v) each), a straight-through surrogate in the spirit of HELU (Wang, Ling &
-    Huang 2016), since hard's own derivative in t is 0 almost everywhere."""
+    """_hard with a learned threshold: the same values. hard's own derivative in t is 0 almost everywhere,
+    so the threshold gets that of its smooth relaxation v * sigmoid((|v| - t) / w), w = 0.1 |t|: entries
+    within a few w of the threshold, the ones a change of t would keep or drop, tell t which way to move
+    (in the spirit of the HELU of Wang, Ling & Huang 2016)."""
 
     @staticmethod
     def forward(v, t):
@@ -403,9 +404,12 @@ class _HardLearned(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         v, t = ctx.saved_tensors
-        keep = (v.abs() > t).to(grad.dtype)
-        grad_t = -(grad * v.sign() * keep).sum_to_size(t.shape) if ctx.needs_input_grad[1] else None
-        return grad * keep, grad_t
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            width = 0.1 * t.abs() + torch.finfo(v.dtype).eps
+            s = torch.sigmoid((v.abs() - t) / width)
+            grad_t = -(grad * v * s * (1 - s) / width).sum_to_size(t.shape)
+        return grad * (v.abs() > t), grad_t
 ''')
 
 HARD = helper("_hard", '''
