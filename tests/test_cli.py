@@ -45,7 +45,7 @@ def test_explain_shows_every_pass():
         assert header in out
     assert "grad f(z) = D.T @ (D @ z - x)" in out
     assert "z <- soft(z - 1/L*D.T @ (D @ z - x), lam/L)" in out
-    assert "S = eye(n) - 1/L*D.T @ D" in out
+    assert "+ weight S : R[n, n] = eye(n) - 1/L*D.T @ D" in out  # the change (its note is not repeated)
     assert "z <- soft(W @ x, theta)" in out  # the folded first layer
     assert "W: 16 copies, one per layer" in out
 
