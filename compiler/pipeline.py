@@ -180,7 +180,7 @@ def _stages(text: str, file: str, overrides) -> list[Stage]:
             stages.append(Stage(label, program))
     program = _finish(program)
     check_fixed_point(program)
-    check_learned_reach(program, directives)
+    program = check_learned_reach(program, directives)
     check_defaults(program)
     check_derived_constants(program)
     stages[-1] = Stage(stages[-1].label, program)

@@ -221,10 +221,11 @@ def reached(program: Program) -> set[str]:
     return seen
 
 
-def check_learned_reach(program: Program, directives) -> None:
-    """An error at `learn NAME` for a learned param or hyper that nothing forward computes reads
-    (REACH_RULE): after `learn weights untied` the layers read W, S, theta, and `learn D, lam` would train
-    values no layer reads."""
+def check_learned_reach(program: Program, directives) -> Program:
+    """The program with a warning at `learn NAME` for each learn line naming a param or hyper that nothing
+    forward computes reads (REACH_RULE): after `learn weights untied` the layers read W, S, theta, and
+    `learn D, lam` trains values no layer reads (only `objective()` still does). A warning, not an error: a
+    loss built from `objective()` does reach them."""
     read = reached(program)
     for directive in directives:
         if directive.kind != "learn":
@@ -242,5 +243,6 @@ def check_learned_reach(program: Program, directives) -> None:
         kept = [item for item in directive.items if item[0][0] not in {name for name, _ in unread}]
         hint = (f"write `learn {', '.join(' '.join(w for w, _ in item) for item in kept)}`" if kept else
                 f"delete the line `{directive.label()}`")
-        raise DpcError(f"learn {', '.join(n for n, _ in unread)}: nothing the network computes reads {shown}{after}; "
-                       f"{REACH_RULE}", unread[0][1], hint).with_source(program.source)
+        program = program.warned(f"learn {', '.join(n for n, _ in unread)}: nothing the network computes reads "
+                                 f"{shown}{after}; {REACH_RULE}", unread[0][1], hint)
+    return program

@@ -23,7 +23,7 @@ from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_c
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, positive_scalar
 from dpc.passes.prox import NoProx, build_prox
-from dpc.passes.splitting import fail
+from dpc.passes.splitting import fail, hessian_requirements
 from dpc.printing import math
 
 
@@ -49,10 +49,12 @@ def derive_admm(program: Program, directive: Directive) -> Program:
         c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",
         p.span_of_term(c.penalty.term) or directive.span)
     psd, eye = positive_semidefinite(p, c.hessian)
+    p = hessian_requirements(p, c.hessian, directive.span, f"it keeps the {z.name}-step's matrix positive definite")
     if not psd or not (eye or K.is_Identity):
         raise fail(p, f"derive admm: cannot show that the {z.name}-step has one solution "
                    f"(H + rho*K.T@K with H = {math(c.hessian) if c.hessian is not None else '0'}, K = {math(K)})",
-                   directive.span, "a term 0.5*sqnorm(z - x) or c*sqnorm(z) (c > 0) makes it so")
+                   directive.span, f"add a ridge term to the objective: + 0.5*sqnorm({z.name}) (any c*sqnorm({z.name}), c > 0, makes "
+                   "it so)")
     it = Iteration(p, directive, z)
     w = it.state("w", f"split variable, = {math(K @ z)}", start=0, shape=(c.K_rows,))
     u = it.state("u", "scaled dual variable", start=0, shape=(c.K_rows,))

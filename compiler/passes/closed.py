@@ -27,7 +27,7 @@ from dpc.indexsum import VectorForm, vector_form
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.derive import derive_method
 from dpc.passes.prox import is_nonsmooth
-from dpc.passes.splitting import hessian_terms, the_var
+from dpc.passes.splitting import hessian_requirements, hessian_terms, the_var
 from dpc.printing import format_constraint, math
 
 LAYER_NOTE = "layer of derive closed"
@@ -284,6 +284,7 @@ def _quadratic(program, directive, var):
         raise _fail(program, f"derive closed: the objective is linear in {var.name}, so it has no minimiser",
                     directive.span)
     assumptions = _strictly_convex(program, directive, hessian)
+    program = hessian_requirements(program, hessian, directive.span, "it makes the Hessian positive definite")
     rhs = algebra.factor_left(-bias) if bias is not None else None
     if rhs is None or algebra.is_zero(rhs):
         raise _fail(program, f"derive closed: the minimiser is {var.name} = 0 whatever the inputs", directive.span)
@@ -296,6 +297,10 @@ def _quadratic(program, directive, var):
         f"grad f({var.name}) = 0  <=>  {name} @ {var.name} = {math(rhs)},  {name} = {math(hessian)}",
         f"{name} is positive definite ({assumptions}): one linear solve, no explicit inverse",
         f"{var.name} = {math(value)}")
+
+
+def _var_name(program) -> str:
+    return program.states[0].name
 
 
 def _strictly_convex(program, directive, hessian) -> str:
@@ -311,10 +316,11 @@ def _strictly_convex(program, directive, hessian) -> str:
         elif kind is None:
             raise _fail(program, f"derive closed: cannot show the quadratic is strictly convex "
                         f"(Hessian term {math(term)})", directive.span,
-                        "a ridge term c*sqnorm(z) with c > 0 makes it so; or use derive gd/proxgrad")
+                        f"add a ridge term to the objective: + 0.5*sqnorm({_var_name(program)}) "
+                        "(any c*sqnorm of the var, c > 0, makes it so)")
     if not strict:
         raise _fail(program, f"derive closed: the Hessian {math(hessian)} may be singular, so the minimiser is "
-                    "not unique", directive.span, "add a ridge term, e.g. + 0.5*lam*sqnorm(z)")
+                    "not unique", directive.span, f"add a ridge term to the objective: + 0.5*sqnorm({_var_name(program)})")
     return ", ".join(reasons)
 
 

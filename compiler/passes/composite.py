@@ -49,7 +49,7 @@ def split_composite(program: Program, directive: Directive) -> Composite:
     span_of = lambda term: program.span_of_term(term) or directive.span  # noqa: E731
     if not found:
         raise fail(program, f"{what} splits f(z) + g(K z), but the objective has no non-smooth term",
-                   directive.span, "use derive gd, or derive closed for a quadratic")
+                   directive.span, f"write `derive gd` in place of `{directive.label()}`")
     if len(found) > 1:
         raise fail(program, f"{what} handles one non-smooth term g(K {var.name}); "
                    f"{math(found[1][0])} is a second one", span_of(found[1][0]),

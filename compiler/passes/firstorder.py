@@ -8,6 +8,7 @@
   gradient_step         at - step * grad f(at)
   prox_gradient         prox_{step g}(gradient_step(at) + plus): forward-backward, plus a momentum term
   momentum, extrapolate coeff * (point - previous), and point plus it
+  step_condition        what a given step must satisfy against L, the Lipschitz constant of grad f
 
 A method declares itself with passes/derive.py's derive_method.
 """
@@ -17,6 +18,8 @@ from dataclasses import replace
 
 import sympy as sp
 
+from dpc import atoms
+from dpc.errors import DpcError
 from dpc.ir import Decl, Directive, Program, Step, dim_symbol, make_symbol
 from dpc.lower import lower_scalar
 from dpc.passes.derive import Option
@@ -107,3 +110,55 @@ def momentum(point, previous, coeff):
 def extrapolate(point, previous, coeff=sp.Integer(1)):
     """point + coeff * (point - previous): FISTA's y, PDHG's zbar (coeff 1: 2 point - previous)."""
     return point + momentum(point, previous, coeff)
+
+
+def _option_span(directive: Directive, key: str):
+    for k, _, span in directive.kwargs:
+        if k == key:
+            return span
+    return directive.span
+
+
+def step_condition(s: Splitting, directive: Directive, bound: int) -> Program:
+    """s.program with the condition a given step must meet against L, a Lipschitz constant of grad f
+    (splitting's bound: quadratics and c*sum(phi(A @ z + b))): step*L <= 1 for `bound` 1 (FISTA's rate);
+    for `bound` 2 (proximal gradient, gradient descent) step*L < 2 (an error beyond: the iteration
+    diverges) and step*L <= 1 a caution (a warning between 1/L and 2/L). Decided at compile time when
+    step*L is a number at the defaults; a requirement (and caution) when it reads a param or a value given
+    at construction. No condition without a given step (1/L meets it) or without a known L."""
+    from dpc.passes.splitting import _lipschitz_bound
+    from dpc.requirements import default_number, with_lets
+    program = s.program
+    if directive.kwarg("step") is None:
+        return program
+    try:
+        lipschitz = _lipschitz_bound(program, directive, s.var, s.smooth)
+    except DpcError:
+        return program  # no bound known: nothing to compare the step with
+    if lipschitz is None:
+        return program  # grad f is constant: any step is a descent step
+    lipschitz = lipschitz.replace(lambda e: isinstance(e, atoms.OpNorm) and isinstance(e.args[0], sp.Identity),
+                                  lambda e: sp.Integer(1))  # opnorm(eye) = 1
+    product = sp.simplify(with_lets(program, s.step * lipschitz))
+    span = _option_span(directive, "step")
+    what = f"derive {directive.name}'s step {math(s.step)}"
+    names = f"L = {math(lipschitz)} (a Lipschitz constant of grad f)"
+    hint = f"write `derive {directive.name}`: without a step dpc takes 1/L"
+    value = default_number(program, product)
+    if value is not None:
+        at = f"step*L = {value:.4g}, {names}" + ("" if product.is_number else " at the defaults")
+        if bound == 1 and value > 1 + 1e-12:
+            raise fail(program, f"{what} is above 1/L: {at}; derive {directive.name} needs step <= 1/L", span, hint)
+        if bound == 2 and value >= 2 - 1e-12:
+            raise fail(program, f"{what} is at least 2/L: {at}; derive {directive.name} diverges from there "
+                       "(it needs step < 2/L, and step <= 1/L to decrease the objective at every step)", span, hint)
+        if bound == 2 and value > 1 + 1e-12:
+            program = program.warned(f"{what} is above 1/L: {at}; derive {directive.name} converges for steps "
+                                     "below 2/L, but decreases the objective at every step only up to 1/L",
+                                     span, hint)
+    if product.is_number:
+        return program
+    if bound == 1:
+        return program.requiring(1 - product, "nonnegative", f"{what} must be at most 1/L, {names}", span)
+    return program.requiring(2 - product, "positive", f"{what} must be below 2/L, {names}", span).cautioning(
+        1 - product, "nonnegative", f"{what} should be at most 1/L, {names}", span)

@@ -12,7 +12,7 @@ import sympy as sp
 
 from dpc.ir import Directive, Program
 from dpc.passes.derive import derive_method
-from dpc.passes.firstorder import STEP, Iteration, extrapolate, prox_gradient
+from dpc.passes.firstorder import STEP, step_condition, Iteration, extrapolate, prox_gradient
 from dpc.passes.splitting import describe, split
 
 
@@ -20,7 +20,7 @@ from dpc.passes.splitting import describe, split
 def derive_fista(program: Program, directive: Directive) -> Program:
     s = split(program, directive)
     z = s.var
-    it = Iteration(s.program, directive, z)
+    it = Iteration(step_condition(s, directive, 1), directive, z)
     y = it.state("y", "momentum point")
     t = it.state("t", "momentum sequence", start=sp.Integer(1), shape=())
     z_next = it.temp(f"{z.name}_next", prox_gradient(s, at=y))

@@ -115,8 +115,13 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
 
 
 def _linearise(program, directive, atom, variables, index, learned, lines, per_layer, taken):
-    """soft(arg, t) -> soft(W @ x + S @ z + b, theta), each weight initialised to its coefficient in arg."""
+    """soft(arg, t) -> soft(W @ x + S @ z + b, theta), each weight initialised to its coefficient in arg; a
+    projection of a threshold (clamp(soft(arg, t), lo, hi), the prox of a*norm1 on a box) linearises the
+    threshold inside and keeps the projection's bounds."""
     arg = atom.args[0]
+    if not isinstance(atom, atoms.THRESHOLD_ATOMS) and isinstance(arg, atoms.LINEARISED_ATOMS):
+        inner = _linearise(program, directive, arg, variables, index, learned, lines, per_layer, taken)
+        return atom.func(inner, *atom.args[1:])
     per_sample = {d.name for d in program.decls if d.kind in ("input", "var", "temp")}
     opened, inverses = open_solves(inline_temps(program, arg), per_sample)  # solve(A, b), A fixed: linear
     try:

@@ -18,7 +18,7 @@ from dpc.ir import Decl, Directive, Program
 from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_composite
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, extrapolate, positive_scalar
-from dpc.passes.splitting import fail
+from dpc.passes.splitting import fail, hessian_requirements
 from dpc.printing import math
 
 
@@ -28,6 +28,7 @@ def derive_pdhg(program: Program, directive: Directive) -> Program:
     p, z, K = c.program, c.var, c.K
     if c.hessian is not None and not positive_semidefinite(p, c.hessian)[0]:
         raise fail(p, f"derive pdhg: cannot show that f is convex (Hessian {math(c.hessian)})", directive.span)
+    p = hessian_requirements(p, c.hessian, directive.span, "it keeps f convex")
     p, tau, sigma, steps_note = _steps(p, directive, K)
     a = c.penalty.weight
     p = p.requiring(a, "nonnegative", f"the weight of {math(c.penalty.term)}",
@@ -84,9 +85,32 @@ def _steps(program: Program, directive: Directive, K):
             program = program.with_decl(Decl(name, "let", (), default, directive.span, note=f"the PDHG step {key}"))
             values[key] = sp.Symbol(name, real=True)
     tau, sigma = values["tau"], values["sigma"]
+    if any(given.values()):
+        program = _step_condition(program, directive, K, tau, sigma)
     shown = ", ".join(f"{key} = {math(program.decl(v.name).value) if not given[key] else math(v)}"
                       for key, v in (("tau", tau), ("sigma", sigma)))
     if not all(given.values()):
         shown = note + shown + " (tau*sigma*opnorm(K)^2 = 0.98 < 1)" if not any(given.values()) else \
             note + shown
     return program, tau, sigma, shown
+
+
+def _step_condition(program: Program, directive: Directive, K, tau, sigma) -> Program:
+    """Chambolle-Pock's condition tau*sigma*opnorm(K)^2 < 1 for given steps: an error at compile time when
+    it is a number at the defaults and fails, a requirement (checked at construction) when it reads a param
+    or a value given there."""
+    from dpc.requirements import default_number, with_lets
+    norm = sp.Integer(1) if K.is_Identity else atoms.OpNorm(K)
+    product = sp.simplify(with_lets(program, tau * sigma * norm ** 2))
+    span = next((sp_ for k, _, sp_ in directive.kwargs if k in ("tau", "sigma")), directive.span)
+    names = f"tau = {math(tau)}, sigma = {math(sigma)}, opnorm(K) = {math(norm)}"
+    value = default_number(program, product)
+    if value is not None and value >= 1 - 1e-12:
+        raise fail(program, f"derive pdhg: tau*sigma*opnorm(K)^2 = {value:.4g} with {names}"
+                   + ("" if product.is_number else " at the defaults")
+                   + "; Chambolle-Pock converges only for tau*sigma*opnorm(K)^2 < 1", span,
+                   "write `derive pdhg`: without tau and sigma dpc takes 0.99/opnorm(K) for both")
+    if product.is_number:
+        return program
+    return program.requiring(1 - product, "positive", f"PDHG's steps must have tau*sigma*opnorm(K)^2 < 1, {names}",
+                             span)

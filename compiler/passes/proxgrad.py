@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dpc.ir import Directive, Program
 from dpc.passes.derive import derive_method
-from dpc.passes.firstorder import STEP, Iteration, prox_gradient
+from dpc.passes.firstorder import STEP, step_condition, Iteration, prox_gradient
 from dpc.passes.splitting import describe, split
 
 
 @derive_method("proxgrad", STEP)
 def derive_proxgrad(program: Program, directive: Directive) -> Program:
     s = split(program, directive)
-    it = Iteration(s.program, directive, s.var)
+    it = Iteration(step_condition(s, directive, 2), directive, s.var)
     it.assign(s.var, prox_gradient(s))
     return it.done(*describe(s))

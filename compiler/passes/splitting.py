@@ -57,7 +57,7 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
         if penalty is not None and (penalty.kind != "ridge" or allow_prox):
             penalties.append(penalty)
         elif is_nonsmooth(term, var):
-            raise _no_prox(program, term, var)
+            raise _no_prox(program, term, var, directive)
         else:
             smooth = smooth + term
     box = _box(program, directive, var)
@@ -67,7 +67,9 @@ def split(program: Program, directive: Directive, *, allow_prox: bool = True) ->
             what = math(nonsmooth[0].term) if nonsmooth else "the constraint"
             span = program.span_of_term(nonsmooth[0].term) if nonsmooth else program.constraints[0].span
             raise fail(program, f"derive {directive.name} needs a smooth objective, but {what} is not smooth",
-                       span or directive.span, "use derive proxgrad(step = ...) or derive fista(step = ...)")
+                       span or directive.span,
+                       f"write `{directive.label().replace('derive ' + directive.name, 'derive proxgrad', 1)}` in place of "
+                       f"`{directive.label()}`")
         smooth = smooth + sum((p.term for p in penalties), sp.Integer(0))
         penalties = []
     try:
@@ -118,11 +120,34 @@ def _requirements(program, directive, penalties, box, step):
 LIPSCHITZ_NOTE = "Lipschitz constant of grad f"
 
 
-def _no_prox(program, term, var):
+def _no_prox(program, term, var, directive=None):
+    hint = (f"prox-able terms are c*norm1({var.name}), c*norm0({var.name}) and c*sqnorm({var.name}) of the var "
+            "itself; smooth terms are sqnorm(...) of affine expressions")
+    methods = splitting_methods(program, directive) if directive is not None else []
+    if methods:  # g(K z): the splitting methods need no prox of the whole term
+        hint = (f"{math(term)} is g(K {var.name}), a norm of a linear map of {var.name}, which ADMM and PDHG split: "
+                f"write {' or '.join(f'`{m}`' for m in methods)} in place of `{directive.label()}`")
     return fail(program, f"no known proximal operator for {math(term)}",
-                program.span_of_term(term) or _span_containing(program, term),
-                f"prox-able terms are c*norm1({var.name}), c*norm0({var.name}) and c*sqnorm({var.name}) of the var "
-                "itself; smooth terms are sqnorm(...) of affine expressions")
+                program.span_of_term(term) or _span_containing(program, term), hint)
+
+
+def splitting_methods(program, directive) -> list[str]:
+    """The directives `derive pdhg` and `derive admm(rho = 1)`, each that derives this program (f(z) + g(K z)
+    with a quadratic f), for a hint in place of `directive`."""
+    from dpc.grammar import ast
+    from dpc.passes.derive import METHODS
+    found = []
+    rho = (("rho", ast.Number(directive.span, "1"), directive.span),)
+    for name, kwargs in (("pdhg", ()), ("admm", rho)):
+        if name not in METHODS or name == directive.name:
+            continue
+        candidate = Directive("derive", name, kwargs=kwargs, span=directive.span, name_span=directive.name_span)
+        try:
+            METHODS[name].apply(program, candidate)
+        except DpcError:
+            continue
+        found.append(candidate.label())
+    return found
 
 
 def _span_containing(program, sub):
@@ -233,13 +258,16 @@ def _lipschitz(hessian):
 
 def hessian_terms(program: Program, hessian) -> list[tuple[sp.Basic, str | None, sp.Basic]]:
     """A quadratic's Hessian, term by term, as (term, kind, coefficient): kind "eye" for c*eye with c > 0,
-    "gram" for c*A.T@A with c >= 0 (the signs read at the hypers' defaults), None for anything else.
-    A sum of eye and gram terms is positive semidefinite, and definite with an eye term in it."""
-    defaults = {d.symbol: d.value for d in program.of_kind("hyper")}
+    "gram" for c*A.T@A with c >= 0 (the signs read at the hypers' defaults and the lets' definitions), None
+    for anything else. A sum of eye and gram terms is positive semidefinite, and definite with an eye term in
+    it. The signs hold at the defaults only: `hessian_requirements` makes them requirements, checked for
+    every way a value arrives (a default, a value given at construction, a learned one)."""
+    from dpc.requirements import default_value
     out = []
     for term in algebra.terms_of(hessian):
         coeff, mats = term.as_coeff_matrices() if isinstance(term, sp.MatMul) else (sp.Integer(1), [term])
-        sign = coeff.xreplace(defaults)
+        sign = default_value(program, coeff)
+        sign = coeff if sign is None else sign
         if len(mats) == 1 and isinstance(mats[0], sp.Identity) and sign.is_positive:
             kind = "eye"
         elif len(mats) == 2 and mats[0] == mats[1].T and sign.is_nonnegative:
@@ -248,6 +276,17 @@ def hessian_terms(program: Program, hessian) -> list[tuple[sp.Basic, str | None,
             kind = None
         out.append((term, kind, coeff))
     return out
+
+
+def hessian_requirements(program: Program, hessian, span, what: str) -> Program:
+    """The signs `hessian_terms` read at the defaults, as requirements: c > 0 of each c*eye term, c >= 0 of
+    each c*A.T@A term (`what` says what they make of the Hessian)."""
+    for term, kind, coeff in hessian_terms(program, hessian) if hessian is not None else ():
+        if kind is None or coeff.is_number:
+            continue
+        program = program.requiring(coeff, "positive" if kind == "eye" else "nonnegative",
+                                    f"the coefficient of {math(term)} in the Hessian; {what}", span)
+    return program
 
 
 def describe(s: Splitting) -> list[str]:

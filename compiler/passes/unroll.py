@@ -21,6 +21,9 @@ DEFAULT_TOL, DEFAULT_MAX = sp.Float(1e-6), 500
 
 
 def unroll(program: Program, directive: Directive) -> Program:
+    if program.step is None and program.closed_form:  # derive closed: the minimiser in one layer
+        raise DpcError("unroll: derive closed gives the minimiser in one layer; there is nothing to repeat",
+                       directive.span, f"delete the line `{directive.label()}`").with_source(program.source)
     if program.step is None:
         raise DpcError("unroll needs an update to repeat", directive.span,
                        "derive one first, e.g. derive proxgrad(step = 1/L)").with_source(program.source)
