@@ -359,6 +359,7 @@ def _refuse_per_sample_matrices(p: Program):
     # a matrix input, var or temporary is a (batch, m, n) tensor: what is built from it is one too, unless a
     # scalar that differs per sample scales it (a (batch, 1) tensor does not broadcast against (batch, m, n))
     matrices = {d.name for d in per_sample_decls(p) if len(d.shape) == 2}
+    batched = _batched_names(p)
     places = [("update", e) for step in (p.first_step, p.step) if step is not None for _, e in step.equations()]
     places += [("update", e) for _, e in p.closed_form]
     places += [("output", d.value) for d in p.of_kind("output") if d.value is not None]
@@ -368,7 +369,7 @@ def _refuse_per_sample_matrices(p: Program):
         for node in sp.preorder_traversal(expr):
             shape = getattr(node, "shape", None)
             if isinstance(node, sp.MatrixExpr) and shape and shape[0] != 1 and shape[1] != 1 \
-                    and graph.names_in(node) & per_sample and not _batched_matrix(node, matrices, per_sample):
+                    and graph.names_in(node) & per_sample and not _batched_matrix(node, matrices, batched):
                 span = p.span_of_directive(where) if where != "minimize" else \
                     (p.term_spans[0][1] if p.term_spans else None)
                 raise DpcError(f"{math(node)} is a matrix that differs from sample to sample; the generated "
@@ -382,7 +383,22 @@ def per_sample_decls(p: Program):
     return tuple(d for d in p.decls if d.kind in ("input", "var", "temp", "output"))
 
 
-def _batched_matrix(node, matrices, per_sample) -> bool:
+def _batched_names(p: Program) -> set[str]:
+    """Names with a batch axis: inputs, vector and matrix states, and the temporaries computed from them (a
+    scalar state, FISTA's t, is one number for the batch)."""
+    out = {d.name for d in p.decls if d.kind in ("input", "var", "output") and d.shape}
+    equations = [eq for step in (p.first_step, p.step) if step is not None for eq in step.equations()]
+    changed = True
+    while changed:
+        changed = False
+        for name, expr in equations:
+            if name not in out and graph.names_in(expr) & out:
+                out.add(name)
+                changed = True
+    return out
+
+
+def _batched_matrix(node, matrices, batched) -> bool:
     """A matrix built from per-sample matrices ((batch, m, n) tensors) and values the same for every sample,
     with no scalar that differs per sample scaling it."""
     if not graph.names_in(node) & matrices:
@@ -390,6 +406,6 @@ def _batched_matrix(node, matrices, per_sample) -> bool:
     for sub in sp.preorder_traversal(node):
         if isinstance(sub, sp.MatMul):
             coeff, _ = sub.as_coeff_matrices()
-            if graph.names_in(coeff) & per_sample:
+            if graph.names_in(coeff) & batched:
                 return False
     return True

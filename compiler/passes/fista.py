@@ -18,6 +18,9 @@ from dpc.passes.splitting import describe, split
 
 @derive_method("fista", STEP)
 def derive_fista(program: Program, directive: Directive) -> Program:
+    if len(program.states) > 1:  # several vars: one joint gradient step, each var's own prox (passes/joint.py)
+        from dpc.passes.joint import derive_fista_joint
+        return derive_fista_joint(program, directive)
     s = split(program, directive)
     z = s.var
     it = Iteration(step_condition(s, directive, 1), directive, z)

@@ -9,6 +9,9 @@ from dpc.passes.splitting import describe, split
 
 @derive_method("proxgrad", STEP)
 def derive_proxgrad(program: Program, directive: Directive) -> Program:
+    if len(program.states) > 1:  # several vars: one joint gradient step, each var's own prox (passes/joint.py)
+        from dpc.passes.joint import derive_proxgrad_joint
+        return derive_proxgrad_joint(program, directive)
     s = split(program, directive)
     it = Iteration(step_condition(s, directive, 2), directive, s.var)
     it.assign(s.var, prox_gradient(s))
