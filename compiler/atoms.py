@@ -25,7 +25,11 @@ Shape = tuple
 
 
 class ShapeError(Exception):
-    """Raised by a shape rule; lower.py turns it into a DpcError at the call's span."""
+    """Raised by a shape rule; lower.py turns it into a DpcError at the call's span (with the hint, if any)."""
+
+    def __init__(self, message, hint=None):
+        super().__init__(message)
+        self.hint = hint
 
 
 # --- the kinds of IR node an atom is ------------------------------------------------------------
@@ -566,6 +570,147 @@ declare("topk", TopK, signature="topk(v, k)", doc="keep the k largest |v_i|: pro
         torch=TOPK, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
         requires=((1, "nonnegative", "the count of topk(v, k)"),), prox=None,
         fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
+
+
+# --- matrices: nuclear norm and singular-value thresholding, row norms and row-wise block thresholds ----
+# (issue 19: robust PCA's low-rank part, group lasso with the rows as groups)
+
+def _matrix_with_scalars(count):
+    """A matrix, then `count` scalars, to the matrix's shape (a threshold of the whole matrix or its rows)."""
+    def rule(args):
+        if len(args) != 1 + count:
+            raise ShapeError(f"takes {1 + count} arguments, got {len(args)}")
+        if len(args[0]) != 2:
+            raise ShapeError(f"needs a matrix first, got {show_shape(args[0])}",
+                             "for a vector use soft(v, t) (a vector's nuclear norm is its norm2: blocksoft)")
+        return with_scalars(count)(args)
+    return rule
+
+
+def _matrix_only(what):
+    def rule(args):
+        _one(args)
+        if len(args[0]) != 2:
+            raise ShapeError(f"needs a matrix, got {show_shape(args[0])}", what)
+        return ()
+    return rule
+
+
+class Nuclear(ScalarAtom):
+    """nuclear(A) = sum of the singular values of A (the nuclear norm, the convex envelope of the rank)."""
+
+
+def _matrix_norm_torch(order):
+    def torch_rule(pr, e):
+        keep = ", keepdim=True" if pr.keepdim else ""
+        return f"torch.linalg.matrix_norm({pr(e.args[0])}, ord={order!r}{keep})"
+    return torch_rule
+
+
+declare("nuclear", Nuclear, signature="nuclear(A)", doc="sum of the singular values of A (nuclear norm)",
+        shape=_matrix_only("the nuclear norm is a matrix's; of a vector it is norm2(v)"),
+        reference=lambda np, A: np.sum(np.linalg.svd(A, compute_uv=False)), torch=_matrix_norm_torch("nuc"),
+        latex=_norm_latex("*"), derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
+        requires=(), prox="nuclear", fuzz=None)  # the fuzzer's programs are vectors
+
+
+SVT_HELPER = helper("_svt", '''
+class _svt(torch.autograd.Function):
+    """Singular-value thresholding U max(S - t, 0) V^T of every matrix of a batch (the prox of t*nuclear),
+    with the exact derivative of this spectral function written out (Candes, Sing-Long & Trzasko 2013), not
+    torch.linalg.svd's backward, which divides by s_i^2 - s_j^2 and is inf or NaN wherever two singular
+    values are equal (a zero matrix, the zero singular values of a low-rank one). With f(s) = max(s - t, 0),
+    P = U^T G V and k = min(m, n), the gradient is U (F1 * sym(P) + F2 * skew(P)) V^T, F1_ij the divided
+    difference (f_i - f_j)/(s_i - s_j) (1 where both s exceed t, 0 where neither does: its limit at equal
+    values), F2_ij = (f_i + f_j)/(s_i + s_j) (0 where both are 0), plus, for a non-square matrix, the part
+    outside U's (V's) columns scaled by f/s (0 where s <= t). The Jacobian of a prox is symmetric, so this
+    one formula is both its JVP and its VJP. t gets -(sum of P_ii where s_i > t)."""
+
+    @staticmethod
+    def forward(ctx, A, t):
+        t = torch.as_tensor(t, dtype=A.dtype, device=A.device)
+        U, s, Vh = torch.linalg.svd(A, full_matrices=False)
+        f = torch.relu(s - t)
+        ctx.save_for_backward(U, s, Vh, t)
+        return (U * f.unsqueeze(-2)) @ Vh
+
+    @staticmethod
+    def backward(ctx, G):
+        U, s, Vh, t = ctx.saved_tensors
+        V = Vh.mT
+        f = torch.relu(s - t)
+        above = s > t
+        P = U.mT @ G @ V
+        si, sj, fi, fj = s.unsqueeze(-1), s.unsqueeze(-2), f.unsqueeze(-1), f.unsqueeze(-2)
+        ai, aj = above.unsqueeze(-1), above.unsqueeze(-2)
+        gap = si - sj
+        divided = (fi - fj) / torch.where(gap == 0, torch.ones_like(gap), gap)
+        f1 = torch.where(ai & aj, torch.ones_like(gap), torch.where(~ai & ~aj, torch.zeros_like(gap), divided))
+        total = si + sj
+        f2 = torch.where(total > 0, (fi + fj) / torch.where(total > 0, total, torch.ones_like(total)),
+                         torch.zeros_like(total))
+        sym, skew = (P + P.mT) / 2, (P - P.mT) / 2
+        dA = U @ (f1 * sym + f2 * skew) @ Vh
+        ratio = torch.where(above, f / torch.where(above, s, torch.ones_like(s)), torch.zeros_like(s))
+        m, n = G.shape[-2], G.shape[-1]
+        if m > n:  # columns of G outside U's span: U's own change, scaled by f/s
+            dA = dA + ((G - U @ (U.mT @ G)) @ (V * ratio.unsqueeze(-2))) @ Vh
+        elif n > m:
+            dA = dA + (U * ratio.unsqueeze(-2)) @ (U.mT @ (G - (G @ V) @ Vh))
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            grad_t = -(torch.diagonal(P, dim1=-2, dim2=-1) * above).sum(-1)
+            grad_t = grad_t.sum() if t.dim() == 0 else grad_t.sum_to_size(t.shape)
+        return dA, grad_t
+''')
+
+
+class SVT(VectorAtom):
+    """svt(A, t) = U max(S - t, 0) V^T for A = U S V^T: singular-value thresholding, the prox of t*nuclear."""
+
+
+def _svt_reference(np, A, t):
+    U, s, Vh = np.linalg.svd(A, full_matrices=False)
+    return (U * np.maximum(s - t, 0)) @ Vh
+
+
+declare("svt", SVT, signature="svt(A, t)", doc="singular-value thresholding: the prox of t*nuclear",
+        shape=_matrix_with_scalars(1), reference=_svt_reference,
+        torch=lambda pr, e: f"{pr.use(SVT_HELPER)}.apply({pr(e.args[0])}, {pr(e.args[1])})", latex=None, derivative=None,
+        curvature=None, convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+
+
+class Norm21(ScalarAtom):
+    """norm21(A) = sum of the Euclidean norms of the rows of A (group lasso, the rows as groups)."""
+
+
+def _norm21_torch(pr, e):
+    keep = ", keepdim=True" if pr.keepdim else ""
+    return f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1{keep}).sum({'-2' if pr.keepdim else '-1'}{keep})"
+
+
+declare("norm21", Norm21, signature="norm21(A)", doc="sum of the row norms of A",
+        shape=_matrix_only("norm21 sums the norms of a matrix's rows; of a vector write norm2(v)"),
+        reference=lambda np, A: np.sum(np.sqrt(np.sum(A * A, axis=1))), torch=_norm21_torch,
+        latex=lambda printer, expr, exp=None: rf"\left\|{printer._print(expr.args[0])}\right\|_{{2,1}}"
+        + ("" if exp is None else f"^{{{exp}}}"),
+        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
+        prox="norm21", fuzz=None)  # the fuzzer's programs are vectors
+
+
+class RowSoft(VectorAtom):
+    """rowsoft(A, t): every row of A block soft thresholded, a * max(1 - t/||a||, 0): the prox of t*norm21."""
+
+
+def _rowsoft_reference(np, A, t):
+    norms = np.sqrt(np.sum(A * A, axis=1, keepdims=True))
+    return A * np.maximum(1 - t / np.where(norms > 0, norms, 1.0), 0.0) * (norms > 0)
+
+
+# _blocksoft thresholds the last axis: a matrix's rows (every row of every sample's matrix)
+declare("rowsoft", RowSoft, signature="rowsoft(A, t)", doc="row-wise block soft threshold: the prox of t*norm21",
+        shape=_matrix_with_scalars(1), reference=_rowsoft_reference, torch=BLOCKSOFT, latex=None, derivative=None,
+        curvature=None, convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
 
 
 # ==================================================================================================

@@ -281,7 +281,7 @@ def _call(node: ast.Call, env: _Env):
     try:
         shape = spec.rule([s for _, s in lowered])
     except ShapeError as e:
-        raise _err(f"{spec.signature} {e}", node) from None
+        raise _err(f"{spec.signature} {e}", node, getattr(e, "hint", None)) from None
     return spec.build(*[e for e, _ in lowered]), shape
 
 

@@ -16,6 +16,8 @@ Rules (each exact, elementwise):
   z in ball(r)            projball(v, r)                v * min(1, r/||v||)
   z in l1ball(r)          projl1ball(v, r)              soft(v, theta), theta by sorting |v| (Duchi et al. 2008)
   z in sparse(k)          topk(v, k)                    the k largest |v_i| kept (iterative hard thresholding)
+  a*nuclear(Z)            svt(V, s*a)                   U max(S - s*a, 0) V^T: singular-value thresholding
+  a*norm21(Z)             rowsoft(V, s*a)               every row v * max(1 - s*a/||v||, 0) (group lasso by rows)
   c*sqnorm(z) (ridge)     prox_{s g}(v) = prox_{s' h}(v / (1 + 2 s c)), s' = s / (1 + 2 s c)
                           for g = h + c*||z||^2: a scaling around any rule above.
 """
@@ -88,12 +90,17 @@ def is_nonsmooth(term, var) -> bool:
 
 def build_prox(penalties: list[Penalty], box, step):
     """-> (prox: v -> expr, description). box is (lo, hi), "simplex" or None."""
-    weights = {"norm1": sp.Integer(0), "norm0": sp.Integer(0), "norm2": sp.Integer(0), "ridge": sp.Integer(0)}
+    weights = {"norm1": sp.Integer(0), "norm0": sp.Integer(0), "norm2": sp.Integer(0), "ridge": sp.Integer(0),
+               "nuclear": sp.Integer(0), "norm21": sp.Integer(0)}
     first = {}
     for p in penalties:
         weights[p.kind] = weights[p.kind] + p.weight
         first.setdefault(p.kind, p.term)
     a, b, c, g = weights["norm1"], weights["norm0"], weights["ridge"], weights["norm2"]
+    matrix = [k for k in ("nuclear", "norm21") if weights[k] != 0]
+    if matrix and (len(matrix) > 1 or a != 0 or b != 0 or g != 0 or box is not None):
+        raise NoProx(first[matrix[0]], f"{matrix[0]} with another norm or a constraint has no closed-form proximal "
+                     "operator here")
     if a != 0 and b != 0:
         raise NoProx(first["norm0"], "norm1 and norm0 together have no closed-form proximal operator here")
     if g != 0 and (a != 0 or b != 0 or box is not None):
@@ -116,6 +123,10 @@ def build_prox(penalties: list[Penalty], box, step):
         if isinstance(box, Projection):  # a ridge scaled v first: c||u||^2 + ||u - v||^2/(2s) is, up to a
             # constant, a multiple of ||u - v/(1 + 2sc)||^2, so over any set the minimiser is the projection
             return PROJECTIONS[box.set][0](v, box.arg)
+        if weights["nuclear"] != 0:
+            return atoms.SVT(v, s * weights["nuclear"])
+        if weights["norm21"] != 0:
+            return atoms.RowSoft(v, s * weights["norm21"])
         if g != 0:
             return atoms.BlockSoft(v, s * g)
         if a != 0:
@@ -142,6 +153,10 @@ def build_prox(penalties: list[Penalty], box, step):
         parts.append("hard threshold")
     if g != 0:
         parts.append("block soft threshold")
+    if weights["nuclear"] != 0:
+        parts.append("singular-value thresholding")
+    if weights["norm21"] != 0:
+        parts.append("block soft threshold of every row")
     if isinstance(box, Projection):
         parts.append({"ball": "projection onto the ball", "l1ball": "projection onto the l1 ball",
                       "sparse": "keep the k largest magnitudes"}[box.set])
