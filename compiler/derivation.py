@@ -117,8 +117,8 @@ def own_notes(notes: list[str], found: list[Change]) -> list[str]:
     out = []
     for note in notes:
         m = re.fullmatch(r"(\w+) = (.+)", note.strip())
-        if note.strip() in texts or (m and any(c.key == ("decl", m.group(1)) and f"= {m.group(2)}" in c.text
-                                               for c in shown)):
+        if note.strip() in texts or (m and any(c.key == ("decl", m.group(1)) and c.text.lstrip().startswith("weight ")
+                                               and f"= {m.group(2)}" in c.text for c in shown)):
             continue
         out.append(note)
     return out
