@@ -190,8 +190,16 @@ class Verdict:
     var: str
     term: sp.Basic | None = None
     span: Span | None = None
+    nonconvex_set: str | None = None  # `z in sparse(k)`: the feasible set is not convex (said, not warned:
+    #                                   its projection is exact, and IHT is the point of such a program)
 
     def statement(self) -> str:
+        out = self._objective()
+        if self.nonconvex_set:
+            out += f"; the constraint {self.nonconvex_set} is not a convex set, so the problem is not convex"
+        return out
+
+    def _objective(self) -> str:
         from dpc.printing import math
         if self.convex:
             return f"the objective is convex in {self.var} (DCP: every term is convex or affine)"
@@ -215,16 +223,23 @@ def terms(program, var):
     return out
 
 
+# the sets a constraint may name that are not convex (lower.SETS; the others are boxes, balls, the simplex)
+NONCONVEX_SETS = ("sparse", "onehot", "binary")
+
+
 def analyse(program, var) -> Verdict:
-    """The objective's convexity in the var, term by term (the constraints' sets are not judged)."""
+    """The objective's convexity in the var, term by term, and whether the var's constraint set is convex."""
+    from dpc.printing import format_constraint
     curvature = Curvature(program, [var.name])
+    nonconvex = next((format_constraint(c) for c in program.constraints
+                      if c.var == var.name and c.set in NONCONVEX_SETS), None)
     unknown = None
     for term, span in terms(program, var):
         found = curvature.of(term)
         if found == CONCAVE:
-            return Verdict(False, var.name, term, span)
+            return Verdict(False, var.name, term, span, nonconvex)
         if found is None and unknown is None:
             unknown = (term, span)
     if unknown is not None:
-        return Verdict(None, var.name, *unknown)
-    return Verdict(True, var.name)
+        return Verdict(None, var.name, *unknown, nonconvex_set=nonconvex)
+    return Verdict(True, var.name, nonconvex_set=nonconvex)
