@@ -103,7 +103,7 @@ def test_heavyball_checks_explains_and_prints_latex(heavyball, tmp_path, capsys)
     assert "z_prev <- z" in out and "var z_prev : R[n] = 0" in out
     assert main(["explain", "--latex", str(path)]) == 0
     latex = capsys.readouterr().out
-    assert r"z_{prev} \leftarrow z" in latex, latex
+    assert r"z_{\mathrm{prev}}^{k+1} &= z^{k}" in latex, latex
 
 
 @pytest.mark.parametrize("directive, expected", [
