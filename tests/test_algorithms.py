@@ -147,11 +147,11 @@ def test_learn_named_params_recomputes_lets_in_forward():
     D = dictionary(10, 20)
     x, _ = sparse_batch(D, 3)
     net = Net(D=torch.tensor(D), lam=0.1)
-    assert {n for n, _ in net.named_parameters()} == {"D", "lam"}
+    assert {n for n, _ in net.named_parameters()} == {"D", "lam_raw"}  # lam >= 0: lam = softplus(lam_raw)
     out = net(torch.tensor(x))
     assert np.abs(out.detach().numpy() - _ista(D, x, 0.1, 5)).max() < 1e-9
     out.square().sum().backward()
-    assert net.D.grad.abs().sum() > 0 and net.lam.grad.abs() > 0
+    assert net.D.grad.abs().sum() > 0 and net.lam_raw.grad.abs() > 0
 
 
 def _ista(D, x, lam, T):

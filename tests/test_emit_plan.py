@@ -99,7 +99,8 @@ def test_admm_net_plan_hoists_the_constant_product_of_the_per_layer_let():
 def test_fixed_point_and_closed_form_plans():
     deq = plan_module(program_of("lasso_deq"))
     assert deq.kind == "fixed point" and deq.first is None and deq.fixed_point.implicit
-    assert deq.fixed_point.iterate == "iterate" and deq.fixed_point.new == {"z": "z_new"}
+    assert deq.fixed_point.iterate == "iterate" and deq.fixed_point.last_info == "last_info"
+    assert set(deq.constrained) == {"lam"} and deq.constrained["lam"].raw == "lam_raw"  # lam >= 0: softplus
     kmeans = plan_module(program_of("kmeansnet"))
     assert kmeans.kind == "closed" and kmeans.step is None and kmeans.lets_before == ("W", "b")
 

@@ -85,11 +85,11 @@ def test_max_and_steps_bound_the_iterations():
 
 
 def loss_and_grads(cls_text, D, x, target, lam=0.1):
-    net = build(cls_text)(D=torch.tensor(D), lam=lam)
+    net = build(cls_text)(D=torch.tensor(D), lam=lam, constrain=False)  # lam itself the parameter: d/dlam
     z = net(torch.tensor(x))
     loss = ((z - torch.tensor(target)) ** 2).sum()
     loss.backward()
-    return float(loss.detach()), net.D.grad.numpy().copy(), float(net.lam.grad)
+    return float(loss.detach()), net.D.grad.numpy().copy(), float(net.lam_raw.grad)
 
 
 def test_implicit_gradient_equals_unrolled_and_finite_differences():

@@ -20,6 +20,8 @@ def write_init(code: Code, out: Lines):
     args += plan.unbound_dims()
     if p.layers:
         args.append(f"steps={p.layers}")
+    if plan.constrained:
+        args.append(f"{plan.constrain}=True")
     out(f"def __init__(self, *, {', '.join(args)}):", 1)
     out("super().__init__()", 2)
     bound: dict[str, str] = {}
@@ -37,8 +39,25 @@ def write_init(code: Code, out: Lines):
         out("_like = torch.empty(0)  # no tensor given: new tensors take the default dtype, on the cpu", 2)
     printer = TorchPrinter(plan.init_names(), set(), keepdim=False, like=like)
     scalar = f"dtype={like}.dtype, device={like}.device"
+    if plan.constrained:
+        names = ", ".join(plan.constrained)
+        out(f"# {names}: learned through a parametrisation that keeps {'it' if len(plan.constrained) == 1 else 'each'} "
+            f"valid (self.{plan.constrained[next(iter(plan.constrained))].raw}, ...);", 2)
+        out(f"# {plan.constrain}=False keeps the value itself as the parameter", 2)
+        out(f"self.{plan.constrain} = {plan.constrain} = bool({plan.constrain})", 2)
     for d in hypers:
-        if d.per_layer:  # learn NAME untied: one copy per layer, each the value given
+        if d.name in plan.constrained:
+            c = plan.constrained[d.name]
+            value = f"torch.as_tensor(float({d.name}), {scalar})"
+            if c.relation is not None:  # the raw value whose softplus is the value given
+                value = f"{code.use('_learned')}({d.name}, {like}, {plan.constrain})"
+            if d.per_layer:
+                out(f"self.{c.raw} = {_per_layer(code, d.name, value)}", 2)
+                if d.name in plan.given:
+                    out(f"self.{plan.given[d.name]} = float({d.name})  # read outside the layers", 2)
+            else:
+                out(f"self.{c.raw} = nn.Parameter({value})", 2)
+        elif d.per_layer:  # learn NAME untied: one copy per layer, each the value given
             out(f"self.{d.name} = {_per_layer(code, d.name, f'torch.as_tensor(float({d.name}), {scalar})')}", 2)
             if d.name in plan.given:
                 out(f"self.{plan.given[d.name]} = float({d.name})  # read outside the layers", 2)

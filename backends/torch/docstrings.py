@@ -56,24 +56,40 @@ def class_docstring(plan: Plan, source_name: str) -> str:
             lines.append(f"    {w.name}: {layer_shape(plan, w)} = {math(w.value)}")
     if plan.per_layer:
         lines += [""] + textwrap.wrap(_per_layer_storage(plan), 104)
+    if plan.constrained:
+        lines += [""] + textwrap.wrap(_constrained(plan), 104)
     return "\n".join(lines) + "\n"
+
+
+def _constrained(plan: Plan) -> str:
+    """The paragraph on learned values kept in their sets (plan.constrained)."""
+    shown = []
+    for name, c in plan.constrained.items():
+        how = f"softplus(self.{c.raw})" if c.relation else f"self.{c.raw}"
+        how += " clamped to its bound" if c.bounds else ""
+        shown.append(f"{name} = {how}")
+    return (f"Kept in their sets while training: {listing(shown)}; the state_dict holds the raw parameters, "
+            f"and self.NAME is the value. {plan.constrain}=False trains the values themselves (in the raw "
+            "parameters), which nothing then keeps valid.")
 
 
 def _per_layer_storage(plan: Plan) -> str:
     """The paragraph on per-layer values: how each is stored, and its state_dict keys."""
     text = "Per layer: layer k uses " + listing([f"{n}[k]" for n in plan.per_layer]) + "."
+    stored = {n: plan.storage(n) for n in plan.per_layer}
     if plan.stacked:
         names = sorted(plan.stacked)
         text += (f" {listing(names)} {'is one tensor' if len(names) == 1 else 'are tensors'} with a leading "
                  f"steps axis (one product computes every layer's product with {listing(names)}, and gives "
                  "the gradient already stacked).")
     if plan.listed:
-        first = plan.listed[0]
-        lists = "is an nn.ParameterList" if len(plan.listed) == 1 else "are nn.ParameterLists"
-        text += (f" {listing(plan.listed)} {lists}, one parameter per layer (state_dict keys {first}.0, "
+        listed = [stored[n] for n in plan.listed]
+        first = listed[0]
+        lists = "is an nn.ParameterList" if len(listed) == 1 else "are nn.ParameterLists"
+        text += (f" {listing(listed)} {lists}, one parameter per layer (state_dict keys {first}.0, "
                  f"{first}.1, ...), so backward stacks no gradient.")
     if plan.frozen_first:
-        names = list(plan.frozen_first)
+        names = [stored[n] for n in plan.frozen_first]
         text += (f" The first layer (its start is constant) does not read {listing(names)}, so "
                  f"{listing([n + '[0]' for n in names])} {'is' if len(names) == 1 else 'are'} frozen "
                  "(requires_grad False): no optimizer or DDP waits for its gradient.")

@@ -18,7 +18,7 @@ from dpc.backends.torch import runtime  # noqa: F401 - declares the backend's he
 from dpc.backends.torch.code import Code, Lines, doc_escape
 from dpc.backends.torch.constructor import write_init
 from dpc.backends.torch.docstrings import class_docstring, module_docstring
-from dpc.backends.torch.forward import write_forward, write_objective
+from dpc.backends.torch.forward import write_forward, write_objective, write_properties
 from dpc.backends.torch.plan import Plan, plan_module
 from dpc.declare import ordered_helpers
 from dpc.ir import Program
@@ -55,10 +55,11 @@ def _write_class(code: Code, out: Lines, source_name: str):
     out()
     if plan.per_layer:
         out(f"# values with one copy per layer: layer k uses {plan.per_layer[0]}[k] (for layer-wise training)", 1)
-        out(f"per_layer_parameters = {plan.per_layer!r}", 1)
+        out(f"per_layer_parameters = {tuple(plan.storage(n) for n in plan.per_layer)!r}", 1)
         out()
     write_init(code, out)
     out()
+    write_properties(code, out)
     write_forward(code, out)
     if p.objective is not None:
         out()
@@ -67,4 +68,10 @@ def _write_class(code: Code, out: Lines, source_name: str):
     out("def extra_repr(self):", 1)
     parts = ", ".join(f"{d}={{self.{d}}}" for d in p.dims if not d.isdigit())
     steps = ", steps={self.steps}" if p.layers else ""
-    out(f'return f"{parts}{steps}"', 2)
+    values = "".join(f", {n}={{{code.use('_summary')}(self.{n})}}" for n in plan.constrained)
+    out(f'return f"{parts}{steps}{values}"', 2)
+    if plan.listed:
+        out()
+        out("def __repr__(self):", 1)
+        out(f'"""print(net): every per-layer nn.ParameterList on one line, not a line per layer."""', 2)
+        out(f"return {code.use('_module_repr')}(self)", 2)

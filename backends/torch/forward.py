@@ -2,11 +2,14 @@
 says: inputs checked, starts, what is computed once before the layers, then the layers."""
 from __future__ import annotations
 
+import textwrap
+
 import sympy as sp
 
 from dpc import graph
 from dpc.algebra import is_zero
 from dpc.backends.torch.code import Code, Lines
+from dpc.backends.torch.names import Namespace
 from dpc.backends.torch.printer import CALL, TorchPrinter
 from dpc.ir import Step
 from dpc.printing import format_constraint, math
@@ -16,7 +19,9 @@ def write_forward(code: Code, out: Lines):
     plan, p = code.plan, code.p
     inputs = [d.name for d in p.of_kind("input")]
     iterative = plan.kind != "closed"
-    out(f"def forward(self, {', '.join(inputs + ['trace=False'] + (['steps=None'] if iterative else []))}):", 1)
+    fp = plan.fixed_point
+    keywords = ['trace=False'] + (['steps=None'] if iterative else []) + ([f"{fp.info}=False"] if fp else [])
+    out(f"def forward(self, {', '.join(inputs + keywords)}):", 1)
     out_decl = p.decl(p.output)
     shape_doc = ", ".join(f"{d.name}: (batch, {', '.join(d.shape)})" for d in p.of_kind("input"))
     layers = "every layer's" if p.layers else "the"
@@ -25,7 +30,15 @@ def write_forward(code: Code, out: Lines):
     if iterative:
         out(f'"""{summary}', 2)
         out("", 2)
-        out("steps: run only the first `steps` layers (default: all of them, self.steps).", 2)
+        if fp is None:
+            out("steps: run only the first `steps` layers (default: all of them, self.steps).", 2)
+        else:
+            out("steps: at most this many iterations (default: max, self.steps).", 2)
+            out(f"{fp.info}=True: also return a dict, one entry per sample: iterations (run), residual (the last", 2)
+            out("relative change of the states) and converged (met tol); with backward implicit, after backward,", 2)
+            out("adjoint_iterations, adjoint_residual and adjoint_converged too. The last call's is also", 2)
+            out(f"self.{fp.last_info}; a sample that stops at `steps` without meeting tol is a RuntimeWarning,", 2)
+            out("once per module.", 2)
         out('"""', 2)
     else:
         out(f'"""{summary}"""', 2)
@@ -35,12 +48,16 @@ def write_forward(code: Code, out: Lines):
         if plan.per_layer:  # untied: only the layers built exist
             out("if steps > self.steps:", 2)
             out('raise ValueError(f"steps must be between 1 and {self.steps} (the layers built), got {steps}")', 3)
-    printer = TorchPrinter(plan.names(None), plan.batched(), keepdim=True, like=inputs[0] if inputs else "_like")
+    printer = TorchPrinter(plan.names(None, in_forward=True), plan.batched(), keepdim=True,
+                           like=inputs[0] if inputs else "_like")
+    for name, c in plan.constrained.items():
+        if not p.decl(name).per_layer:
+            out(f"{name} = self.{name}  # from self.{c.raw}, once per call", 2)
     for name in plan.lets_before:
         decl = p.decl(name)
         out(f"{name} = {code.expr(printer, decl.value, decl)}", 2)
     for name in plan.starts:
-        out(f"{name} = {_start(code, p.decl(name), printer, f'{inputs[0]}.shape[0]')}", 2)
+        out(f"{name} = {_start(code, p.decl(name), printer, f'{inputs[0]}.shape[0]', fp is not None)}", 2)
     if plan.kind == "closed":
         output_expr = out_decl.value if out_decl.kind == "output" else None
         for name, expr in p.closed_form:
@@ -69,8 +86,8 @@ def _unrolled(code: Code, out: Lines, printer: TorchPrinter):
             out("# zero gradient of the whole stack for every layer", 2)
         if any(n not in plan.stacked for n in plan.copies):
             out("# a ParameterList's copies, taken once", 2)
-        copies = [f"self.{n}.unbind(0)" if n in plan.stacked else f"{code.use('_copies')}(self.{n})"
-                  for n in plan.copies]
+        copies = [f"self.{n}.unbind(0)" if n in plan.stacked else f"self.{n}" if n in plan.constrained
+                  else f"{code.use('_copies')}(self.{n})" for n in plan.copies]
         out(f"{', '.join(plan.copies)} = {', '.join(copies)}", 2)
     out(f"{plan.trace} = []", 2)
     extra = {h: h for h, _ in plan.hoisted + plan.let_products}
@@ -103,59 +120,61 @@ def _all_layers(code: Code, out: Lines, printer: TorchPrinter, name: str, matrix
 
 
 def _fixed_point(code: Code, out: Lines, printer: TorchPrinter, like: str):
-    """`unroll until`: the update as a local function, applied until every sample's vector states change
-    by at most tol of their norm (a converged sample keeps its value while the others go on) or `steps`
-    times; with `backward implicit` the loop runs without a graph and _implicit_layer applies the
-    update once more at the fixed point, with the implicit gradient."""
+    """`unroll until`: the update as a local function, applied by _until until every sample's vector states
+    change by at most tol of their norm (a converged sample keeps all its states, scalar ones included) or
+    `steps` times; the per-sample iterations and residuals are kept (`last_info`), returned with
+    info=True, and a sample that stops at `steps` without meeting tol is warned about once. With `backward
+    implicit` the loop runs without a graph and _implicit_layer applies the update once more at the fixed
+    point, with the implicit gradient (an Anderson-accelerated adjoint)."""
     plan, fp, loop = code.plan, code.plan.fixed_point, code.plan.loop
     names = [d.name for d in code.p.states]
     vectors = [d.name for d in code.p.states if d.shape]
+    watched = sorted(names, key=lambda n: n not in vectors)  # the vector states first: _until watches them
+    carried = fp.carried
     for name, expr in plan.hoisted:
         out(f"{name} = {code.expr(printer, expr)}  # the same in every iteration: computed once", 2)
     extra = {h: h for h, _ in plan.hoisted}
     tol = code.expr(printer, fp.tol)
-    carried, new, done = fp.carried, fp.new, fp.done
-    out(f"def {fp.iterate}({', '.join(names)}):", 2)
+    state_list = watched + ([carried] if carried else [])
+    if carried:
+        shape = code.p.decl(code.p.output).shape
+        out(f"{carried} = {like}.new_zeros({like}.shape[0], {code.size(shape)})  # the output, kept per sample", 2)
+    out(f"def {fp.iterate}({', '.join(state_list)}):", 2)
     out('"""One application of the update."""', 3)
     _layer(code, out, plan.step, loop, 3, extra)
-    returned = names + ([_output(code, plan.step, loop, extra)] if carried else [])
-    out(f"return {', '.join(returned)}", 3)
-    out(f"{done} = {like}.new_zeros({like}.shape[0], dtype=torch.bool)  # the samples that have converged", 2)
-    out(f"{plan.trace} = []", 2)
-    indent = 2
+    if carried:
+        out(f"{carried} = {_output(code, plan.step, loop, extra)}", 3)
+    out(f"return {', '.join(state_list)}{',' if len(state_list) == 1 else ''}", 3)
+    states = f"({', '.join(state_list)}{',' if len(state_list) == 1 else ''})"
+    shown = " and ".join(vectors)
+    call = f"{code.use('_until')}({fp.iterate}, {states}, {len(vectors)}, {tol}, steps, trace)"
     if fp.implicit:
         out("# no graph through the iterations: the gradient comes from the fixed point (_implicit_layer)", 2)
         out("with torch.no_grad():", 2)
-        indent = 3
-    out(f"for {loop} in range(steps):", indent)
-    out(f"{', '.join(new.values())} = {fp.iterate}({', '.join(names)})", indent + 1)
-    pairs = ", ".join(f"({new[n]}, {n})" for n in vectors)
-    out(f"{fp.converged} = {code.use('_converged')}({tol}, {pairs})", indent + 1)
-    for n in names:  # a converged sample keeps its value; a scalar state is one for the whole batch
-        if n in vectors:
-            out(f"{n} = torch.where({done}[:, None], {n}, {new[n]})", indent + 1)
-        else:
-            out(f"{n} = {new[n]}", indent + 1)
-    if carried:
-        out(f"{carried} = torch.where({done}[:, None], {carried}, {new[carried]}) if {loop} else "
-            f"{new[carried]}", indent + 1)
-    out(f"{done} = {done} | {fp.converged}", indent + 1)
+        out(f"{states}, {fp.report}, {fp.history} = {call}", 3)
+    else:
+        out(f"# until {shown} change{'s' if len(vectors) == 1 else ''} by at most {tol} of "
+            f"{'its' if len(vectors) == 1 else 'their'} norm in every sample, or `steps` times", 2)
+        out(f"{states}, {fp.report}, {fp.history} = {call}", 2)
+    out("if not torch.compiler.is_compiling():  # eagerly: kept on the module, and a warning at `steps`", 2)
+    out(f"self.{fp.last_info} = {fp.report}", 3)
+    out(f"{code.use('_warn_unconverged')}(self, {fp.report}, steps, {tol})", 3)
     result = carried or _output(code, plan.step, loop, extra)
-    out("if trace:", indent + 1)
-    out(f"{plan.trace}.append({result})", indent + 2)
-    out(f"if bool({done}.all()):", indent + 1)
-    out("break", indent + 2)
     if fp.implicit:
         (state,) = names
-        out("if torch.is_grad_enabled():", 2)
-        out(f"{state} = {code.use('_implicit_layer')}({fp.iterate}, {state}, {tol}, steps)", 3)
+        out("if torch.is_grad_enabled() and not torch.compiler.is_exporting():", 2)
+        out(f"{state} = {code.use('_implicit_layer')}({fp.iterate}, {state}, {tol}, steps, {fp.report})", 3)
         out("if trace:", 3)
-        out(f"{plan.trace}[-1] = {result}", 4)
-    out(f"return {plan.trace} if trace else {result}", 2)
+        out(f"{fp.history}[-1] = ({state},)", 4)
+    targets = ", ".join(state_list) + ("," if len(state_list) == 1 else "")
+    out("if trace:", 2)
+    out(f"{plan.trace} = [{result} for {targets} in {fp.history}]", 3)
+    out(f"return ({plan.trace}, {fp.report}) if {fp.info} else {plan.trace}", 3)
+    out(f"return ({result}, {fp.report}) if {fp.info} else {result}", 2)
 
 
 def _layer_printer(code: Code, step: Step, layer: str, extra: dict[str, str]) -> TorchPrinter:
-    names = code.plan.names(layer)
+    names = code.plan.names(layer, in_forward=True)
     names.update(extra)
     return TorchPrinter(names, code.plan.batched(step) | set(extra), keepdim=True,
                         like=code.p.of_kind("input")[0].name)
@@ -202,10 +221,17 @@ def _batch_shaped(code: Code, printer: TorchPrinter, name: str, expr) -> str:
     return f"{wrapped}.expand({code.p.of_kind('input')[0].name}.shape[0], {code.size(shape)})"
 
 
-def _start(code: Code, d, printer: TorchPrinter, batch: str) -> str:
-    """A state's start: zeros, a number, or its start expression with the batch axis."""
+def _start(code: Code, d, printer: TorchPrinter, batch: str, per_sample: bool = False) -> str:
+    """A state's start: zeros, a number, or its start expression with the batch axis; a scalar state is one
+    number, or (per_sample, under `unroll until`) a (batch, 1) column."""
     if not d.shape:
-        return repr(float(d.value)) if d.value is not None and d.value.is_number else code.expr(printer, d.value)
+        value = repr(float(d.value)) if d.value is not None and d.value.is_number else code.expr(printer, d.value)
+        if not per_sample:
+            return value
+        like = code.p.of_kind("input")[0].name
+        if d.value is None or d.value.is_number:
+            return f"{like}.new_full(({batch}, 1), {value if d.value is not None else '0.0'})"
+        return f"({value}) * {like}.new_ones({batch}, 1)"
     size = code.size(d.shape)
     if d.value is None or is_zero(d.value):
         return f"{code.p.of_kind('input')[0].name}.new_zeros({batch}, {size})"
@@ -263,3 +289,84 @@ def write_objective(code: Code, out: Lines):
             decl = p.decl(name)
             out(f"{name} = {code.expr(printer, decl.value, decl)}", 2)
     out(f"return {code.expr(printer, p.objective)}", 2)
+
+
+def write_properties(code: Code, out: Lines):
+    """Each constrained learned value (plan.constrained) by its own name: softplus of its raw parameter, then
+    clamped by its bounds; with constrain=False, the raw parameter itself (for a per-layer value, a list of
+    every layer's, layer k's at [k])."""
+    plan, p = code.plan, code.p
+    ns = Namespace(d.name for d in p.decls)
+    k, raw, value, copies, values = (ns.fresh(n) for n in ("k", "raw", "value", "copies", "values"))
+    stored = plan.names_used_after_init()
+    for name, c in plan.constrained.items():
+        d = p.decl(name)
+        wants = [RELATIONS_SHOWN[c.relation]] if c.relation else []
+        wants += [f"{'below' if b.upper else 'above'} {math(b.bound)}" for b in c.bounds]
+        how = f"softplus(self.{c.raw})" if c.relation else f"self.{c.raw}"
+        how += ", clamped to its bound" if c.bounds else ""
+        reasons = "; ".join(dict.fromkeys(([c.why] if c.why else []) + [b.why for b in c.bounds]))
+        out("@property", 1)
+        out(f"def {name}(self):", 1)
+        layer_text = "Every layer's " if d.per_layer else ""
+        doc = (f'{layer_text}{name}, {" and ".join(wants)} whatever training does ({reasons}): '
+               f'{how}; with {plan.constrain}=False, self.{c.raw} itself.')
+        out('"""' + "\n".join(textwrap.wrap(doc, 100)) + '"""', 2)
+        others = sorted({n for b in c.bounds for n in graph.names_in(_expand_lets(plan, b.bound, stored))
+                         if n in plan.constrained and p.decl(n).per_layer} - {name})
+        names = plan.names(None)
+        for n in plan.constrained:
+            names[n] = f"self.{n}"
+        names.update({n: f"{n}[{k}]" for n in others})
+        printer = TorchPrinter(names, set(), keepdim=False, like=f"self.{c.raw}" if not d.per_layer else raw)
+
+        def clamp(target, indent):
+            for b in c.bounds:
+                bound = code.expr(printer, _expand_lets(plan, b.bound, stored))
+                bound = f"(1 - 1e-6) * ({bound})" if b.strict else bound
+                out(f"{target} = {target}.clamp({'max' if b.upper else 'min'}={bound})", indent)
+
+        if d.per_layer:
+            out(f"{copies} = {code.use('_copies')}(self.{c.raw})", 2)
+            out(f"if not self.{plan.constrain}:", 2)
+            out(f"return list({copies})", 3)
+            for n in others:
+                out(f"{n} = self.{n}", 2)
+            if not c.bounds:
+                out(f"return [{code.use('_positive')}({raw}) for {raw} in {copies}]", 2)
+                out()
+                continue
+            out(f"{values} = []", 2)
+            out(f"for {k}, {raw} in enumerate({copies}):", 2)
+            first = f"{code.use('_positive')}({raw})" if c.relation else raw
+            out(f"{value} = {first}", 3)
+            clamp(value, 3)
+            out(f"{values}.append({value})", 3)
+            out(f"return {values}", 2)
+            out()
+        else:
+            out(f"if not self.{plan.constrain}:", 2)
+            out(f"return self.{c.raw}", 3)
+            if not c.bounds:
+                out(f"return {code.use('_positive')}(self.{c.raw})", 2)
+                out()
+                continue
+            out(f"{value} = {code.use('_positive')}(self.{c.raw})" if c.relation else f"{value} = self.{c.raw}", 2)
+            clamp(value, 2)
+            out(f"return {value}", 2)
+            out()
+
+
+RELATIONS_SHOWN = {"positive": "> 0", "nonnegative": ">= 0"}
+
+
+def _expand_lets(plan, expr, stored):
+    """expr with the lets that the module does not keep on self replaced by their definitions."""
+    p = plan.p
+    for _ in range(len(p.decls) + 1):
+        lets = {d.symbol: d.value for d in p.of_kind("let") if d.symbol in expr.free_symbols
+                and not (d.name in plan.fixed_lets and d.name in stored)}
+        if not lets:
+            return expr
+        expr = expr.xreplace(lets)
+    return expr

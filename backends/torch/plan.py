@@ -32,16 +32,41 @@ class Factor:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """A clamp that keeps a learned value inside a requirement that also reads other values (a step below 2/L,
+    PDHG's tau*sigma*opnorm(K)^2 < 1): value <= bound (upper) or >= bound, at (1 - 1e-6) of it where strict."""
+
+    bound: sp.Basic
+    upper: bool
+    strict: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Constrained:
+    """A learned hyper with a requirement: trained as `raw` (its nn.Parameter), exposed by its own name as
+    softplus(raw) (> 0 or >= 0), then clamped by its bounds; the constructor's `constrain=False` keeps the
+    value itself in `raw`."""
+
+    raw: str
+    relation: str | None   # "positive" or "nonnegative" (softplus), None: only bounds
+    why: str
+    bounds: tuple = ()
+
+
+@dataclass(frozen=True)
 class FixedPoint:
-    """`unroll until`: the locals of the loop that runs the update until every sample converged."""
+    """`unroll until`: the locals of the loop that runs the update until every sample converged, and the
+    names of what it reports (forward's `info` keyword, the module's `last_info` attribute)."""
 
     tol: sp.Basic
     implicit: bool      # backward implicit: no graph through the loop, the gradient at the fixed point
     iterate: str        # the update as a local function
     carried: str | None  # an output read from the update's temporaries, kept per sample like a state
-    new: dict           # state (or carried) -> its new value's local
-    done: str
-    converged: str
+    info: str           # forward's keyword: also return the per-sample iterations and residuals
+    report: str         # the local dict of them
+    history: str        # the states after every iteration (trace=True)
+    last_info: str      # the module attribute that keeps the last call's report
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,12 @@ class Plan:
     copies: tuple[str, ...] = ()        # per-layer values the layers read: their copies taken once
     trace: str = ""                     # the list of every layer's output
     fixed_point: FixedPoint | None = None
+    constrained: dict = field(default_factory=dict)  # learned hyper -> Constrained
+    constrain: str = ""                 # the constructor keyword (and attribute) that turns them off
+
+    def storage(self, name: str) -> str:
+        """The attribute that holds a value's parameter: its raw one where it is constrained."""
+        return self.constrained[name].raw if name in self.constrained else name
 
     # --- views the writers read ---
     @property
@@ -95,8 +126,9 @@ class Plan:
         names.update({dim: dim for dim in self.p.dims})
         return names
 
-    def names(self, layer: str | None) -> dict[str, str]:
-        """Inside forward/objective: attributes on self, layer `layer`'s copies of per-layer values."""
+    def names(self, layer: str | None, in_forward: bool = False) -> dict[str, str]:
+        """Inside forward/objective: attributes on self, layer `layer`'s copies of per-layer values; in forward
+        a constrained value shared by the layers is a local, computed once per call."""
         fixed = set(self.fixed_lets)
         names = {dim: f"self.{dim}" for dim in self.p.dims}
         for d in self.p.decls:
@@ -108,6 +140,8 @@ class Plan:
                     names[d.name] = f"self.{self.given[d.name]}"
             else:
                 names[d.name] = d.name
+        if in_forward:
+            names.update({n: n for n in self.constrained if not self.p.decl(n).per_layer})
         for name, f in self.factors.items():  # solve(A, b) reads A's factors (printer)
             names[f"{name}.factor"] = (f"self.{f.factor}",) if f.cholesky else (f"self.{f.factor}", f"self.{f.pivots}")
         if layer is not None:  # the layer number t = 1..T (support selection's schedule)
@@ -116,7 +150,9 @@ class Plan:
 
     def batched(self, step: Step | None = None) -> set[str]:
         """Names with a batch axis: inputs, vector states, and what a step computes from them."""
-        out = {d.name for d in self.p.of_kind("input")} | {d.name for d in self.p.states if d.shape}
+        # under `unroll until` a scalar state is one per sample too ((batch, 1)): a converged sample keeps it
+        out = {d.name for d in self.p.of_kind("input")} | \
+            {d.name for d in self.p.states if d.shape or self.kind == "fixed point"}
         if step is not None:
             changed = True
             while changed:
@@ -207,7 +243,9 @@ def plan_module(p: Program) -> Plan:
         factor, pivots = ns.fresh(f"{name}_factor"), ns.fresh(f"{name}_pivots")
         factors[name] = Factor(factor, pivots, bool(p.decl(name).spd))
     start_reads = _read_outside_layers(p, objective=False)
+    constrained = _constrained(p, ns)
     common = dict(
+        constrained=constrained, constrain=ns.fresh("constrain") if constrained else "",
         program=p, loop=loop, per_layer=per_layer, stacked=stacked, listed=listed,
         frozen_first=tuple(sorted(_unread_by_first_layer(p, listed, layer_lets))), given=given, factors=factors,
         init_tensors=frozenset(_init_tensors(p)), init_lets=tuple(_init_lets(p, fixed_lets)),
@@ -260,11 +298,61 @@ def _plan_fixed_point(p: Program, ns, common: dict, step: Step, hoisted, output_
         raise DpcError("backward implicit returns the fixed point: output the var or an expression of it, "
                        "not a temporary of the update", p.span_of_directive("output")
                        or p.span_of_directive("backward")).with_source(p.source)
-    new = {n: ns.fresh(f"{n}_new") for n in names + ([carried] if carried else [])}
-    done, trace = ns.fresh("done"), ns.fresh(f"{p.output}s")
-    fixed_point = FixedPoint(p.until, implicit, iterate, carried, new, done, ns.fresh("converged"))
+    fixed_point = FixedPoint(p.until, implicit, iterate, carried, ns.fresh("info"), ns.fresh("report"),
+                             ns.fresh("history"), ns.fresh("last_info"))
     return Plan(kind="fixed point", starts=tuple(names), first=None, step=step, hoisted=tuple(hoisted),
-                trace=trace, fixed_point=fixed_point, **common)
+                trace=ns.fresh(f"{p.output}s"), fixed_point=fixed_point, **common)
+
+
+def _constrained(p: Program, ns) -> dict:
+    """The learned scalar hypers with a requirement (dpc.requirements.learned_requirements): a sign (expr a
+    positive multiple of the hyper: > 0 or >= 0) is kept by softplus; a requirement linear in the hyper that
+    also reads other values (a step bound) by a clamp, on the last-declared learned hyper it reads."""
+    from dpc.requirements import default_number, learned_requirements
+    hypers = [d for d in p.of_kind("hyper") if d.trainable and not d.shape]
+    order = {d.name: i for i, d in enumerate(hypers)}
+    found: dict = {}
+    for req in learned_requirements(p):
+        if req.relation not in ("positive", "nonnegative"):
+            continue
+        names = [n for n in graph.names_in(req.expr) if n in order]
+        if not names:
+            continue
+        name = max(names, key=order.get)
+        symbol = p.decl(name).symbol
+        slope = sp.diff(req.expr, symbol)
+        entry = found.setdefault(name, {"relation": None, "why": [], "bounds": []})
+        ratio = sp.simplify(req.expr / symbol)
+        if ratio.is_number and ratio.is_positive:
+            if entry["relation"] != "positive":
+                entry["relation"] = req.relation
+            entry["why"].append(req.why)
+            continue
+        if slope.has(symbol) or not slope.free_symbols.isdisjoint({symbol}):
+            continue  # not linear in it
+        sign = _sign(p, slope)
+        if sign is None:
+            continue
+        bound = sp.simplify(-req.expr.subs(symbol, 0) / slope)
+        entry["bounds"].append(Bound(bound, sign < 0, req.relation == "positive", req.why))
+    return {name: Constrained(ns.fresh(f"{name}_raw"), e["relation"], "; ".join(e["why"]), tuple(e["bounds"]))
+            for name, e in sorted(found.items(), key=lambda kv: order[kv[0]])
+            if e["relation"] is not None or e["bounds"]}
+
+
+def _sign(p: Program, expr) -> int | None:
+    """The sign of a scalar: at the defaults where that is a number, else with every norm, let and param
+    taken as positive (opnorm(D)^2, L) and the hypers at their defaults; None when neither decides."""
+    from dpc.requirements import default_number
+    value = default_number(p, expr)
+    if value is not None:
+        return (value > 0) - (value < 0) or None
+    hypers = {d.symbol: d.value for d in p.of_kind("hyper")}
+    expr = expr.xreplace(hypers)
+    scalars = [n for n in sp.preorder_traversal(expr) if not isinstance(n, (sp.Number, sp.Add, sp.Mul, sp.Pow))
+               and not getattr(n, "is_Matrix", False) and n.free_symbols]
+    expr = expr.xreplace({n: sp.Dummy(positive=True) for n in scalars if not n.is_Symbol or n in expr.free_symbols})
+    return 1 if expr.is_positive else -1 if expr.is_negative else None
 
 
 def _lets_for_layer(p: Program, step: Step, layer_lets) -> list[str]:

@@ -15,40 +15,137 @@ def _layer_count(steps):
     return count
 ''')
 
-CONVERGED = helper("_converged", '''
-def _converged(tol, *pairs):
-    """Per sample, whether every (new, old) pair of states changed by at most tol of the new one's norm."""
-    done = None
-    for new, old in pairs:
-        close = torch.linalg.vector_norm(new - old, dim=-1) <= tol * torch.linalg.vector_norm(new, dim=-1)
-        done = close if done is None else done & close
-    return done
+UNTIL_STEP = helper("_until_step", '''
+def _until_step(states, new, watched, tol, done, iterations, residual):
+    """One iteration of `unroll until` for the batch: each sample not yet done takes its new states (a done
+    sample keeps them all, scalar states included), counts the iteration and records its residual, the
+    largest relative change ||new - old|| / ||new|| of the first `watched` states; it is done once every one
+    of them changed by at most tol of its new norm."""
+    converged, change = None, None
+    for old_s, new_s in zip(states[:watched], new[:watched]):
+        diff = torch.linalg.vector_norm((new_s - old_s).flatten(1), dim=-1)
+        size = torch.linalg.vector_norm(new_s.flatten(1), dim=-1)
+        close = diff <= tol * size
+        relative = torch.where(diff == 0, 0, diff / size)  # 0 where nothing moved, even at 0
+        converged = close if converged is None else converged & close
+        change = relative if change is None else torch.maximum(change, relative)
+    states = tuple(torch.where(done.view((-1,) + (1,) * (s.dim() - 1)), s, n) for s, n in zip(states, new))
+    iterations = iterations + (~done).to(iterations.dtype)
+    residual = torch.where(done, residual, change.to(residual.dtype))
+    return states, done | converged, iterations, residual
+''')
+
+UNTIL = helper("_until", '''
+def _until(update, states, watched, tol, steps, history=False):
+    """`unroll until`: apply update(*states) -> new states until, in every sample, the first `watched` states
+    change by at most tol of their norm (_until_step), or `steps` times. Returns (states, info, history):
+    info = {"iterations", "residual", "converged"}, one entry per sample; history, when asked for, the states
+    after every iteration run. Eagerly a Python loop that stops when every sample is done (one bool() per
+    iteration); under torch.compile and torch.export (no history) one while_loop, the same iterations
+    without a host sync or a data-dependent guard."""
+    batch, like = states[0].shape[0], states[0]
+    done = torch.zeros(batch, dtype=torch.bool, device=like.device)
+    iterations = torch.zeros(batch, dtype=torch.int64, device=like.device)
+    residual = torch.full((batch,), float("inf"), dtype=like.dtype, device=like.device)
+    kept = []
+    if torch.compiler.is_compiling() and not history:
+        from torch._higher_order_ops import while_loop
+
+        def more(k, done, iterations, residual, *states):
+            return (k < steps) & ~done.all()
+
+        def body(k, done, iterations, residual, *states):
+            states, done, iterations, residual = _until_step(states, update(*states), watched, tol, done,
+                                                             iterations, residual)
+            return (k + 1, done, iterations, residual, *states)
+        k = torch.zeros((), dtype=torch.int64, device=like.device)
+        _, done, iterations, residual, *states = while_loop(more, body, (k, done, iterations, residual, *states))
+        states = tuple(states)
+    else:
+        for _ in range(steps):
+            states, done, iterations, residual = _until_step(states, update(*states), watched, tol, done,
+                                                             iterations, residual)
+            if history:
+                kept.append(states)
+            if bool(done.all()):
+                break
+    return states, {"iterations": iterations, "residual": residual, "converged": done}, kept
+''', needs=("_until_step",))
+
+UNCONVERGED = helper("_warn_unconverged", '''
+def _warn_unconverged(module, info, steps, tol, what="unroll until"):
+    """Warn, once per module, that some samples stopped at `steps` iterations without meeting tol (eagerly;
+    the counts are in info either way)."""
+    missed = ~info["converged"]
+    if torch.compiler.is_compiling() or module.__dict__.get("_warned_" + what) or not bool(missed.any()):
+        return
+    import warnings
+    module.__dict__["_warned_" + what] = True
+    worst = float(info["residual"][missed].max())
+    warnings.warn(f"{type(module).__name__}: {int(missed.sum())} of {missed.numel()} samples stopped at "
+                  f"{steps} iterations of {what} without meeting tol = {tol:g} (largest relative change "
+                  f"{worst:.3g}); raise max (steps=) or tol, or check that the update contracts (warned once "
+                  "per module)", RuntimeWarning, stacklevel=2)
 ''')
 
 IMPLICIT_LAYER = helper("_implicit_layer", '''
-def _implicit_layer(layer, z, tol, max_iter):
+def _implicit_layer(layer, z, tol, max_iter, info=None, memory=6):
     """layer(z) at a fixed point z = layer(z), whose backward is the implicit gradient: the incoming gradient
-    g0 becomes the solution of g = J.T g + g0 (J = d layer / dz at the fixed point), found by iterating to
-    the same tolerance for every sample (as the forward loop stops), at most max_iter times (deep equilibrium
-    models, Bai, Kolter & Koltun 2019). Memory is that of one layer, whatever the number of iterations that
-    found z."""
+    g0 becomes the solution of g = J.T g + g0 (J = d layer / dz at the fixed point; deep equilibrium models,
+    Bai, Kolter & Koltun 2019). The adjoint equation is solved by Anderson acceleration (Walker & Ni 2011)
+    with the last `memory` iterates, each sample on its own until ||g_new - g|| <= tol ||g_new|| (or
+    max_iter iterations); where a sample does not converge, a warning says so. info (the forward's) gets
+    "adjoint_iterations", "adjoint_residual", "adjoint_converged" per sample. Memory is that of one layer,
+    whatever the number of iterations that found z."""
+    def apply(v):  # the update of one state, written to return a tuple
+        new = layer(v)
+        return new[0] if isinstance(new, tuple) else new
     z = z.detach()
-    out = layer(z)  # carries the graph to the parameters (and inputs)
+    out = apply(z)  # carries the graph to the parameters (and inputs)
     if not out.requires_grad:
         return out
     z0 = z.clone().requires_grad_()
-    f0 = layer(z0)  # for the vector-Jacobian products J.T g
+    f0 = apply(z0)  # for the vector-Jacobian products J.T g
 
     def adjoint(g0):
-        g = g0
+        shape, batch = g0.shape, g0.shape[0]
+        flat = g0.reshape(batch, -1)
+
+        def step(g):  # F(g) = J.T g + g0, per sample
+            return torch.autograd.grad(f0, z0, g.reshape(shape), retain_graph=True)[0].reshape(batch, -1) + flat
+        g, done = flat, torch.zeros(batch, dtype=torch.bool, device=flat.device)
+        iterations = torch.zeros(batch, dtype=torch.int64, device=flat.device)
+        residual = torch.full((batch,), float("inf"), dtype=flat.dtype, device=flat.device)
+        values, residuals = [], []  # F(g_i) and F(g_i) - g_i of the last `memory` iterates
         for _ in range(max_iter):
-            g_next = torch.autograd.grad(f0, z0, g, retain_graph=True)[0] + g0
-            # per sample: a batch's norm would let a large gradient's convergence stop a small one's
-            close = torch.linalg.vector_norm(g_next - g, dim=-1) <= tol * torch.linalg.vector_norm(g_next, dim=-1)
-            g = g_next
-            if bool(close.all()):
+            value = step(g)
+            change = value - g
+            diff, size = torch.linalg.vector_norm(change, dim=-1), torch.linalg.vector_norm(value, dim=-1)
+            converged = diff <= tol * size
+            iterations = iterations + (~done).to(iterations.dtype)
+            residual = torch.where(done, residual, torch.where(diff == 0, 0, diff / size))
+            values, residuals = (values + [value])[-memory:], (residuals + [change])[-memory:]
+            R = torch.stack(residuals, 1)  # (batch, m, n): the mix of F(g_i) whose residual is least
+            gram = R @ R.mT
+            scale = 1e-12 * gram.diagonal(dim1=-2, dim2=-1).amax(-1) + torch.finfo(gram.dtype).tiny
+            gram = gram + scale[:, None, None] * torch.eye(len(residuals), dtype=gram.dtype, device=gram.device)
+            weights = torch.linalg.solve(gram, torch.ones_like(gram[..., :1]))
+            weights = weights / weights.sum(1, keepdim=True)
+            mixed = (weights * torch.stack(values, 1)).sum(1)
+            mixed = torch.where(torch.isfinite(mixed).all(-1, keepdim=True), mixed, value)
+            # a sample that converged keeps the F(g) that met tol; the others take the Anderson mix
+            g = torch.where(done[:, None], g, torch.where(converged[:, None], value, mixed))
+            done = done | converged
+            if bool(done.all()):
                 break
-        return g
+        if info is not None:
+            info.update(adjoint_iterations=iterations, adjoint_residual=residual, adjoint_converged=done)
+        if not bool(done.all()):
+            import warnings
+            warnings.warn(f"backward implicit: the adjoint equation of {int((~done).sum())} of {batch} samples did "
+                          f"not converge in {max_iter} iterations (largest relative change "
+                          f"{float(residual[~done].max()):.3g}); the gradient is inexact there", RuntimeWarning)
+        return g.reshape(shape)
     out.register_hook(adjoint)
     return out
 ''')
@@ -67,6 +164,55 @@ LAYERS = helper("_layers", '''
 def _layers(value, steps):
     """One copy of an initial value per layer (untied weights), stacked on a new first axis."""
     return value.expand(steps, *value.shape).clone()
+''')
+
+MODULE_REPR = helper("_module_repr", '''
+def _module_repr(module):
+    """nn.Module's repr, with each per-layer nn.ParameterList on one line (how many, their shape and dtype;
+    scalars: their range) instead of a line per layer."""
+    lines = [module.extra_repr()] if module.extra_repr() else []
+    for name, layers in module.named_children():
+        first = layers[0]
+        shape = "scalar" if first.dim() == 0 else "x".join(str(size) for size in first.shape)
+        text = f"{len(layers)} layers x {shape}, {str(first.dtype).replace('torch.', '')}"
+        if first.dim() == 0:
+            values = torch.stack([p.detach() for p in layers])
+            text += f", from {float(values.min()):.4g} to {float(values.max()):.4g}"
+        lines.append(f"({name}): {type(layers).__name__}({text})")
+    return f"{type(module).__name__}(" + "".join(f"\\n  {line}" for line in lines) + ("\\n)" if lines else ")")
+''')
+
+POSITIVE = helper("_positive", '''
+def _positive(raw):
+    """softplus(raw) = log(1 + exp(raw)), > 0 for every raw: how a learned value that must be > 0 (or >= 0)
+    is trained (linear only past raw = 40, where the rest is below 1e-17)."""
+    return F.softplus(raw, threshold=40)
+''')
+
+POSITIVE_INVERSE = helper("_positive_inverse", '''
+def _positive_inverse(value):
+    """The raw parameter whose softplus is value: value + log(1 - exp(-value)), so the untrained network
+    is unchanged (to rounding). A value of 0 (allowed for >= 0) starts at the smallest normal number's, whose
+    softplus is 0 to float precision."""
+    value = torch.as_tensor(value).clamp_min(torch.finfo(torch.as_tensor(value).dtype).tiny)
+    return value + torch.log(-torch.expm1(-value))
+''')
+
+LEARNED = helper("_learned", '''
+def _learned(value, like, constrain):
+    """The raw parameter's start for a value kept > 0 or >= 0 (softplus(raw) = value), in like's dtype and
+    device; the value itself when constrain is False."""
+    value = torch.as_tensor(float(value), dtype=like.dtype, device=like.device)
+    return _positive_inverse(value) if constrain else value
+''', needs=("_positive_inverse",))
+
+SUMMARY = helper("_summary", '''
+def _summary(value):
+    """A learned value for print(net): a number, or every layer's as their range."""
+    if isinstance(value, torch.Tensor):
+        return f"{float(value):.4g}"
+    values = torch.stack([v.detach() for v in value])
+    return f"{len(values)} layers, from {float(values.min()):.4g} to {float(values.max()):.4g}"
 ''')
 
 LAYER_LIST = helper("_layer_list", '''
