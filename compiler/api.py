@@ -73,4 +73,30 @@ def load(path, overrides=None):
                if isinstance(v, type) and v.__module__ == name and issubclass(v, network)]
     if len(classes) != 1:
         raise DpcError(f"{path} does not define exactly one network class")
-    return classes[0]
+    if path.endswith(".py"):
+        return classes[0]
+    # from a .dp file: the class displays its derivation in Jupyter, as dpc.explain(path) does
+    network = _Explained(classes[0].__name__, (classes[0],), {"__module__": name, "__doc__": classes[0].__doc__,
+                                                                "__qualname__": classes[0].__qualname__})
+    network._dpc_source = (path, dict(overrides) if isinstance(overrides, dict) else overrides)
+    setattr(module, network.__name__, network)  # pickling finds the class by its module and name
+    return network
+
+
+class _Explained(type):
+    """The metaclass of a class dpc.load compiled from a .dp file: Jupyter shows the class as its derivation
+    (the report page's HTML, or LaTeX), computed when first shown. An instance displays as any nn.Module."""
+
+    def _explanation(cls):
+        from dpc.derivation import Explanation
+        path, overrides = cls._dpc_source
+        if isinstance(overrides, (list, tuple)):
+            from dpc.pipeline import parse_overrides
+            overrides = parse_overrides(overrides)
+        return Explanation.from_path(path, overrides or None)
+
+    def _repr_html_(cls):
+        return cls._explanation()._repr_html_()
+
+    def _repr_latex_(cls):
+        return cls._explanation()._repr_latex_()
