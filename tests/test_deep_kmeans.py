@@ -1,0 +1,101 @@
+"""The generated k-means layer composes with a feature network and trains end to end (issue 23)."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import EXAMPLES, build
+
+TELL = (EXAMPLES / "kmeansnet_tell.dp").read_text()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these problems are tiny, and a second thread on a busy core makes every step wait."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def blobs(seed=0, n=240, k=4, d=6):
+    """k well-separated Gaussian blobs in d dimensions and their labels."""
+    rng = np.random.default_rng(seed)
+    centres = 4.0 * rng.standard_normal((k, d))
+    labels = rng.integers(0, k, n)
+    return torch.as_tensor(centres[labels] + 0.5 * rng.standard_normal((n, d))), labels
+
+
+def test_generated_layer_inside_a_sequential_with_an_encoder_trains():
+    Layer = build(TELL, "kmeansnet_tell.dp")
+    x, _ = blobs()
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    with torch.no_grad():
+        start = encoder(x)[:4].clone()  # the first four codes as centroids
+    model = nn.Sequential(encoder, Layer(C=start, tau=0.5))
+    layer = model[1]
+    assert [name for name, _ in model.named_parameters()] == ["0.0.weight", "0.0.bias", "0.2.weight", "0.2.bias",
+                                                               "1.C"]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(80):
+        s = model(x)  # image -> cluster probabilities through the Sequential
+        assert s.shape == (240, 4) and torch.allclose(s.sum(-1), torch.ones(240))
+        loss = layer.objective(model[0](x), s).mean()  # the layer's relaxed k-means objective on the codes
+        optimiser.zero_grad()
+        loss.backward()
+        if step == 0:
+            for name, p in model.named_parameters():
+                assert p.grad is not None, name
+                assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 1e-8, name
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert all(np.isfinite(losses))
+    for name, p in model.named_parameters():
+        assert (p.detach() - before[name]).abs().max() > 1e-4, f"{name} did not move"
+
+
+@pytest.fixture
+def script():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import train_deep_kmeans
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return train_deep_kmeans
+
+
+@pytest.mark.parametrize("loss", ["kl", "kmeans"])
+def test_the_scripts_end_to_end_training_reaches_encoder_decoder_and_centroids(script, loss):
+    torch.set_default_dtype(torch.float32)  # the script works in float32 (the fixture restores the default)
+    from sklearn.cluster import KMeans
+    X, y = script.load_data()
+    x = torch.as_tensor(X[:400])
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    ae = script.AutoEncoder(dim=8, hidden=(64, 32))
+    script.pretrain(ae, x, 5, gen)
+    km = KMeans(10, n_init=3, random_state=0).fit(script.codes(ae.encoder, x))
+    layer = script.load_layer()(C=torch.as_tensor(km.cluster_centers_, dtype=torch.float32), tau=0.2)
+    before = {name: p.detach().clone() for name, p in [*ae.named_parameters(), ("C", layer.C)]}
+    model, history = script.train_end_to_end(ae, layer, x, 6, gen, lr=1e-3, loss=loss)
+    assert isinstance(model, nn.Sequential) and model[0] is ae.encoder and model[1] is layer
+    assert len(history) == 6 and history[-1] < history[0], history
+    for name, p in [*ae.named_parameters(), ("C", layer.C)]:
+        assert (p.detach() - before[name]).abs().max() > 1e-6, f"{name} did not move"
+    s = model(x)
+    assert s.shape == (400, 10) and torch.allclose(s.sum(-1), torch.ones(400))
+
+
+def test_cluster_accuracy_is_the_best_one_to_one_matching(script):
+    assert script.cluster_accuracy(np.array([0, 0, 1, 1, 2]), np.array([2, 2, 0, 0, 1])) == 1.0
+    assert abs(script.cluster_accuracy(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])) - 0.75) < 1e-12
+    # a merged cluster: two classes in one cluster count once
+    assert abs(script.cluster_accuracy(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0])) - 0.5) < 1e-12
