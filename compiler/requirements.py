@@ -8,7 +8,7 @@ both. `check_defaults` evaluates, at compile time, those the program's own defau
 program whose defaults break its derivation is an error at the default, not a NaN at run time; the
 generated constructor checks the rest (backends/torch/emit.py) with a ValueError naming the values.
 
-One check for every way a value arrives: a literal (`huber(v, -1)`: checked here, at compile time, at the
+One check for every way a value arrives: a literal (a negative width or radius written as a number: checked here, at compile time, at the
 term it is written in; the module carries no check of a number), a hyper's default or a let (checked here
 at the default), a value given to the constructor (the constructor's checks), and a learned value
 (`learned_requirements`: checked at construction with its initial value; an emitter must also check them
@@ -44,7 +44,7 @@ def _constant_names(program: Program) -> set[str]:
 def denominators(program: Program, numbers: bool = False) -> list[Requirement]:
     """Scalars of hypers and lets that the network divides by (each must not be zero), takes a root of
     (>= 0: a Python float's root of a negative number is complex) or a logarithm of (> 0); with `numbers`,
-    also those that are literal numbers (`huber(v, -1)`), each with the span of the term it is in."""
+    also those that are literal numbers (`projball(v, -1)`), each with the span of the term it is in."""
     constant = _constant_names(program)
     exprs = [program.objective] + [d.value for d in program.decls if d.kind in ("let", "weight", "var")]
     exprs += [e for _, e in program.closed_form]
