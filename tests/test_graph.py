@@ -77,7 +77,9 @@ def test_learned_nodes_are_the_modules_parameters(example):
     rng = np.random.default_rng(0)
     given = {d.name: torch.tensor(rng.standard_normal([sizes[s] for s in d.shape]))
              for d in program.decls if d.kind == "param"}
-    module = dpc.load(path)(**given)
+    bound = {dim for d in program.decls if d.kind == "param" for dim in d.shape}
+    unbound = {dim: sizes[dim] for dim in program.dims if dim not in bound}  # rpca.dp: its dims come with X
+    module = dpc.load(path)(**given, **unbound)
     g = graph_of(path)
     drawn: dict[str, list] = {}
     for _, data in g.nodes(data=True):

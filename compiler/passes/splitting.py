@@ -171,6 +171,9 @@ def _box(program, directive, var):
         if c.set not in ("box", "simplex") + tuple(PROJECTIONS):
             raise fail(program, f"derive {directive.name} has no projection for `{format_constraint(c)}`", c.span,
                        RELAX_HINTS.get(c.set))
+        if c.set not in ("box",) and var.shape[1] != 1:  # the simplex and the balls are sets of vectors
+            raise fail(program, f"`{format_constraint(c)}` is a set of vectors, but {var.name} is a matrix", c.span,
+                       f"constrain a matrix entrywise: {var.name} >= 0, {var.name} in box(lo, hi)")
         box = c.args if c.set == "box" else "simplex" if c.set == "simplex" else Projection(c.set, c.args[0])
     return box
 
