@@ -201,7 +201,8 @@ def csv_logger(path: pathlib.Path | None):
             writer = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in values.items()})
+            writer.writerow({k: (f"{v:.3g}" if k == "lr" else f"{v:.4f}" if isinstance(v, float) else v)
+                             for k, v in values.items()})
     return row
 
 
