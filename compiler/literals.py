@@ -27,6 +27,8 @@ SIGNIFICANT_DIGITS = 30
 # `unroll N` builds and emits N layers, and `dpc explain`/the generated module's docstring
 # describe them; beyond ten thousand layers a network is a typo (or a fuzzer), not a design.
 MAX_UNROLL = 10000
+# unroll until's max bounds a loop, not stored layers: what limits it is memory under backward unrolled
+MAX_UNTIL = 10**9
 # A literal size in a type (`R[3]`) becomes a tensor shape the module checks and may
 # allocate (eye(n), zeros); a million is far beyond any hand-written problem and keeps
 # an extra digit from asking for terabytes.
@@ -149,8 +151,10 @@ def parse_count(text: str, what: str, high: int) -> int:
 
 
 def _overflowing(expr):
-    """The numbers in expr that float64 cannot hold (|x| > FLOAT_MAX), largest first."""
-    found = [a for a in expr.atoms(sp.Number) if a.is_finite is False or abs(a) > FLOAT_MAX]
+    """The numbers in expr that float64 cannot hold (finite, |x| > FLOAT_MAX; or nan), largest first. The
+    infinities are the IR's own (a half-open box's bound) and print as such."""
+    found = [a for a in expr.atoms(sp.Number)
+             if a is sp.nan or a is sp.zoo or (a.is_finite and abs(a) > FLOAT_MAX)]
     return sorted(found, key=lambda a: -abs(a) if a.is_finite else -sp.oo)
 
 
@@ -164,6 +168,7 @@ def check_derived_constants(program) -> None:
         exprs += [e for _, e in program.first_step.lets + program.first_step.assigns]
     exprs += [e for _, e in program.closed_form]
     exprs += [d.value for d in program.decls if d.value is not None]
+    exprs += [r.expr for r in program.requirements]  # step conditions multiply steps and norms too
     for expr in exprs:
         big = _overflowing(expr)
         if not big:

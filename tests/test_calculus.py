@@ -278,7 +278,7 @@ param A : R[m, n]
 param b : R[m]
 var z : R[n] = z0
 minimize sum({call})
-derive gd(step = 1)
+derive gd(step = 0.5)
 unroll 1
 """)
     rng = np.random.default_rng(12)
@@ -286,9 +286,9 @@ unroll 1
     b = rng.standard_normal(6) * 0.3 + offset
     z0 = rng.standard_normal((2, 4))
     z1 = Net(A=torch.tensor(A), b=torch.tensor(b))(torch.tensor(z0)).numpy()
-    for sample in range(2):  # one step of size 1: z0 - z1 is the gradient
+    for sample in range(2):  # one step of size 0.5 (below 2/L, which gd requires): z0 - z1 is half the gradient
         fd = finite_difference(lambda z: np.sum(phi(A @ z + b)), z0[sample])
-        assert np.abs((z0[sample] - z1[sample]) - fd).max() < 1e-7, atom
+        assert np.abs(2 * (z0[sample] - z1[sample]) - fd).max() < 1e-7, atom
 
 
 def test_smooth_atoms_are_stable_far_out():

@@ -78,14 +78,14 @@ class TorchPrinter:
 
     def _Integer(self, e):
         if abs(e) > 2 ** 31:  # a Python int this large overflows torch's int64 scalars: print it as a float
-            return repr(float(e)), ATOM if e >= 0 else UNARY
+            return _float_literal(e)
         return str(int(e)), ATOM if e >= 0 else UNARY
 
     def _Rational(self, e):
-        return repr(float(e)), ATOM if e >= 0 else UNARY
+        return _float_literal(e)
 
     def _Float(self, e):
-        return repr(float(e)), ATOM if e >= 0 else UNARY
+        return _float_literal(e)
 
     def _NumberSymbol(self, e):
         return repr(float(e)), ATOM
@@ -375,6 +375,16 @@ class _Formatted:
         if isinstance(self.expr, _Code):
             return self.expr.code  # torch.as_tensor(...): a call, binding as tightly as any spec asks
         return self.printer.wrap(self.expr, spec) if spec else self.printer(self.expr)
+
+
+def _float_literal(e):
+    """A number as a Python float literal; one past float64's range as float("inf") (a bare `inf` would be
+    a NameError; the pipeline refuses such constants where it can say where they came from)."""
+    value = float(e)
+    if value != value or value in (float("inf"), float("-inf")):
+        text = 'float("nan")' if value != value else ('float("inf")' if value > 0 else '-float("inf")')
+        return text, (CALL if value != value or value > 0 else UNARY)
+    return repr(value), ATOM if value >= 0 else UNARY
 
 
 def _powers_expanded(matrix):

@@ -139,7 +139,11 @@ def step_condition(s: Splitting, directive: Directive, bound: int) -> Program:
         return program  # grad f is constant: any step is a descent step
     lipschitz = lipschitz.replace(lambda e: isinstance(e, atoms.OpNorm) and isinstance(e.args[0], sp.Identity),
                                   lambda e: sp.Integer(1))  # opnorm(eye) = 1
-    product = sp.simplify(with_lets(program, s.step * lipschitz))
+    product = with_lets(program, s.step * lipschitz)
+    try:
+        product = sp.simplify(product)
+    except TypeError:  # sympy's simplify recursing into a matrix inside opnorm(D.T @ D + 2*lam*eye(n))
+        pass
     span = _option_span(directive, "step")
     what = f"derive {directive.name}'s step {math(s.step)}"
     names = f"L = {math(lipschitz)} (a Lipschitz constant of grad f)"
