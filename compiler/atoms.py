@@ -543,10 +543,14 @@ def _topk(v, k):
     """v where |v| is among the k largest of its row, 0 elsewhere (k rounded down; among equal |v| the lower
     index is kept). The selection carries no gradient; the kept entries pass theirs."""
     n = v.shape[-1]
+    magnitude = v.detach().abs()
+    if isinstance(k, torch.Tensor) and k.numel() > 1:  # a count per sample: keep the entries ranked below it
+        order = torch.sort(-magnitude, dim=-1, stable=True).indices
+        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=v.device).expand_as(order))
+        return v * (rank < k.detach().floor())
     k = min(int(k), n)
     if k < 1:
         return v * 0
-    magnitude = v.detach().abs()
     kth = magnitude.kthvalue(n - k + 1, dim=-1, keepdim=True).values
     above, tied = magnitude > kth, magnitude == kth
     return v * (above | (tied & (tied.cumsum(-1) <= k - above.sum(-1, keepdim=True))))

@@ -232,3 +232,28 @@ output z
     Net = build(text)
     with pytest.raises(ValueError, match="radius"):
         Net(D=torch.tensor(dictionary(5, 8)), r=-1.0)
+
+
+def test_topk_with_a_count_per_sample_equals_the_reference():
+    """Found by the 20,000-program fuzz run: a count that reads the state (lam * norm1(h)) differs per sample;
+    _topk took int() of it (a ValueError). Each sample keeps its own floor(k) largest entries."""
+    from dpc.fuzz.check import classify
+    text = """network K
+dims   dim, m
+input  y : R[dim]
+param  Phi : R[dim, m]
+hyper  lam = 1 / 10
+let    L = opnorm(Phi)^2
+var    h : R[m] = softpos(Phi.T @ y, lam)
+update {
+h <- topk(h - Phi.T @ (Phi @ h - y) , lam * norm1(h))
+}
+unroll 6
+"""
+    result = classify(text, seed=9380)
+    assert result.outcome == "ok" and result.verified, result
+    fn = _helper("_topk")
+    v = torch.tensor(_batch(2))
+    k = torch.tensor([[0.0], [3.7], [1.0], [2.0], [7.5], [-1.0]])
+    want = np.stack([np_topk(row, max(int(np.floor(kk)), 0)) for row, kk in zip(_batch(2), k[:, 0].numpy())])
+    np.testing.assert_array_equal(fn(v, k).numpy(), want)
