@@ -45,6 +45,8 @@ class ScalarAtom(sp.Function):
         return None
 
     def _eval_derivative(self, s):  # diff goes through dpc's calculus (calculus.py)
+        if not self.has(s):  # d/d lam of lam * opnorm(D): the atom is a constant in lam
+            return sp.S.Zero
         raise NotImplementedError(f"{type(self).__name__} has no scalar derivative")
 
 

@@ -287,6 +287,11 @@ def plan_module(p: Program) -> Plan:
 
 def _plan_fixed_point(p: Program, ns, common: dict, step: Step, hoisted, output_expr) -> Plan:
     implicit = p.backward == "implicit"
+    if any(e.has(atoms.LAYER) for _, e in step.equations()):  # softss: its share grows with the layer
+        raise DpcError("the update reads the layer number (support selection's share grows with it), and "
+                       "`unroll until` has no layers, only iterations to a fixed point",
+                       p.span_of_directive("unroll"), "write `unroll N` for N layers, or drop `adapt support`"
+                       ).with_source(p.source)
     names = [d.name for d in p.states]
     iterate = ns.fresh("iterate")
     # an output that reads the update's temporaries is computed inside the update, and kept per sample
@@ -320,7 +325,10 @@ def _constrained(p: Program, ns) -> dict:
             continue
         name = max(names, key=order.get)
         symbol = p.decl(name).symbol
-        slope = sp.diff(req.expr, symbol)
+        try:
+            slope = sp.diff(req.expr, symbol)
+        except NotImplementedError:  # the hyper inside opnorm(...): not linear in it, nothing to clamp
+            continue
         entry = found.setdefault(name, {"relation": None, "why": [], "bounds": []})
         ratio = sp.simplify(req.expr / symbol)
         if ratio.is_number and ratio.is_positive:

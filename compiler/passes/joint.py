@@ -121,7 +121,11 @@ def _joint_step(program, directive, vars_, grads):
             row.append(norm)
             blocks.append(f"||H_{vi.name}{vj.name}|| = {math(norm)}")
         rows.append(sp.Add(*row))
-    value = sp.Max(*rows) if len(rows) > 1 else rows[0]
+    rows = [r for r in rows if r != 0] or [sp.Integer(0)]  # a var the smooth part does not read: no block
+    try:
+        value = sp.Max(*rows) if len(rows) > 1 else rows[0]
+    except TypeError:  # sympy's Max compares args by factoring into a matrix inside opnorm(...)
+        value = sp.Max(*rows, evaluate=False)
     if value == 0:
         raise fail(program, f"derive {directive.name} needs step = ... (the gradient is constant)", directive.span)
     name = program.fresh_name("L")
