@@ -234,7 +234,7 @@ def test_explain_at_max_unroll_finishes_quickly(monkeypatch, capsys):
     (LISTA.replace("output z", "output lam"), "'lam' is not a var"),
     (LISTA.replace("unroll 16", "unroll 0"), "unroll needs a positive integer"),
     (KMEANS.replace("derive closed ", "learn weights\nderive closed "), "learn weights needs an update"),
-    (KMEANS.replace("learn  C ", "unroll 3\nlearn C "), "unroll needs an update to repeat"),
+    (KMEANS.replace("learn  C ", "unroll 3\nlearn C "), "derive closed gives the minimiser in one layer"),
 ], ids=["output_of_a_hyper", "unroll_0", "learn_before_derive_closed", "unroll_of_a_closed_form"])
 def test_check_rejects_what_compile_rejects(tmp_path, program, message):
     path = tmp_path / "p.dp"
@@ -251,7 +251,9 @@ def test_check_counts_the_declarations_the_user_wrote():
     listed = "6 declarations (dims m, n; input x; param D; hyper lam; let L; var z), 4 directives"
     result = run_dpc("check", "examples/lista.dp")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"examples/lista.dp: ok: network LISTA, {listed}"
+    first, convexity = result.stdout.strip().splitlines()  # then what derive found of the objective
+    assert first == f"examples/lista.dp: ok: network LISTA, {listed}"
+    assert convexity == "examples/lista.dp: the objective is convex in z (DCP: every term is convex or affine)"
     # lfista's passes add temporaries and weights; they are not the user's declarations
     result = run_dpc("check", "examples/lfista.dp")
     assert listed in result.stdout
