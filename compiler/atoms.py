@@ -976,7 +976,7 @@ class Solve(MatrixExpr):
 def _solve_torch(pr, e):
     matrix, rhs = e.args
     factor = pr.names.get(f"{matrix.name}.factor") if isinstance(matrix, sp.MatrixSymbol) else None
-    if factor is not None:  # factored once at construction (emit.py): two triangular solves
+    if factor is not None:  # factored once at construction (backends/torch/constructor.py): two triangular solves
         return _factored_solve(pr, factor, rhs)
     if rhs.shape[1] != 1:  # a matrix right-hand side (a learned weight's start, Dd @ solve(A, Dd.T))
         return f"torch.linalg.solve({pr(matrix)}, {pr(rhs)})"

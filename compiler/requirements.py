@@ -6,7 +6,7 @@ implicit: a scalar hyper or let the network divides by must not be zero, one it 
 >= 0, one it takes a logarithm of > 0. `all_requirements` lists
 both. `check_defaults` evaluates, at compile time, those the program's own defaults decide, so a
 program whose defaults break its derivation is an error at the default, not a NaN at run time; the
-generated constructor checks the rest (backends/torch/emit.py) with a ValueError naming the values.
+generated constructor checks the rest (backends/torch/constructor.py) with a ValueError naming the values.
 
 One check for every way a value arrives: a literal (a negative width or radius written as a number: checked here, at compile time, at the
 term it is written in; the module carries no check of a number), a hyper's default or a let (checked here
