@@ -136,7 +136,7 @@ def _error(text):
     ("unroll 10\nbackward implicit\n", "prog.dp:11:1: error: backward implicit needs a network run to convergence"),
     ("unroll until(tol = 1e-6)\nlearn weights untied\n", "have one copy per layer"),
     ("unroll until(tol = 0)\n", "prog.dp:10:20: error: unroll until's tol must be finite and > 0, got 0"),
-    ("unroll until(max = 2.5)\n", "unroll until's max must be an integer from 1 to 10000, got 2.5"),
+    ("unroll until(max = 2.5)\n", "unroll until's max must be an integer from 1 to 1000000000, got 2.5"),
     ("unroll until(tolerance = 1)\n", "unroll until has no option 'tolerance'"),
     ("unroll until(1e-6)\n", "unroll until takes named options only"),
     ("unroll until(tol = 1e-6)\nbackward sideways\n", "unknown backward mode 'sideways'"),

@@ -12,7 +12,7 @@ import sympy as sp
 
 from dpc.errors import DpcError
 from dpc.ir import Directive, Program
-from dpc.literals import MAX_UNROLL
+from dpc.literals import MAX_UNTIL
 from dpc.lower import lower_scalar
 from dpc.printing import math
 
@@ -58,8 +58,8 @@ def _until(program: Program, directive: Directive) -> Program:
     most = DEFAULT_MAX
     if "max" in given:
         value = lower_scalar(program, given["max"], "unroll until's max")
-        if not (value.is_Integer and 1 <= int(value) <= MAX_UNROLL):
-            raise _fail(program, f"unroll until's max must be an integer from 1 to {MAX_UNROLL}, got {math(value)}",
+        if not (value.is_Integer and 1 <= int(value) <= MAX_UNTIL):
+            raise _fail(program, f"unroll until's max must be an integer from 1 to {MAX_UNTIL}, got {math(value)}",
                         given["max"].span)
         most = int(value)
     if not tol.is_number:
