@@ -379,7 +379,8 @@ def _soft_reference(np, v, t):
 
 declare("soft", Soft, signature="soft(v, t)", doc="soft threshold", shape=with_scalars(1),
         reference=_soft_reference, torch=SOFT, latex=None, derivative=None, curvature=None, convexity=None,
-        monotone="increasing", scalar=None, requires=(), prox=None, fuzz=Fuzz("threshold", params=("nonnegative",)))
+        monotone="increasing", scalar=None, requires=(), prox=None,
+        fuzz=Fuzz("threshold", params=("nonnegative",), weight=4))  # the threshold of most programs
 
 
 class SoftPos(VectorAtom):
