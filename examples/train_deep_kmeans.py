@@ -14,10 +14,10 @@ centroid; the cosine layer is blind to scale, and it sees exactly what the decod
 (the direction of z), so clustering and reconstruction act on the same representation.
 
 Recipe (the defaults), per seed:
- 1. pretrain the autoencoder alone: 100 epochs, Adam lr 1e-3, batches of 128, Gaussian input
+ 1. pretrain the autoencoder alone: 150 epochs, Adam lr 1e-3, batches of 128, Gaussian input
     noise 0.2 (pixels scaled to [0, 1]), loss = squared reconstruction error per image;
  2. centroids = KMeans(10, n_init=10) on the normalised codes of the pretrained encoder
-    (this clustering *is* the two-step pipeline's result);
+    (this clustering *is* the two-step pipeline's result; `--n-init` sets the restarts);
  3. train encoder, decoder and centroids together for 50 epochs (Adam, lr 1e-4 for the
     autoencoder, 1e-3 for the centroids), tau = 0.2, loss per batch
         reconstruction + lam * KL(P || s),   lam = 1,
@@ -25,17 +25,20 @@ Recipe (the defaults), per seed:
     layer's own output on the batch: P_ij = s_ij^2 / sum_i s_ij, rows renormalised, held fixed
     (no gradient). `--loss kmeans` uses the layer's relaxed k-means objective,
     `layer.objective(z, s)`, in place of the KL (TELL's loss; it did not help, docs/kmeans.md);
+    `--tau-end` anneals tau over the epochs (it did not help either);
  4. clusters = argmax of s.
 
 Baselines, on the same seeds: KMeans(10, n_init=10) on the pixels; SpectralClustering
 (nearest-neighbour affinity, 10 neighbours); the two-step pipeline (step 2 above: the same
-autoencoder trained alone, then k-means on its codes). Scores: ACC (clusters matched to
+autoencoder trained alone, then k-means on its codes); and, by default (`--no-equal-epochs` drops it),
+the two-step pipeline at equal training: the same autoencoder trained alone for 150 + 50 epochs (as
+many as end to end trains it in all), then k-means the same way. Scores: ACC (clusters matched to
 classes by the Hungarian algorithm), NMI, ARI, mean +- std over seeds, and wall time per seed
 (the autoencoder methods include their pretraining). The plot (deep_kmeans.png) shows, for the
 first seed, a 2-D t-SNE of the end-to-end codes coloured by cluster and the ten centroids
 decoded to images.
 
-    python examples/train_deep_kmeans.py              # 10 seeds (0..9), table, plot
+    python examples/train_deep_kmeans.py              # 10 seeds (0..9), table, verdict, plot
     python examples/train_deep_kmeans.py --smoke      # a few seconds: everything runs, numbers meaningless
 
 Needs numpy, scipy, scikit-learn, tqdm, matplotlib and torch (`pip install -e .[examples]`).
@@ -43,6 +46,7 @@ Needs numpy, scipy, scikit-learn, tqdm, matplotlib and torch (`pip install -e .[
 from __future__ import annotations
 
 import argparse
+import copy
 import pathlib
 import time
 
@@ -61,6 +65,7 @@ import dpc
 HERE = pathlib.Path(__file__).resolve().parent
 LAYER_PROGRAM = HERE / "kmeansnet_tell.dp"
 METHODS = ("k-means (pixels)", "spectral (pixels)", "two-step (AE, then k-means)", "end to end (AE + layer)")
+EQUAL = "two-step, equal epochs"  # --equal-epochs: the autoencoder alone for pretrain + end-to-end epochs
 
 
 def load_data():
@@ -157,13 +162,18 @@ def clustering_loss(layer, z, s, loss="kl"):
 
 
 def train_end_to_end(ae, layer, x, epochs, gen, batch=128, lr=1e-4, lr_centroids=1e-3, lam=1.0, loss="kl",
-                     tick=None):
-    """Encoder, decoder and centroids together on reconstruction + lam * clustering loss; -> per-epoch losses."""
+                     tau_end=None, tick=None):
+    """Encoder, decoder and centroids together on reconstruction + lam * clustering loss; -> per-epoch losses.
+
+    tau_end: anneal the layer's temperature geometrically, epoch by epoch, from layer.tau to tau_end."""
     model = nn.Sequential(ae.encoder, layer)  # image -> cluster probabilities
     optimiser = torch.optim.Adam([{"params": ae.parameters(), "lr": lr},
                                   {"params": layer.parameters(), "lr": lr_centroids}])
     history = []
-    for _ in range(epochs):
+    tau = layer.tau
+    for epoch in range(epochs):
+        if tau_end is not None:
+            layer.tau = tau * (tau_end / tau) ** (epoch / max(1, epochs - 1))
         total = 0.0
         for idx in batches(len(x), batch, gen):
             xb = x[idx]
@@ -198,13 +208,21 @@ def run_seed(X, y, seed, args, Layer, tick=None):
     x = torch.as_tensor(X)
     ae = AutoEncoder(args.dim)
     pretrain(ae, x, args.pretrain_epochs, gen, tick=tick)
-    km = KMeans(10, n_init=10, random_state=seed).fit(codes(ae.encoder, x))
+    km = KMeans(10, n_init=args.n_init, random_state=seed).fit(codes(ae.encoder, x))
     results[METHODS[2]] = scores(y, km.labels_)
     t3 = time.perf_counter()
     times[METHODS[2]] = t3 - t2
+    if args.equal_epochs:  # the same autoencoder, trained alone as long as end to end trains it in all
+        alone = copy.deepcopy(ae)
+        pretrain(alone, x, args.epochs, torch.Generator().set_state(gen.get_state()), tick=tick)
+        km_alone = KMeans(10, n_init=args.n_init, random_state=seed).fit(codes(alone.encoder, x))
+        results[EQUAL] = scores(y, km_alone.labels_)
+        times[EQUAL] = time.perf_counter() - t3 + times[METHODS[2]]
+        t3 = time.perf_counter()
 
     layer = Layer(C=torch.as_tensor(km.cluster_centers_, dtype=torch.float32), tau=args.tau)
-    model, history = train_end_to_end(ae, layer, x, args.epochs, gen, lam=args.lam, loss=args.loss, tick=tick)
+    model, history = train_end_to_end(ae, layer, x, args.epochs, gen, lam=args.lam, loss=args.loss,
+                                      tau_end=args.tau_end, tick=tick)
     with torch.no_grad():
         clusters = model(x).argmax(-1).numpy()
     results[METHODS[3]] = scores(y, clusters)
@@ -214,7 +232,7 @@ def run_seed(X, y, seed, args, Layer, tick=None):
 
 def table(rows, times) -> str:
     lines = [f"{'method':30s} {'ACC':>15s} {'NMI':>15s} {'ARI':>15s} {'s/seed':>7s}"]
-    for method in METHODS:
+    for method in rows:
         cells = [f"{np.mean([r[m] for r in rows[method]]):.3f} ± {np.std([r[m] for r in rows[method]]):.3f}"
                  for m in ("ACC", "NMI", "ARI")]
         lines.append(f"{method:30s} " + " ".join(f"{c:>15s}" for c in cells) + f" {np.mean(times[method]):7.1f}")
@@ -225,12 +243,14 @@ def verdict(rows) -> str:
     """Whether end to end beats each baseline by more than the larger of the two seed spreads (std)."""
     e2e = rows[METHODS[3]]
     parts = []
-    for method in METHODS[:3]:
+    for method in [m for m in rows if m != METHODS[3]]:
         for m in ("ACC", "NMI"):
             a, b = [r[m] for r in e2e], [r[m] for r in rows[method]]
             gap, spread = np.mean(a) - np.mean(b), max(np.std(a), np.std(b))
             word = "beats" if gap > spread else ("is above, within the spread," if gap > 0 else "is below")
-            parts.append(f"end to end {word} {method} on {m}: {gap:+.3f} (spread {spread:.3f})")
+            diff = np.subtract(a, b)
+            parts.append(f"end to end {word} {method} on {m}: {gap:+.3f} (spread {spread:.3f}; paired by seed "
+                         f"{diff.mean():+.3f} ± {diff.std():.3f}, higher on {(diff > 0).sum()}/{len(diff)} seeds)")
     return "\n".join(parts)
 
 
@@ -276,11 +296,18 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds, 0..N-1 (default 10)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1 (the recipe was "
-                        "chosen on seeds 100..104)")
-    parser.add_argument("--smoke", action="store_true", help="1 seed, 3 + 2 epochs: a check that everything runs")
-    parser.add_argument("--pretrain-epochs", type=int, default=100)
+                        "chosen on seeds 100..107)")
+    parser.add_argument("--smoke", action="store_true", help="1 seed, 3 + 2 epochs (+ 2 for the equal-epochs row): a check that everything runs")
+    parser.add_argument("--pretrain-epochs", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=50, help="end-to-end epochs")
     parser.add_argument("--tau", type=float, default=0.2, help="the layer's temperature")
+    parser.add_argument("--tau-end", type=float, default=None,
+                        help="anneal tau geometrically to this value over the end-to-end epochs (default: no annealing)")
+    parser.add_argument("--n-init", type=int, default=10,
+                        help="k-means restarts on the codes, the best inertia kept (two-step and end-to-end init alike)")
+    parser.add_argument("--equal-epochs", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the two-step pipeline with the autoencoder trained alone for pretrain + end-to-end "
+                        "epochs (the same training length as end to end)")
     parser.add_argument("--lam", type=float, default=1.0, help="weight of the clustering loss")
     parser.add_argument("--dim", type=int, default=16, help="code dimension")
     parser.add_argument("--loss", choices=("kl", "kmeans"), default="kl",
@@ -299,18 +326,20 @@ def main(argv=None):
     X, y = load_data()
     Layer = load_layer()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    rows = {m: [] for m in METHODS}
-    times = {m: [] for m in METHODS}
+    methods = METHODS[:3] + (EQUAL,) * args.equal_epochs + METHODS[3:]
+    rows = {m: [] for m in methods}
+    times = {m: [] for m in methods}
     first = None
-    with tqdm(total=len(seeds) * (args.pretrain_epochs + args.epochs), unit="epoch", desc="training") as bar:
+    epochs = args.pretrain_epochs + args.epochs * (1 + args.equal_epochs)
+    with tqdm(total=len(seeds) * epochs, unit="epoch", desc="training") as bar:
         for seed in seeds:
             results, seconds, pieces = run_seed(X, y, seed, args, Layer, tick=lambda: bar.update(1))
             first = first or (seed, pieces)
-            for m in METHODS:
+            for m in methods:
                 rows[m].append(results[m])
                 times[m].append(seconds[m])
             bar.write(f"seed {seed}: " + " | ".join(
-                f"{m.split(' (')[0]} ACC={results[m]['ACC']:.3f} NMI={results[m]['NMI']:.3f}" for m in METHODS))
+                f"{m.split(' (')[0]} ACC={results[m]['ACC']:.3f} NMI={results[m]['NMI']:.3f}" for m in methods))
     print(f"\ndigits (1797 images, 10 classes), {len(seeds)} seed(s) {seeds.start}..{seeds.stop - 1}, "
           f"mean ± std over seeds")
     print(table(rows, times))

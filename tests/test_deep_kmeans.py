@@ -99,3 +99,19 @@ def test_cluster_accuracy_is_the_best_one_to_one_matching(script):
     assert abs(script.cluster_accuracy(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])) - 0.75) < 1e-12
     # a merged cluster: two classes in one cluster count once
     assert abs(script.cluster_accuracy(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0])) - 0.5) < 1e-12
+
+
+def test_tau_annealing_ends_at_tau_end_and_the_default_keeps_tau(script):
+    torch.set_default_dtype(torch.float32)
+    X, _ = script.load_data()
+    x = torch.as_tensor(X[:200])
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    ae = script.AutoEncoder(dim=8, hidden=(32, 16))
+    C = script.codes(ae.encoder, x)[:10]
+    layer = script.load_layer()(C=torch.as_tensor(C, dtype=torch.float32), tau=0.2)
+    script.train_end_to_end(ae, layer, x, 3, gen, tau_end=0.1)
+    assert abs(layer.tau - 0.1) < 1e-12
+    layer = script.load_layer()(C=torch.as_tensor(C, dtype=torch.float32), tau=0.2)
+    script.train_end_to_end(ae, layer, x, 2, gen)
+    assert layer.tau == 0.2
