@@ -338,7 +338,8 @@ def latex_rows(program) -> dict[tuple, Row]:
             rf"k = {first}" if count else rf"k = {first}, {first + 1}, \ldots")
         rows.update(_step_rows("step", p.step, nm, "k", span))
     if p.layers is not None:
-        tying = {True: ", tied", False: ", untied", None: ""}[p.tied]
+        from dpc.graph import tying_words
+        tying = tying_words(p)
         rows[("unroll",)] = Row("T", f"= {p.layers}", tex_text(f"layers{tying}"))
     if p.output:
         final = tex_name(p.output, sup="T") if p.output in nm.states and p.layers else tex_name(p.output)

@@ -124,6 +124,21 @@ def copies(program: Program, decl) -> int:
     return (program.layers or 1) if decl.per_layer else 1
 
 
+def some_tied(program: Program) -> bool:
+    """A learn form with `except` made some of its weights shared by all layers and others per layer."""
+    copies = {d.per_layer for d in program.of_kind("weight")}
+    return program.tied is None and len(copies) == 2
+
+
+def tying_words(program: Program) -> str:
+    """', tied', ', untied', ', W tied; S, theta untied' (learn weights untied except W), or ''."""
+    if not some_tied(program):
+        return {True: ", tied", False: ", untied", None: ""}[program.tied]
+    weights = program.of_kind("weight")
+    return (f", {', '.join(d.name for d in weights if not d.per_layer)} tied; "
+            f"{', '.join(d.name for d in weights if d.per_layer)} untied")
+
+
 def sharing_summary(program: Program) -> list[str]:
     """One line per learned value: its copies. Computed from the program, so it costs the same
     for 16 layers as for 10000."""

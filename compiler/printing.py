@@ -405,7 +405,8 @@ def program_lines(p: Program, latex: bool = False) -> list[tuple[tuple, str]]:
         out += _keyed_step("step", p.step, latex)
         out.append((("block end", "step"), "  }"))
     if p.layers is not None:
-        tying = {True: ", tied", False: ", untied", None: ""}[p.tied]
+        from dpc.graph import tying_words
+        tying = tying_words(p)
         out.append((("unroll",), f"  unroll {p.layers}{tying}"))
     if p.output:
         out.append((("output",), f"  output {p.output}"))

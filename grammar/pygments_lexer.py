@@ -21,8 +21,8 @@ DECLARATIONS = ("network", "dims", "input", "param", "hyper", "let", "var")
 STATEMENTS = ("minimize", "subject", "update", "derive", "relax", "adapt", "unroll", "learn", "output", "backward")
 # `s in SET` (dpc.lower.SETS) and `relax SET -> ...`; a set name is an ordinary name elsewhere.
 SETS = ("nonneg", "box", "onehot", "simplex", "binary", "ball", "l1ball", "sparse")
-# The words of a learn list that are forms or tying, not names (dpc.passes.learn).
-LEARN_WORDS = ("weights", "stepsizes", "coupled", "tied", "untied")
+# The words of a learn list that are forms or tying, not names (dpc.passes.learn; `except`: thresholds.EXCEPT).
+LEARN_WORDS = ("weights", "stepsizes", "coupled", "tied", "untied", "except")
 
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 

@@ -80,11 +80,12 @@ def test_word_lists_are_the_compilers():
 
     from dpc import atoms, lower
     from dpc.grammar import parser, pygments_lexer
+    from dpc.passes.thresholds import EXCEPT, TYING
     learn = importlib.import_module("dpc.passes.learn")  # the package's `learn` is the pass function
     assert set(pygments_lexer.ATOMS) == set(atoms.ATOMS)
     assert set(pygments_lexer.SETS) == set(lower.SETS)
     assert set(pygments_lexer.DECLARATIONS + pygments_lexer.STATEMENTS) == set(parser.KEYWORDS)
-    assert set(learn.LEARN_FORMS) <= set(pygments_lexer.LEARN_WORDS)
+    assert set(learn.LEARN_FORMS) | set(TYING) | {EXCEPT} <= set(pygments_lexer.LEARN_WORDS)
 
 
 def test_pygments_finds_the_lexer_through_the_entry_point():

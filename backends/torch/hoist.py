@@ -16,8 +16,9 @@ from dpc.ir import Program, Step, make_symbol
 def hoist_vectors(p: Program, ns, first: Step | None, step: Step, varying: set[str]):
     """Vector subexpressions that read inputs and nothing in `varying` (states, temporaries, per-layer
     values) are computed once, before the first layer. Returns (first, step, [(name, expr)]), the steps
-    reading the names; only where the weights are tied."""
-    if p.tied is not True:
+    reading the names; only where the weights are tied, or some are (`learn weights untied except W`: the
+    tied W's W @ x once, the per-layer S_k and theta_k stay in the loop)."""
+    if p.tied is not True and not graph.some_tied(p):
         return first, step, []
     inputs = {d.name for d in p.of_kind("input")}
     found: dict = {}

@@ -1,10 +1,12 @@
 """learn: what becomes trainable, and whether layers share it.
 
-`learn weights [tied | untied]`: inside every thresholding atom (soft, softpos, hard)
-of the update, expand the argument, collect the coefficient of each state (S) and of
-each input (W), the constant term (b, if any) and the threshold (theta); each becomes
-a parameter initialised to its symbolic value, so the untrained network is the
-algorithm it came from. untied (the default) gives every layer its own copy.
+`learn weights [tied | untied] [except NAME ...]`: inside every thresholding atom (soft,
+softpos, hard) of the update, expand the argument, collect the coefficient of each state (S)
+and of each input (W), the constant term (b, if any) and the threshold (theta); each becomes
+a parameter initialised to its symbolic value, so the untrained network is the algorithm it
+came from. untied (the default) gives every layer its own copy. The names after `except`
+(a weight, W2; or a kind, W, S, b, theta) take the other tying: `learn weights untied except W`
+is the reference LISTA (one input weight W for all layers, S_t and theta_t per layer).
 
 `learn NAME, ...`: those params or hypers become trainable as they are; lets computed
 from them are recomputed in forward. `learn rho untied` gives every layer its own copy (a
@@ -24,7 +26,7 @@ from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.learn_coupled import learn_coupled
 from dpc.passes.learn_stepsizes import learn_stepsizes
 from dpc.passes.solves import close_solves, open_solves
-from dpc.passes.thresholds import TYING, fail, inline_temps, map_thresholds, tying, weight, with_learned
+from dpc.passes.thresholds import TYING, Tying, fail, inline_temps, map_thresholds, weight, weight_tying, with_learned
 from dpc.printing import math
 
 def learn(program: Program, directive: Directive) -> Program:
@@ -92,8 +94,11 @@ def _learn_name(program: Program, name: str, span, per_layer: bool | None = None
 def _learn_weights(program: Program, directive: Directive, item) -> Program:
     if "coupled" in [w for w, _ in item[1:]]:  # LISTA-CP: z + W (x - D z)
         return learn_coupled(program, directive, item)
-    tied = tying(program, item, allowed=("coupled",))
+    tying = weight_tying(program, item, allowed=("coupled",))
     if program.step is None and program.closed_form:  # derive closed: free the layer's weight and bias
+        if tying.exceptions:
+            raise fail(program, "learn weights ... except: a closed form is one layer, there is nothing to untie",
+                       tying.exceptions[0][1], "write learn weights")
         from dpc.passes.closed import learn_closed_weights
         return learn_closed_weights(program, directive)
     if program.step is None:
@@ -104,18 +109,19 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
     lines: list[str] = []
     taken: set[str] = set()
     step, count = map_thresholds(program, lambda atom, index: _linearise(
-        program, directive, atom, variables, index, learned, lines, not tied, taken), atoms.LINEARISED_ATOMS)
+        program, directive, atom, variables, index, learned, lines, tying, taken), atoms.LINEARISED_ATOMS)
     if not count:
         raise fail(program, "learn weights found no soft/softss/softpos/hard threshold or clamp/relu projection "
                    "in the update to linearise",
                    directive.span, "learn the params by name instead, e.g. learn D, lam")
-    sharing = "shared by all layers" if tied else "one copy per layer"
+    tied = tying.finish(program, directive, learned)
     return with_learned(program, step, tied, learned).noted(
-        directive.label(), *lines, f"weights: {sharing}", *[f"{name} <- {math(e)}" for name, e in step.assigns])
+        directive.label(), *lines, f"weights: {Tying.sharing(learned, tied)}", *[f"{name} <- {math(e)}" for name, e in step.assigns])
 
 
 def _linearise(program, directive, atom, variables, index, learned, lines, per_layer, taken):
-    """soft(arg, t) -> soft(W @ x + S @ z + b, theta), each weight initialised to its coefficient in arg; a
+    """soft(arg, t) -> soft(W @ x + S @ z + b, theta), each weight initialised to its coefficient in arg and
+    per layer as per_layer (the form's Tying) says for its name, base and kind; a
     projection of a threshold (clamp(soft(arg, t), lo, hi), the prox of a*norm1 on a box) linearises the
     threshold inside and keeps the projection's bounds."""
     arg = atom.args[0]
@@ -139,12 +145,13 @@ def _linearise(program, directive, atom, variables, index, learned, lines, per_l
     for group, base in ((inputs, "W"), (states, "S")):
         for v in group:
             name = base + ("" if len(group) == 1 else f"_{v.name}") + suffix
-            w = weight(program, name, (rows, str(v.shape[0])), coeffs[v], directive, per_layer, taken)
+            w = weight(program, name, (rows, str(v.shape[0])), coeffs[v], directive, per_layer, taken,
+                       also=(base, base + ("" if len(group) == 1 else f"_{v.name}")))
             learned.append(w)
             lines.append(f"{w.name} = {math(coeffs[v])}")
             terms.append(make_symbol(w.name, w.shape) * v)
     if bias is not None and not algebra.is_zero(bias):
-        b = weight(program, "b" + suffix, (rows,), bias, directive, per_layer, taken)
+        b = weight(program, "b" + suffix, (rows,), bias, directive, per_layer, taken, also=("b",))
         learned.append(b)
         lines.append(f"{b.name} = {math(bias)}")
         terms.append(make_symbol(b.name, b.shape))
@@ -152,7 +159,7 @@ def _linearise(program, directive, atom, variables, index, learned, lines, per_l
     if not isinstance(atom, atoms.THRESHOLD_ATOMS):  # a projection (clamp, relu): its bounds are the constraint
         return atom.func(new_arg, *atom.args[1:])
     threshold = atom.args[1]
-    theta = weight(program, "theta" + suffix, (), threshold, directive, per_layer, taken)
+    theta = weight(program, "theta" + suffix, (), threshold, directive, per_layer, taken, also=("theta",))
     learned.append(theta)
     lines.append(f"{theta.name} = {math(threshold)}")
     return atom.func(new_arg, sp.Symbol(theta.name, real=True), *atom.args[2:])

@@ -15,12 +15,12 @@ from sympy import Identity, MatAdd, MatMul
 
 from dpc import algebra
 from dpc.ir import Directive, Program, make_symbol
-from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight, with_learned
+from dpc.passes.thresholds import Tying, fail, inline_temps, map_thresholds, weight, weight_tying, with_learned
 from dpc.printing import math
 
 
 def learn_coupled(program: Program, directive: Directive, item) -> Program:
-    tied = tying(program, item, allowed=("coupled",))
+    tying = weight_tying(program, item, allowed=("coupled",))
     if program.step is None:
         raise fail(program, "learn weights needs an update", directive.span, "put it after derive (or write an update)")
     variables = [d.symbol for d in program.of_kind("var", "input") if d.shape]
@@ -45,8 +45,8 @@ def learn_coupled(program: Program, directive: Directive, item) -> Program:
                        f"{math(coeffs[z])}, is not I - A @ R for A = {math(coeffs[x])}, the coefficient of {x.name}",
                        directive.span, "coupling needs ISTA's residual form z - A @ (R @ z - x)")
         suffix = "" if index == 1 else str(index)
-        W = weight(program, "W" + suffix, (str(z.shape[0]), str(x.shape[0])), coeffs[x], directive, not tied, taken)
-        theta = weight(program, "theta" + suffix, (), threshold, directive, not tied, taken)
+        W = weight(program, "W" + suffix, (str(z.shape[0]), str(x.shape[0])), coeffs[x], directive, tying, taken, also=("W",))
+        theta = weight(program, "theta" + suffix, (), threshold, directive, tying, taken, also=("theta",))
         learned.extend([W, theta])
         lines.extend([f"{W.name} = {math(coeffs[x])}", f"{theta.name} = {math(threshold)}",
                       f"{math(coeffs[z])} = eye - {W.name} @ {math(R)}: {math(R)} stays fixed"])
@@ -59,8 +59,9 @@ def learn_coupled(program: Program, directive: Directive, item) -> Program:
     if not count:
         raise fail(program, "learn weights coupled found no soft/softss/softpos/hard threshold in the update",
                    directive.span)
+    tied = tying.finish(program, directive, learned)
     return with_learned(program, step, tied, learned).noted(
-        directive.label(), *lines, f"weights: {'shared by all layers' if tied else 'one copy per layer'}",
+        directive.label(), *lines, f"weights: {Tying.sharing(learned, tied)}",
                    *[f"{name} <- {math(e)}" for name, e in step.lets + step.assigns])
 
 

@@ -16,12 +16,12 @@ from sympy import MatAdd, MatMul
 
 from dpc import algebra
 from dpc.ir import Directive, Program
-from dpc.passes.thresholds import fail, inline_temps, map_thresholds, tying, weight, with_learned
+from dpc.passes.thresholds import Tying, fail, inline_temps, map_thresholds, weight, weight_tying, with_learned
 from dpc.printing import math
 
 
 def learn_stepsizes(program: Program, directive: Directive, item) -> Program:
-    tied = tying(program, item)
+    tying = weight_tying(program, item)
     if program.step is None:
         raise fail(program, "learn stepsizes needs an update", directive.span,
                    "put it after derive (or write an update)")
@@ -40,8 +40,8 @@ def learn_stepsizes(program: Program, directive: Directive, item) -> Program:
         step_body = MatAdd(*[(k / c) * body for k, body in scaled]).doit() if len(scaled) > 1 else scaled[0][1]
         sign = -1 if c.could_extract_minus_sign() else 1
         suffix = "" if index == 1 else str(index)
-        gamma = weight(program, "gamma" + suffix, (), sign * c, directive, not tied, taken)
-        theta = weight(program, "theta" + suffix, (), threshold, directive, not tied, taken)
+        gamma = weight(program, "gamma" + suffix, (), sign * c, directive, tying, taken, also=("gamma",))
+        theta = weight(program, "theta" + suffix, (), threshold, directive, tying, taken, also=("theta",))
         learned.extend([gamma, theta])
         lines.extend([f"{gamma.name} = {math(gamma.value)}  (step size of {math(step_body)})",
                       f"{theta.name} = {math(threshold)}"])
@@ -53,7 +53,8 @@ def learn_stepsizes(program: Program, directive: Directive, item) -> Program:
     if not count:
         raise fail(program, "learn stepsizes found no soft/softss/softpos/hard threshold in the update",
                    directive.span)
-    per = "shared by all layers" if tied else f"one copy per layer: {len(learned)} numbers a layer"
+    tied = tying.finish(program, directive, learned)
+    per = Tying.sharing(learned, tied) if tied is not False else f"one copy per layer: {len(learned)} numbers a layer"
     return with_learned(program, step, tied, learned).noted(directive.label(), *lines, f"step sizes and thresholds: {per}",
                    *[f"{name} <- {math(e)}" for name, e in step.lets + step.assigns])
 
