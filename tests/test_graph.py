@@ -85,11 +85,14 @@ def test_learned_nodes_are_the_modules_parameters(example):
     for _, data in g.nodes(data=True):
         if data["role"] == "param":
             drawn.setdefault(data["name"], []).append(data["layer"])
-    names = {name.split(".")[0] for name, _ in module.named_parameters()}  # S.3 is layer 3's copy of S
+    # S.3 is layer 3's copy of S; rho_raw holds a learned value kept > 0 (its softplus is rho)
+    stored = {name.split(".")[0] for name, _ in module.named_parameters()}
+    names = {n.removesuffix("_raw") if n.endswith("_raw") and program.has(n.removesuffix("_raw")) else n
+             for n in stored}
     assert set(drawn) == names
     count = program.layers or 1
     for name in names:
-        tensor = layers(module, name)
+        tensor = layers(module, name if name in stored else name + "_raw")
         if tensor.dim() == len(program.decl(name).shape) + 1:  # one copy per layer
             assert tensor.shape[0] == count
             assert sorted(drawn[name]) == list(range(1, count + 1)), name
