@@ -219,3 +219,16 @@ def test_except_on_a_closed_form_is_an_error():
     text = LASSO.replace("derive proxgrad(step = 1/L)\nunroll 4", "derive closed")
     with pytest.raises(DpcError):
         run_text(text.format(learn="learn weights untied except W"))
+
+
+def test_the_fuzzer_writes_per_value_tying_and_it_agrees_with_the_reference():
+    import random
+    import re
+
+    from dpc.fuzz.check import classify
+    from dpc.fuzz.generate import generate
+    written = [text for text in (generate(random.Random(seed)) for seed in range(400))
+               if re.search(r"^learn .*weights untied except W\b", text, re.M)]
+    assert written
+    outcomes = [classify(text, seed).outcome for seed, text in enumerate(written[:8])]
+    assert "ok" in outcomes and set(outcomes) <= {"ok", "rejected", "too_large", "ill_conditioned"}, outcomes

@@ -42,7 +42,7 @@ It writes objective programs (LASSO and relatives, constraints, derive proxgrad/
 relax), k-means style closed forms (sum_j, relax onehot/binary), update programs (one state or a
 block of simultaneous states with lets, ISTA-like thresholded affine updates or random
 expressions), programs without params, deep random expressions, and every directive (unroll, learn
-weights tied/untied/coupled, learn stepsizes, learn NAME [tied | untied], adapt gates/support, output NAME or
+weights tied/untied/coupled [except NAME ...], learn stepsizes, learn NAME [tied | untied], adapt gates/support, output NAME or
 EXPR; the copies of `learn NAME untied` are scaled apart and given to the reference). Mutation
 (dpc.fuzz.mutate) edits examples and generated programs at the text level: lines, tokens, numbers, names,
 odd characters, deep nesting.

@@ -172,6 +172,10 @@ class Gen(Expressions):
             learn.append(self.weighted([
                 (4, "weights"), (2, "weights tied"), (2, "weights untied"), (1.5, "weights coupled"),
                 (0.5, "weights coupled tied"), (1.5, "stepsizes"), (0.7, "stepsizes tied"),
+                # per-value tying: the reference LISTA's one W with S_t, theta_t per layer, and the reverse
+                (1, "weights untied except W"), (0.5, "weights tied except theta"), (0.3, "weights tied except S"),
+                (0.3, "weights coupled untied except W"), (0.3, "stepsizes untied except gamma"),
+                (self.mistake(0.1), "weights except W"), (self.mistake(0.1), "weights untied except W untied"),
                 (self.mistake(0.3), "weights sideways")]))
         if learnable and self.chance(0.35):
             learn += self.r.sample(list(learnable), self.r.randint(1, min(2, len(learnable))))
