@@ -27,7 +27,10 @@ time fits in --cvx-budget seconds; otherwise dpc at 128 is matched to cvxpylayer
 
     python benchmarks/fixed_point.py --threads 1     # both parts; 166 s on 2 loaded cores (load average 3-4)
     python benchmarks/fixed_point.py --quick         # smoke run at toy sizes (about 30 s there)
-    python benchmarks/fixed_point.py --part memory   # or --part peers
+    python benchmarks/fixed_point.py --part memory   # or --part peers, --part adjoint
+
+Part 3, the adjoint: backward implicit's Anderson-accelerated adjoint against the plain fixed-point adjoint
+(iterations per sample, and the gradient of both) on LASSO layers that contract slower and slower.
 
 Measures and reports; asserts nothing (tests/test_benchmarks.py runs --quick and checks what it reports).
 """
@@ -370,12 +373,51 @@ def _report(m, n, rows, log):
             f"{fmt_ms(r['fwd'])} | {fmt_ms(r['fwd_bwd'])} | {r['calls']} | {ratio} |")
 
 
+# ------------------------------------------------------------------ part 3: the adjoint's iterations
+
+def run_adjoint(args, log):
+    """backward implicit's adjoint, Anderson acceleration (the generated _implicit_layer) against the plain
+    fixed-point iteration (the same helper with a memory of one iterate), on LASSO layers whose ISTA
+    contracts slower and slower (two dictionary columns closer and closer); float64, tol 1e-10, one sample
+    per row; the gradient dL/dlam of both and their relative difference."""
+    import functools
+    from dpc.api import compile_source
+    rows = []
+    spreads = [0.3, 0.1] if args.quick else [0.3, 0.1, 0.05, 0.03]
+    source = compile_source(deq_source(1e-10, 10**6, "implicit"), "lasso_deq.dp")
+    namespace = {"__name__": "adjoint_bench"}
+    exec(compile(source, "lasso_deq.py", "exec"), namespace)
+    cls, helper = namespace["LassoDEQ"], namespace["_implicit_layer"]
+    log("| D's columns 0 and 1 differ by | forward iterations | adjoint: plain | adjoint: Anderson | ratio | "
+        "dL/dlam plain vs Anderson |")
+    log("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for spread in spreads:
+        rng = np.random.default_rng(args.seed + 1)
+        m, n = 40, 20
+        D = rng.standard_normal((m, n)) / np.sqrt(m)
+        D[:, 1] = D[:, 0] + spread * rng.standard_normal(m) / np.sqrt(m)
+        x = torch.tensor(rng.standard_normal((1, m)))
+        target = torch.tensor(np.random.default_rng(3).standard_normal((1, n)))
+        found = {}
+        for memory in (1, 6):
+            namespace["_implicit_layer"] = functools.partial(helper, memory=memory)
+            net = cls(D=torch.tensor(D), lam=0.02, constrain=False)
+            z, info = net(x, info=True)
+            ((z - target) ** 2).sum().backward()
+            found[memory] = (int(info["iterations"][0]), int(info["adjoint_iterations"][0]), float(net.lam_raw.grad))
+        namespace["_implicit_layer"] = helper
+        (fwd, plain, g1), (_, anderson, g6) = found[1], found[6]
+        rows.append(dict(spread=spread, forward=fwd, plain=plain, anderson=anderson, grad_diff=abs(g1 - g6) / abs(g6)))
+        log(f"| {spread} | {fwd} | {plain} | {anderson} | {plain / anderson:.1f}x | {abs(g1 - g6) / abs(g6):.1e} |")
+    return rows
+
+
 # ------------------------------------------------------------------ main
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run at toy sizes")
-    ap.add_argument("--part", choices=("all", "memory", "peers"), default="all")
+    ap.add_argument("--part", choices=("all", "memory", "peers", "adjoint"), default="all")
     ap.add_argument("--mem-size", type=lambda s: parse_sizes(s)[0], default=None, help="m x n (default 250x500)")
     ap.add_argument("--mem-batch", type=int, default=None, help="default 64")
     ap.add_argument("--mem-iters", type=ints, default=None, help="max iterations, default 50,200,800")
@@ -422,6 +464,10 @@ def main(argv=None):
     if args.part in ("all", "peers"):
         log("")
         result["peers"] = run_peers(args, log)
+    if args.part in ("all", "adjoint"):
+        log("")
+        log("the adjoint of backward implicit (Anderson, memory 6, against the plain fixed-point iteration):")
+        result["adjoint"] = run_adjoint(args, log)
     log("")
     log(f"total {time.perf_counter() - start:.0f} s, load average now {os.getloadavg()[0]:.2f}")
     if args.json:

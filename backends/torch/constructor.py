@@ -49,7 +49,7 @@ def write_init(code: Code, out: Lines):
         if d.name in plan.constrained:
             c = plan.constrained[d.name]
             value = f"torch.as_tensor(float({d.name}), {scalar})"
-            if c.relation is not None:  # the raw value whose softplus is the value given
+            if c.relation is not None:  # the raw r with log(1 + exp(r)) = the value given
                 value = f"{code.use('_learned')}({d.name}, {like}, {plan.constrain})"
             if d.per_layer:
                 out(f"self.{c.raw} = {_per_layer(code, d.name, value)}", 2)

@@ -65,7 +65,7 @@ def _constrained(plan: Plan) -> str:
     """The paragraph on learned values kept in their sets (plan.constrained)."""
     shown = []
     for name, c in plan.constrained.items():
-        how = f"softplus(self.{c.raw})" if c.relation else f"self.{c.raw}"
+        how = f"log(1 + exp(self.{c.raw}))" if c.relation else f"self.{c.raw}"
         how += " clamped to its bound" if c.bounds else ""
         shown.append(f"{name} = {how}")
     return (f"Kept in their sets while training: {listing(shown)}; the state_dict holds the raw parameters, "

@@ -292,7 +292,7 @@ def write_objective(code: Code, out: Lines):
 
 
 def write_properties(code: Code, out: Lines):
-    """Each constrained learned value (plan.constrained) by its own name: softplus of its raw parameter, then
+    """Each constrained learned value (plan.constrained) by its own name: log(1 + exp(raw)), then
     clamped by its bounds; with constrain=False, the raw parameter itself (for a per-layer value, a list of
     every layer's, layer k's at [k])."""
     plan, p = code.plan, code.p
@@ -303,7 +303,7 @@ def write_properties(code: Code, out: Lines):
         d = p.decl(name)
         wants = [RELATIONS_SHOWN[c.relation]] if c.relation else []
         wants += [f"{'below' if b.upper else 'above'} {math(b.bound)}" for b in c.bounds]
-        how = f"softplus(self.{c.raw})" if c.relation else f"self.{c.raw}"
+        how = f"log(1 + exp(self.{c.raw}))" if c.relation else f"self.{c.raw}"
         how += ", clamped to its bound" if c.bounds else ""
         reasons = "; ".join(dict.fromkeys(([c.why] if c.why else []) + [b.why for b in c.bounds]))
         out("@property", 1)

@@ -45,11 +45,11 @@ class Bound:
 @dataclass(frozen=True)
 class Constrained:
     """A learned hyper with a requirement: trained as `raw` (its nn.Parameter), exposed by its own name as
-    softplus(raw) (> 0 or >= 0), then clamped by its bounds; the constructor's `constrain=False` keeps the
+    log(1 + exp(raw)) (> 0 or >= 0), then clamped by its bounds; the constructor's `constrain=False` keeps the
     value itself in `raw`."""
 
     raw: str
-    relation: str | None   # "positive" or "nonnegative" (softplus), None: only bounds
+    relation: str | None   # "positive" or "nonnegative" (log(1 + exp(raw))), None: only bounds
     why: str
     bounds: tuple = ()
 
@@ -311,7 +311,7 @@ def _plan_fixed_point(p: Program, ns, common: dict, step: Step, hoisted, output_
 
 def _constrained(p: Program, ns) -> dict:
     """The learned scalar hypers with a requirement (dpc.requirements.learned_requirements): a sign (expr a
-    positive multiple of the hyper: > 0 or >= 0) is kept by softplus; a requirement linear in the hyper that
+    positive multiple of the hyper: > 0 or >= 0) is kept by log(1 + exp(raw)); a requirement linear in the hyper that
     also reads other values (a step bound) by a clamp, on the last-declared learned hyper it reads."""
     from dpc.requirements import default_number, learned_requirements
     hypers = [d for d in p.of_kind("hyper") if d.trainable and not d.shape]

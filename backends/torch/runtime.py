@@ -41,14 +41,16 @@ def _until(update, states, watched, tol, steps, history=False):
     change by at most tol of their norm (_until_step), or `steps` times. Returns (states, info, history):
     info = {"iterations", "residual", "converged"}, one entry per sample; history, when asked for, the states
     after every iteration run. Eagerly a Python loop that stops when every sample is done (one bool() per
-    iteration); under torch.compile and torch.export (no history) one while_loop, the same iterations
-    without a host sync or a data-dependent guard."""
+    iteration); traced by torch.export, or by torch.compile without grad (no history), one while_loop: the
+    same iterations without a host sync or a data-dependent guard."""
     batch, like = states[0].shape[0], states[0]
     done = torch.zeros(batch, dtype=torch.bool, device=like.device)
     iterations = torch.zeros(batch, dtype=torch.int64, device=like.device)
     residual = torch.full((batch,), float("inf"), dtype=like.dtype, device=like.device)
     kept = []
-    if torch.compiler.is_compiling() and not history:
+    # one while_loop where torch.compile or torch.export trace the module for inference (no graph to keep
+    # through the loop); training under torch.compile runs the Python loop below (a graph break at bool())
+    if torch.compiler.is_compiling() and not history and (torch.compiler.is_exporting() or not torch.is_grad_enabled()):
         from torch._higher_order_ops import while_loop
 
         def more(k, done, iterations, residual, *states):
@@ -184,23 +186,23 @@ def _module_repr(module):
 
 POSITIVE = helper("_positive", '''
 def _positive(raw):
-    """softplus(raw) = log(1 + exp(raw)), > 0 for every raw: how a learned value that must be > 0 (or >= 0)
-    is trained (linear only past raw = 40, where the rest is below 1e-17)."""
-    return F.softplus(raw, threshold=40)
+    """log(1 + exp(raw)), > 0 for every raw (computed without overflow): how a learned value that must be
+    > 0 (or >= 0) is trained."""
+    return torch.logaddexp(raw, torch.zeros_like(raw))
 ''')
 
 POSITIVE_INVERSE = helper("_positive_inverse", '''
 def _positive_inverse(value):
-    """The raw parameter whose softplus is value: value + log(1 - exp(-value)), so the untrained network
+    """The raw parameter r with log(1 + exp(r)) = value: value + log(1 - exp(-value)), so the untrained network
     is unchanged (to rounding). A value of 0 (allowed for >= 0) starts at the smallest normal number's, whose
-    softplus is 0 to float precision."""
+    image is 0 to float precision."""
     value = torch.as_tensor(value).clamp_min(torch.finfo(torch.as_tensor(value).dtype).tiny)
     return value + torch.log(-torch.expm1(-value))
 ''')
 
 LEARNED = helper("_learned", '''
 def _learned(value, like, constrain):
-    """The raw parameter's start for a value kept > 0 or >= 0 (softplus(raw) = value), in like's dtype and
+    """The raw parameter's start for a value kept > 0 or >= 0 (log(1 + exp(raw)) = value), in like's dtype and
     device; the value itself when constrain is False."""
     value = torch.as_tensor(float(value), dtype=like.dtype, device=like.device)
     return _positive_inverse(value) if constrain else value
