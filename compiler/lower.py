@@ -38,7 +38,7 @@ _MODULE_ATTRIBUTES = {
 # Module-level names of a generated module: its imports and helpers (a class named `torch` would shadow them).
 MODULE_NAMES = {"torch", "nn", "F"}
 RESERVED = (set(keyword.kwlist) | set(dir(builtins)) | _MODULE_ATTRIBUTES | MODULE_NAMES
-            | {"self", "per_layer_parameters"})
+            | {"self", "per_layer_parameters", "constrain", "info", "last_info"})  # the module's own keywords
 CLASS_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | MODULE_NAMES
 
 SETS = {"nonneg": 0, "box": 2, "onehot": 0, "simplex": 0, "binary": 0, "ball": 1, "l1ball": 1, "sparse": 1}
