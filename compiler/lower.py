@@ -691,8 +691,12 @@ class _Lowering:
         if name not in vars_:
             if name in env.failed:
                 raise FollowOn()
+            try:  # the hint's declaration takes the shape of the value assigned
+                shape = show_shape(_lower(item.expr, env)[1])
+            except DpcError:
+                shape = "R[n]"
             raise DpcError(f"'{name}' is not a var; only vars are updated", item.target.span,
-                           f"declare it: var {name} : R[...] = 0")
+                           f"declare it: var {name} : {shape} = 0")
         if name in seen:
             raise DpcError(f"'{name}' is updated twice", item.target.span)
         seen.add(name)

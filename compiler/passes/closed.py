@@ -64,7 +64,8 @@ def _span(program: Program, term, directive):
     return directive.span
 
 
-NO_CLOSED_HINT = "use derive proxgrad(step = ...) and unroll T to iterate instead"
+NO_CLOSED_HINT = ("to iterate instead, write `derive proxgrad` and, on the next line, `unroll 16` in place of "
+                  "`derive closed`")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def derive_closed(program: Program, directive: Directive) -> Program:
         if c.set in ("onehot", "binary"):
             raise _fail(program, f"derive closed: `{format_constraint(c)}` has no differentiable closed form "
                         "(its minimiser is a hard argmin)", c.span,
-                        f"relax it first: relax {c.set} -> {'softmax(tau)' if c.set == 'onehot' else 'sigmoid(tau)'}")
+                        f"relax it first: relax {c.set} -> {'softmax(0.1)' if c.set == 'onehot' else 'sigmoid(0.1)'}")
     if not constraints:
         return _quadratic(program, directive, var)
     if len(constraints) > 1:
@@ -203,7 +204,7 @@ def _form(program, directive, var, constraint, regulariser) -> Form:
     if regulariser is None:
         raise _fail(program, f"derive closed: a linear cost over `{format_constraint(constraint)}` is minimised "
                     "at a vertex (a hard argmin), which has no differentiable closed form", constraint.span,
-                    "relax a onehot constraint with entropy: relax onehot -> softmax(tau)")
+                    "relax a onehot constraint with entropy: relax onehot -> softmax(0.1)")
     for form in FORMS:
         if form.regulariser is regulariser[0] and constraint.set == form.set and constraint.args == form.args:
             return form
@@ -331,8 +332,10 @@ def learn_closed_weights(program: Program, directive: Directive) -> Program:
     initialised to their values (2*C/tau and -rowsqnorm(C)/tau for k-means)."""
     layer = [d for d in program.decls if d.kind == "let" and d.note == LAYER_NOTE]
     if not layer:
+        params = ", ".join(d.name for d in program.of_kind("param"))
         raise _fail(program, "learn weights: the closed form has no affine layer to free", directive.span,
-                    "learn the params by name instead, e.g. learn C")
+                    f"learn the params by name instead: write `learn {params}` in place of `{directive.label()}`"
+                    if params else None)
     lines = []
     for d in layer:
         program = program.with_decl(replace(d, kind="weight", trainable=True, per_layer=False))
