@@ -11,7 +11,7 @@ from dpc.errors import DpcError, deep_nesting
 from dpc.grammar import parse
 from dpc.grammar.parser import nesting_error
 from dpc.ir import Directive, Program
-from dpc.literals import MAX_UNROLL, LiteralError, check_derived_constants, parse_count, parse_value
+from dpc.literals import MAX_UNROLL, MAX_UNTIL, LiteralError, check_derived_constants, parse_count, parse_value
 from dpc.lower import lower_program
 from dpc.passes import DERIVE_OPTIONS, IMPLICIT, PASSES, methods
 from dpc.passes.backward import check_fixed_point
@@ -40,10 +40,12 @@ def parse_overrides(items) -> dict[str, str]:
 def _apply_overrides(program: Program, directives: list[Directive], overrides: dict[str, str]):
     for key, value in overrides.items():
         if key == "unroll":
-            count = _override("unroll", value, lambda v: parse_count(v, "--set unroll", MAX_UNROLL))
             found = [d for d in directives if d.kind == "unroll"]
             if not found:
                 raise DpcError("--set unroll: the program has no `unroll` to override")
+            # on `unroll until(...)` it sets the loop's max, bounded as `max = ...` is (MAX_UNTIL), not layers
+            high = MAX_UNROLL if any(d.count is not None for d in found) else MAX_UNTIL
+            count = _override("unroll", value, lambda v: parse_count(v, "--set unroll", high))
             directives = [_unrolled(d, count) if d.kind == "unroll" else d for d in directives]
         elif program.has(key) and program.decl(key).kind == "hyper":
             number = _override(key, value, parse_value)

@@ -36,6 +36,23 @@ def test_set_overrides_unroll_and_hyper_defaults():
     assert "def __init__(self, *, D, lam=0.25, steps=32):" in result.stdout
 
 
+def test_set_unroll_on_until_allows_maxes_past_the_layer_cap(tmp_path):
+    # on `unroll until(...)` --set unroll=N sets the loop's max, bounded as `max = ...` is (MAX_UNTIL), not by
+    # the 10000 stored layers that bound a plain `unroll N`
+    src = tmp_path / "until.dp"
+    src.write_text("network P\ndims m, n\ninput x : R[m]\nparam D : R[m, n]\nhyper lam = 0.1\n"
+                   "let L = opnorm(D)^2\nvar z : R[n] = 0\nminimize 0.5 * sqnorm(x - D @ z) + lam * norm1(z)\n"
+                   "derive proxgrad(step = 1/L)\nunroll until(tol = 1e-6, max = 500)\n")
+    result = run_dpc("compile", str(src), "--set", "unroll=20000", "-o", "-")
+    assert result.returncode == 0, result.stderr
+    assert "steps=20000):" in result.stdout
+    assert run_dpc("compile", str(src), "--set", "unroll=1000000000", "-o", "-").returncode == 0
+    over = run_dpc("compile", str(src), "--set", "unroll=1000000001", "-o", "-")
+    assert over.returncode != 0 and "at most 1000000000" in over.stderr
+    plain = run_dpc("compile", "examples/lista.dp", "--set", "unroll=20000", "-o", "-")
+    assert plain.returncode != 0 and "at most 10000" in plain.stderr
+
+
 def test_explain_shows_every_pass():
     result = run_dpc("explain", "examples/lista.dp")
     assert result.returncode == 0
