@@ -24,8 +24,20 @@ _TOKEN_NAMES = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
     "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
     "SLASH": "'/'", "AT": "'@'", "CIRCUMFLEX": "'^'", "CMP": "'>=' or '<='", "SUM_INDEX": "sum_j",
-    "__ANON_0": "'<-'", "$END": "end of file",
+    "$END": "end of file",
 }
+
+
+def _token_name(t: str) -> str:
+    """A terminal's friendly name; lark's anonymous ones (__ANON_n, numbered by the grammar's order) by
+    their text, e.g. '<-'."""
+    if t in _TOKEN_NAMES:
+        return _TOKEN_NAMES[t]
+    if t.startswith("__ANON"):
+        pattern = {term.name: term.pattern.value for term in _parser().terminals}.get(t)
+        if pattern is not None:
+            return f"'{pattern}'"
+    return f"'{t.lower()}'" if t.isalpha() and t.isupper() and len(t) < 12 else t
 
 
 @lru_cache(maxsize=1)
@@ -246,8 +258,7 @@ class _ToAst(Transformer_NonRecursive):  # iterative: a sum of 1000 terms is a t
 
 
 def _describe_expected(expected) -> str:
-    names = sorted({_TOKEN_NAMES.get(t, f"'{t.lower()}'" if t.isalpha() and t.isupper() and len(t) < 12
-                                     else t) for t in expected})
+    names = sorted({_token_name(t) for t in expected})
     keywords = [n for n in names if n.strip("'").lower() in KEYWORDS]
     others = [n for n in names if n not in keywords]
     if keywords and len(keywords) > 4:
@@ -297,7 +308,9 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> DpcError:
             span = ast.Span(file, tok.line, tok.column, tok.end_line or tok.line,
                             tok.end_column or tok.column + len(str(tok)))
         message = f"unexpected {shown}; expected {_describe_expected(err.expected)}"
-        if tok.type in ("RPAR", "RSQB"):
+        if tok.type == "EQUAL" and "'<-'" in {_token_name(t) for t in err.expected}:  # `update z = ...`
+            hint = "an update is written `z <- expr`: write `<-` in place of `=`"
+        elif tok.type in ("RPAR", "RSQB"):
             hint = "this bracket closes nothing: check the brackets before it"
         elif tok.type == "_NL" and "RPAR" in err.expected:
             hint = "a '(' on this line is never closed"

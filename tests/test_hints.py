@@ -26,6 +26,8 @@ TV = LASSO.replace("input x : R[m]", "input x : R[n]").replace(
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 UPDATE, SC2NET, ALISTA, KMEANS = ((EXAMPLES / f"{name}.dp").read_text()
                                   for name in ("lista_update", "sc2net", "alista", "kmeansnet"))
+RPCA = "".join(line.split("#")[0].rstrip() + "\n" for line in (EXAMPLES / "rpca.dp").read_text().splitlines())
+CLOSED = LASSO.replace("derive proxgrad(step = 1/L)\nunroll 3", "derive closed")
 
 # (id, program, a substring of the hint, old, new[, everywhere]): the hint asks to replace old by new (every
 # occurrence where the row says True: a rename)
@@ -167,6 +169,23 @@ HINTS = [
         "lam * norm1(z)", "lam * norm1(z) + mu * sqnorm(z)"), "write 0 if you mean zero", "1e-400", "0"),
     ("too many layers", LASSO.replace("unroll 3", "unroll 100000"), "write a whole number from 1 to", "unroll 100000",
      "unroll 3"),
+    ("an update written with =", UPDATE.replace("update z <- ", "update z = "), "an update is written `z <- expr`",
+     "update z = ", "update z <- "),
+    # passes/composite.py, joint.py, thresholds.py, closed.py
+    ("two non-smooth terms under pdhg", TV.replace("lam * norm1(D @ z)", "lam * norm1(D @ z) + lam * norm1(z)").replace(
+        "derive proxgrad(step = 1/L)", "derive pdhg"), "keep one norm1(...) term", " + lam * norm1(z)", ""),
+    ("joint step, gradient not affine", RPCA.replace("lam * norm1(S)", "lam * norm1(S) + 0.25*sqnorm(L)^2"),
+     "give the step, e.g. derive proxgrad(step = 0.1)", "derive proxgrad", "derive proxgrad(step = 0.1)"),
+    ("joint step, gradient not matrices times the vars", RPCA.replace(
+        "input  X : R[m, n]", "input  X : R[m, n]\nparam  B : R[n, n]").replace("X - L - S", "X - L @ B - S"),
+     "give the step, e.g. derive proxgrad(step = 0.1)", "derive proxgrad", "derive proxgrad(step = 0.1)"),
+    ("except names taking the same tying", LASSO + "learn weights untied except W untied\n",
+     "write learn weights untied except W", "except W untied", "except W"),
+    ("except naming nothing", LASSO + "learn weights untied except\n", "e.g. learn weights untied except W",
+     "untied except\n", "untied except W\n"),
+    ("closed with a zero ridge", CLOSED.replace("hyper lam = 0.1", "hyper lam = 0.1\nhyper mu = 0").replace(
+        "lam * norm1(z)", "mu * sqnorm(z)"), "+ 0.5*sqnorm(z) (any c*sqnorm", "mu * sqnorm(z)",
+     "mu * sqnorm(z) + 0.5*sqnorm(z)"),
 ]
 
 
@@ -199,9 +218,9 @@ def test_hint_applied_literally_compiles(name, text, hint, old, new, everywhere)
 #   compiler/lower.py:284   the atom's own ShapeError hint (atoms.py), out of this audit's files
 #   compiler/pipeline.py:35, :52, literals.py:76, :120, :126, :141 (via --set)   `--set` command-line values, not
 #     program text (literals.py:141 is covered in the program by the "too many layers" row)
-#   grammar/parser.py:287, :289, :301, :303, :334 (the R case)   explanations of a syntax error
-#   grammar/parser.py:285   "an update is written `z <- expr`": NOT REACHED for `update z = ...` (lark reports
-#     an UnexpectedToken there, and this hint is given only for UnexpectedCharacters) - a bug to fix separately
+#   grammar/parser.py:298, :300, :314, :316, :347 (the R case)   explanations of a syntax error
+#   grammar/parser.py:296   "an update is written `z <- expr`; a constraint `z >= 0`" (a stray '=' or '<' read as
+#     an unexpected character): two choices; `update z = ...` gets :312's edit ("an update written with =")
 #   passes/composite.py:68, :74, :90, joint.py:43, :70, :82, :91, splitting.py:40, :78, :124, :175,
 #     learn_coupled.py:44, thresholds.py:43, :131, output.py:32, :35, relax.py:105, learn.py:39, :64
 #     explanations (what a term/option must be), or a choice between edits
@@ -214,6 +233,5 @@ def test_hint_applied_literally_compiles(name, text, hint, old, new, everywhere)
 #     ("derive gd needs a vector or matrix var"); an `update` program may reach it
 #   passes/adapt_gates.py:49, adapt_support.py:29, learn.py:105, learn_coupled.py:25, learn_stepsizes.py:26
 #     "put it after derive": the pipeline orders directives, so a program with derive never reaches them
-#   passes/composite.py:54 "keep one norm1(...) term", joint.py:106, :112 "give the step" (two vars),
-#     thresholds.py:73, :81 (reached by `except` forms not tried here), closed.py:320 (the ridge hint's other
-#     site), passes/learn.py:114 is covered ("learn weights with no threshold")
+#   (composite.py:54, joint.py:106, :112, thresholds.py:73, :81, closed.py:320 have rows above;
+#     passes/learn.py:114 is covered by "learn weights with no threshold")
