@@ -41,6 +41,7 @@ def nets(tmp_path_factory):
         # the ONNX fallback for a solve: k conjugate-gradient steps, matrix products only (k = n: the exact
         # solve in exact arithmetic)
         "admm_cg": ADMM.replace("derive admm(rho = rho)", "derive admm(rho = rho, solve = cg(iters = 8))"),
+        "kmeans": open(dpc.__file__.replace("compiler/__init__.py", "examples/kmeansnet.dp")).read(),
     }
     rng = np.random.default_rng(0)
     D = rng.standard_normal((M, N)) / np.sqrt(M)
@@ -50,6 +51,8 @@ def nets(tmp_path_factory):
         path = root / f"{name}.dp"
         path.write_text(text)
         args = {"Dd": Dd, "steps": 4} if name.startswith("admm") else {"D": D}
+        if name == "kmeans":  # the closed form: one layer, a learned C
+            args = {"C": rng.standard_normal((N // 3, M)) * 0.3, "tau": 0.5}
         out[name] = (dpc.load(str(path)), args)
     return out
 
@@ -80,7 +83,7 @@ def test_compile_fullgraph_inference(nets, name):
             torch.testing.assert_close(compiled(x), net(x), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ("until", "implicit", "admm"))
+@pytest.mark.parametrize("name", ("until", "implicit", "fista_until", "admm", "kmeans"))
 def test_compile_training_gives_the_eager_gradients(nets, name):
     """Training under torch.compile (not fullgraph: the loop of `unroll until` keeps its per-iteration
     bool(), a graph break, so that autograd sees every iteration or the implicit layer)."""
