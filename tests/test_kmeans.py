@@ -364,7 +364,7 @@ def test_derive_closed_on_an_unrelaxed_onehot_says_relax_first(tmp_path):
     text = "\n".join(line for line in KMEANS.splitlines() if not line.startswith("relax"))
     path, lines = _cli_error(tmp_path, text, "unrelaxed.dp")
     assert lines[0].startswith(f"{path}:9:12: error: derive closed: `s in onehot`")
-    assert "relax onehot -> softmax(tau)" in lines[-1]
+    assert "relax onehot -> softmax(0.1)" in lines[-1]  # a hint applied literally compiles (test_hints.py)
 
 
 # --- the training example ------------------------------------------------------------------
