@@ -75,25 +75,27 @@ def _one(args):
         raise ShapeError(f"takes 1 argument, got {len(args)}")
 
 
-def vector_to_scalar(args):
+def _one_of_rank(args, ranks, what):
+    """The one argument's shape, which must have one of the ranks (1 a vector, 2 a matrix)."""
     _one(args)
-    if len(args[0]) != 1:
-        raise ShapeError(f"needs a vector, got {show_shape(args[0])}")
+    if len(args[0]) not in ranks:
+        raise ShapeError(f"needs {what}, got {show_shape(args[0])}")
+    return args[0]
+
+
+def vector_to_scalar(args):
+    _one_of_rank(args, (1,), "a vector")
     return ()
 
 
 def array_to_scalar(args):
     """A vector or a matrix (all its entries: sqnorm is then the squared Frobenius norm) to a scalar."""
-    _one(args)
-    if len(args[0]) not in (1, 2):
-        raise ShapeError(f"needs a vector or matrix, got {show_shape(args[0])}")
+    _one_of_rank(args, (1, 2), "a vector or matrix")
     return ()
 
 
 def matrix_to_scalar(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {show_shape(args[0])}")
+    _one_of_rank(args, (2,), "a matrix")
     return ()
 
 
@@ -112,17 +114,11 @@ def entrywise(args):
 
 
 def vector_same(args):
-    _one(args)
-    if len(args[0]) != 1:
-        raise ShapeError(f"needs a vector, got {show_shape(args[0])}")
-    return args[0]
+    return _one_of_rank(args, (1,), "a vector")
 
 
 def matrix_same(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {show_shape(args[0])}")
-    return args[0]
+    return _one_of_rank(args, (2,), "a matrix")
 
 
 def with_scalars(count):
@@ -158,10 +154,7 @@ def scalar_only(args):
 
 
 def _matrix_rows(args):
-    _one(args)
-    if len(args[0]) != 2:
-        raise ShapeError(f"needs a matrix, got {show_shape(args[0])}")
-    return (args[0][0],)
+    return (_one_of_rank(args, (2,), "a matrix")[0],)
 
 
 def _solve_shape(args):

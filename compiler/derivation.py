@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from dpc import declare
-from dpc.printing import LatexMathPrinter, format_program, program_lines
+from dpc.printing import LatexMathPrinter, format_program, latex_constraint, program_lines
 
 # --- what each pass changed ---------------------------------------------------------------------------
 
@@ -326,7 +326,8 @@ def latex_rows(program) -> dict[tuple, Row]:
         over = ", ".join(tex_name(d.name) for d in p.states)
         rows[("minimize",)] = Row("", rf"\operatorname*{{minimize}}_{{{over}}}\ {_math(decl_names, p.objective)}")
     for i, c in enumerate(p.constraints):
-        rows[("subject to", i)] = Row("", tex_text("subject to") + r"\ " + _constraint(c, decl_names))
+        constraint = latex_constraint(c, tex_name, lambda e: _math(decl_names, e))
+        rows[("subject to", i)] = Row("", tex_text("subject to") + r"\ " + constraint)
     for name, expr in p.closed_form:
         rows[("closed form", name)] = Row(tex_name(name), f"= {_math(decl_names, expr)}")
     count = p.layers
@@ -363,19 +364,6 @@ def _step_rows(block, step, nm: _Names, k: str, note: str) -> dict[tuple, Row]:
         first = next(iter(rows))
         rows[first] = Row(rows[first].lhs, rows[first].rhs, note)
     return rows
-
-
-def _constraint(c, names) -> str:
-    var = tex_name(c.var)
-    if c.set == "box":
-        lo, hi = c.args
-        if hi == sp.oo:
-            return rf"{var} \geq {_math(names, lo)}"
-        if lo == -sp.oo:
-            return rf"{var} \leq {_math(names, hi)}"
-        return rf"{var} \in \left[{_math(names, lo)}, {_math(names, hi)}\right]"
-    args = rf"\left({', '.join(_math(names, a) for a in c.args)}\right)" if c.args else ""
-    return rf"{var} \in \operatorname{{{c.set}}}{args}"
 
 
 # --- notes as math -------------------------------------------------------------------------------------

@@ -425,7 +425,7 @@ def format_program(p: Program, latex: bool = False) -> str:
 
 def format_constraint(c, latex: bool = False) -> str:
     if latex:
-        return _latex_constraint(c)
+        return latex_constraint(c)
     if c.set == "box":
         lo, hi = c.args
         if hi == sp.oo:
@@ -438,15 +438,18 @@ def format_constraint(c, latex: bool = False) -> str:
     return f"{c.var} in {c.set}"
 
 
-def _latex_constraint(c) -> str:
-    var = latex_name(c.var)
+def latex_constraint(c, name=None, tex=None) -> str:
+    """`z >= 0`, `z in box(lo, hi)`, `z in ball(r)` as LaTeX; name and tex render the var and the bounds
+    (the derivation's report renders names its own way)."""
+    name, tex = name or latex_name, tex or latex
+    var = name(c.var)
     if c.set == "box":
         lo, hi = c.args
         if hi == sp.oo:
-            return rf"{var} \geq {latex(lo)}"
+            return rf"{var} \geq {tex(lo)}"
         if lo == -sp.oo:
-            return rf"{var} \leq {latex(hi)}"
-        return rf"{var} \in \left[{latex(lo)}, {latex(hi)}\right]"
-    args = rf"\left({', '.join(latex(a) for a in c.args)}\right)" if c.args else ""
+            return rf"{var} \leq {tex(hi)}"
+        return rf"{var} \in \left[{tex(lo)}, {tex(hi)}\right]"
+    args = rf"\left({', '.join(tex(a) for a in c.args)}\right)" if c.args else ""
     return rf"{var} \in \operatorname{{{c.set}}}{args}"
 
