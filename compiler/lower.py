@@ -415,6 +415,7 @@ class _Lowering:
         self.step = None
         self.directives: list[Directive] = []
         self.failed: set[str] = set()   # names whose declaration had an error
+        self.unknown_dims: set[str] = set()  # each undeclared dim is reported once, where first used
         self.entries: dict[str, _Entry] = {}  # a declaration's entry, made once (see env)
         self.visible: dict = {}  # kinds -> (declarations seen, their entries): see env
         self.names: set[str] = set()  # every declared name, for the declared-twice check
@@ -451,6 +452,9 @@ class _Lowering:
         errors = ErrorList()
         for d in t.dims:
             if not d.isdigit() and d not in self.dims:
+                if d in self.unknown_dims:
+                    continue
+                self.unknown_dims.add(d)
                 errors.add(f"'{d}' is not a declared dim", t.span, f"add it to `dims`, e.g. dims {d}")
             elif d.isdigit() and int(d) == 1:  # in the algebra an R[n, 1] matrix is an R[n] vector
                 errors.add("a size of 1 in a type is ambiguous: R[n, 1] would be the vector R[n], and R[1] "

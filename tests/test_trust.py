@@ -191,6 +191,13 @@ def test_declaration_with_an_undeclared_dim_has_no_follow_on_errors():
     assert message.count("error:") == 1
 
 
+def test_an_undeclared_dim_is_reported_once_where_first_used():
+    message = _error("network N\ndims m\ninput x : R[k]\nparam D : R[k, k]\nvar z : R[k] = 0\n"
+                     "update z <- D.T @ x\nunroll 1\n")
+    assert "prog.dp:3:11: error: 'k' is not a declared dim" in message
+    assert message.count("error:") == 1
+
+
 def test_every_error_in_a_statement_is_reported():
     message = _error(HEAD + "hyper lam = 0.1\nvar z : R[n] = 0\n"
                      "minimize 0.5 * sqnorm(x - D @ w) + lam * norm1(q) + sqnorm(D @ x)\n"
