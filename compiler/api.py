@@ -40,9 +40,34 @@ def compile_with_program(text: str, file: str = "<string>", overrides=None) -> C
         raise nesting_error(text, file) from None
 
 
+class DpcWarning(UserWarning):
+    """A program's warning (dpc.errors.warning) raised through the Python API: its text is what `dpc compile`
+    prints, `FILE:LINE:COL: warning: ...` with the line, a caret and the hint."""
+
+
 def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
-    """.dp source -> the generated PyTorch module's source (deterministic)."""
-    return compile_with_program(text, file, overrides).source
+    """.dp source -> the generated PyTorch module's source (deterministic). The program's warnings (a step
+    above 1/L, a non-convex objective under a proximal method, a learned value nothing reads) are issued as
+    Python warnings (DpcWarning), each as `dpc compile` prints it; `dpc.load` of a .dp file does the same."""
+    compiled = compile_with_program(text, file, overrides)
+    if compiled.program.warnings:
+        import warnings
+        from dpc.errors import source_lines
+        lines = source_lines(text)
+        for w in compiled.program.warnings:
+            warnings.warn(DpcWarning(w.format(text, lines)), stacklevel=_caller_level())
+    return compiled.source
+
+
+def _caller_level() -> int:
+    """warnings.warn's stacklevel for the first frame outside dpc's own files (the user's call of dpc.load,
+    dpc.compile_source, ...), counted from compile_source."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: compiler/, backends/, ...
+    frame, level = sys._getframe(2), 3
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            os.path.join(here, "compiler") + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def compile_file(path, overrides=None) -> str:

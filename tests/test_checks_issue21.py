@@ -279,3 +279,29 @@ def test_pdhg_negative_ridge_weight_refused_at_construction():
     exec(compile(compile_with_program(text, "p.dp").source, "<p>", "exec"), namespace)
     with pytest.raises(ValueError, match="keeps f convex"):
         namespace["P"](D=torch.randn(5, 8, dtype=torch.float64), w=-1.0)
+
+
+def test_the_python_api_issues_the_programs_warnings(tmp_path):
+    """dpc.load and dpc.compile_source issue each warning `dpc compile` prints (FILE:LINE:COL, the line, a
+    caret, the hint) as a Python warning, DpcWarning, pointing at the caller; a program without warnings
+    issues none."""
+    import warnings
+    import dpc
+    from dpc.api import DpcWarning
+    torch_or_skip()
+    text = program("minimize 0.5 * sqnorm(x - z) + lam * norm1(z)", "derive proxgrad(step = 1.5)", "unroll 3",
+                   head=STEP)
+    path = tmp_path / "w.dp"
+    path.write_text(text)
+    for call in (lambda: dpc.load(str(path)), lambda: dpc.compile_source(text, str(path))):
+        with pytest.warns(DpcWarning) as caught:
+            call()
+        (w,) = caught
+        assert str(w.message).startswith(f"{path}:9:17: warning: derive proxgrad's step 1.5 is above 1/L")
+        assert "\n    derive proxgrad(step = 1.5)\n                    ^^^^\n  hint: write `derive proxgrad`" \
+            in str(w.message)
+        assert w.filename == __file__
+    (tmp_path / "ok.dp").write_text(text.replace("(step = 1.5)", ""))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dpc.load(str(tmp_path / "ok.dp"))

@@ -21,12 +21,12 @@ def warm_up():
     import torch  # noqa: F401
     import dpc.cli  # noqa: F401
     import dpc.reference  # noqa: F401
-    from dpc.api import compile_source
+    from dpc.api import compile_with_program
     from dpc.fuzz.check import FILE
     from dpc.fuzz.mutate import examples
     for text in examples():
         try:
-            compile_source(text, FILE)
+            compile_with_program(text, FILE)
         except Exception:  # noqa: BLE001 - the fuzzer reports it, not the warm-up
             pass
 
