@@ -111,6 +111,27 @@ def affine_parts(expr, variables):
     return {v: tidy(c) for v, c in coeffs.items()}, b
 
 
+def sided_parts(expr, var):
+    """expr = sum_i c_i * L_i @ var @ R_i + b -> ([(c_i, L_i, R_i)], b), L_i/R_i None for no factor; raises
+    NotAffine. The linear maps of a matrix var that `affine_parts` cannot write as one left factor, e.g. the
+    gradient A.T @ (A @ S @ B - X) @ B.T of 0.5*sqnorm(X - A @ S @ B)."""
+    sided, bias = [], []
+    for term in terms_of(sp.expand(expr)):
+        if not term.has(var):
+            bias.append(term)
+            continue
+        c, mats = term.as_coeff_matrices() if isinstance(term, MatMul) else (sp.Integer(1), [term])
+        where = [i for i, m in enumerate(mats) if m == var]
+        if len(where) != 1 or any(m.has(var) for i, m in enumerate(mats) if i != where[0]) or c.has(var):
+            raise NotAffine(term)
+        i = where[0]
+        left, right = mats[:i], mats[i + 1:]
+        sided.append((c, (MatMul(*left) if len(left) > 1 else left[0]) if left else None,
+                      (MatMul(*right) if len(right) > 1 else right[0]) if right else None))
+    b = MatAdd(*bias).doit() if len(bias) > 1 else (bias[0] if bias else None)
+    return sided, b
+
+
 def tidy(expr):
     """Light simplification that keeps matrix structure readable."""
     if isinstance(expr, MatrixExpr):

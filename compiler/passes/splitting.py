@@ -214,14 +214,15 @@ def _lipschitz_bound(program, directive, var, smooth):
                        f"and c*sum(phi(A @ z + b)), phi one of {', '.join(smooth_entrywise(bounded=True))}")
         bounds.append(bound)
     if quadratic:
+        grad = algebra.gradient(sp.Add(*quadratic), var)
         try:
-            coeffs, _ = algebra.affine_parts(algebra.gradient(sp.Add(*quadratic), var), [var])
+            coeffs, _ = algebra.affine_parts(grad, [var])
         except algebra.NotAffine:
-            raise fail(program, f"derive {directive.name} needs step = ... here (the gradient is not affine)",
-                       directive.span) from None
-        hessian = coeffs.get(var)
-        if hessian is not None:
-            bounds.insert(0, _lipschitz(hessian))
+            bounds.insert(0, _sided_lipschitz(program, directive, grad, var))
+        else:
+            hessian = coeffs.get(var)
+            if hessian is not None:
+                bounds.insert(0, _lipschitz(hessian))
     return sp.Add(*bounds) if bounds else None
 
 
@@ -250,12 +251,24 @@ def _curvature_bound(term, var):
     return scale * c ** 2 * norm ** 2
 
 
+def _sided_lipschitz(program, directive, grad, var):
+    """grad f = sum_i c_i L_i @ var @ R_i + b (a matrix var multiplied on both sides, e.g. A @ S @ B): the map
+    S -> L S R has operator norm opnorm(L) * opnorm(R), so sum_i |c_i| opnorm(L_i) opnorm(R_i) bounds L."""
+    try:
+        sided, _ = algebra.sided_parts(grad, var)
+    except algebra.NotAffine:
+        raise fail(program, f"derive {directive.name} needs step = ... here (the gradient is not affine)",
+                   directive.span) from None
+    return sp.Add(*[abs(c) * (_lipschitz(left) if left is not None else 1) *
+                    (_lipschitz(right) if right is not None else 1) for c, left, right in sided])
+
+
 def _lipschitz(hessian):
     """opnorm(A.T @ A) = opnorm(A)^2: keep the cheaper form when the Hessian is a Gram matrix."""
     if isinstance(hessian, sp.MatMul):
         c, mats = hessian.as_coeff_matrices()
-        if len(mats) == 2 and mats[0] == mats[1].T:
-            return abs(c) * atoms.OpNorm(mats[1]) ** 2
+        if len(mats) == 2 and mats[0] == mats[1].T:  # A.T @ A (a left factor) or B @ B.T (a right one)
+            return abs(c) * atoms.OpNorm(mats[0] if isinstance(mats[1], sp.Transpose) else mats[1]) ** 2
     return atoms.OpNorm(hessian)
 
 
