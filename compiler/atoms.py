@@ -225,7 +225,8 @@ class SqNorm(ScalarAtom):
 declare("sqnorm", SqNorm, signature="sqnorm(v)", doc="||v||_2^2", shape=array_to_scalar,
         reference=lambda np, v: np.sum(v * v),
         torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.square()"), latex=_norm_latex("2", squared=True),
-        derivative=lambda v: 2 * v, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
+        derivative=lambda v: 2 * v, curvature=None, convexity="convex", monotone=None, scalar=None,
+        sign="nonnegative", requires=(),
         prox="ridge", fuzz=Fuzz("reduction"))
 
 
@@ -236,7 +237,8 @@ class Norm1(ScalarAtom):
 declare("norm1", Norm1, signature="norm1(v)", doc="sum_i |v_i|", shape=array_to_scalar,
         reference=lambda np, v: np.sum(np.abs(v)),
         torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.abs()"), latex=_norm_latex("1"),
-        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
+        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
+        sign="nonnegative", requires=(),
         prox="norm1", fuzz=Fuzz("reduction"))
 
 
@@ -249,7 +251,7 @@ declare("norm2", Norm2, signature="norm2(v)", doc="||v||_2", shape=vector_to_sca
         torch=lambda pr, e: (f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1"
                              f"{', keepdim=True' if pr.keepdim else ''})"),
         latex=_norm_latex("2"), derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
-        requires=(), prox="norm2", fuzz=Fuzz("reduction"))
+        sign="nonnegative", requires=(), prox="norm2", fuzz=Fuzz("reduction"))
 
 
 class Norm0(ScalarAtom):
@@ -260,7 +262,7 @@ class Norm0(ScalarAtom):
 declare("norm0", Norm0, signature="norm0(v)", doc="number of non-zeros", shape=vector_to_scalar,
         reference=lambda np, v: np.float64(np.count_nonzero(v)),
         torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.sign().abs()"), latex=_norm_latex("0"),
-        derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, requires=(),
+        derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign="nonnegative", requires=(),
         prox="norm0", fuzz=Fuzz("reduction", weight=0.5))
 
 
@@ -271,7 +273,7 @@ class SumAll(ScalarAtom):
 declare("sum", SumAll, signature="sum(v)", doc="sum of entries", shape=array_to_scalar,
         reference=lambda np, v: np.sum(v), torch=_reduced(lambda pr, v: pr.wrap(v, "call")), latex=None,
         derivative=_ones_like, curvature=None, convexity="affine", monotone="increasing", scalar=None,
-        requires=(), prox=None, fuzz=Fuzz("reduction", weight=2))
+        sign=None, requires=(), prox=None, fuzz=Fuzz("reduction", weight=2))
 
 
 class OpNorm(ScalarAtom):
@@ -280,9 +282,12 @@ class OpNorm(ScalarAtom):
 
 # the fuzzer writes opnorm of its params itself (Lipschitz lets)
 declare("opnorm", OpNorm, signature="opnorm(A)", doc="largest singular value", shape=matrix_to_scalar,
-        reference=lambda np, A: np.linalg.norm(A, 2), torch="torch.linalg.matrix_norm({0}, ord=2)",
+        reference=lambda np, A: np.linalg.norm(A, 2),
+        torch=lambda pr, e: pr.keep_scalar(f"torch.linalg.matrix_norm({pr(e.args[0])}, ord=2)")
+        if pr.is_batched(e.args[0]) else f"torch.linalg.matrix_norm({pr(e.args[0])}, ord=2)",
         latex=_norm_latex("2"),  # of a matrix: the spectral norm, as the LISTA papers write L
-        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(), prox=None,
+        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
+        sign="nonnegative", requires=(), prox=None,
         fuzz=None)
 
 
@@ -308,7 +313,7 @@ declare("entropy", Entropy, signature="entropy(v)", doc="-sum_i v_i log v_i", sh
         reference=lambda np, v: -np.sum(_xlogx(np, v)),
         torch=lambda pr, e: pr.reduce(f"{pr.use(ENTR)}({pr(e.args[0])})"), latex=None,
         derivative=lambda v: -(Log(v) + _ones_like(v)), curvature=None, convexity="concave", monotone=None,
-        scalar=None, requires=(), prox=None, fuzz=None)
+        scalar=None, sign=None, requires=(), prox=None, fuzz=None)
 
 
 class BinaryEntropy(ScalarAtom):
@@ -319,7 +324,7 @@ declare("bentropy", BinaryEntropy, signature="bentropy(v)", doc="-sum_i (v_i log
         shape=vector_to_scalar, reference=lambda np, v: -np.sum(_xlogx(np, v) + _xlogx(np, 1 - v)),
         torch=lambda pr, e: pr.reduce(f"({pr.use(ENTR)}({pr(e.args[0])}) + _entr(1 - {pr.wrap(e.args[0], 'add+')}))"),
         latex=None, derivative=lambda v: Log(_ones_like(v) - v) - Log(v), curvature=None, convexity="concave",
-        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None)
 
 
 # ==================================================================================================
@@ -372,7 +377,7 @@ def _soft_reference(np, v, t):
 
 declare("soft", Soft, signature="soft(v, t)", doc="soft threshold", shape=with_scalars(1),
         reference=_soft_reference, torch=SOFT, latex=None, derivative=None, curvature=None, convexity=None,
-        monotone="increasing", scalar=None, requires=(), prox=None,
+        monotone="increasing", scalar=None, sign=None, requires=(), prox=None,
         fuzz=Fuzz("threshold", params=("nonnegative",), weight=4))  # the threshold of most programs
 
 
@@ -382,7 +387,8 @@ class SoftPos(VectorAtom):
 
 declare("softpos", SoftPos, signature="softpos(v, t)", doc="max(v - t, 0)", shape=with_scalars(1),
         reference=lambda np, v, t: np.maximum(v - t, 0), torch="torch.relu({0:add} - {1:add+})", latex=None,
-        derivative=None, curvature=None, convexity="convex", monotone="increasing", scalar=None, requires=(),
+        derivative=None, curvature=None, convexity="convex", monotone="increasing", scalar=None,
+        sign="nonnegative", requires=(),
         prox=None, fuzz=Fuzz("threshold", params=("nonnegative",)))
 
 
@@ -427,7 +433,7 @@ class Hard(VectorAtom):
 
 declare("hard", Hard, signature="hard(v, t)", doc="hard threshold", shape=with_scalars(1),
         reference=lambda np, v, t: v * (np.abs(v) > t), torch=HARD, latex=None, derivative=None, curvature=None,
-        convexity=None, monotone=None, scalar=None, requires=(), prox=None,
+        convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None,
         fuzz=Fuzz("threshold", params=("nonnegative",)))
 
 
@@ -444,7 +450,7 @@ def _clamp_torch(pr, e):
 
 declare("clamp", Clamp, signature="clamp(v, lo, hi)", doc="clip to [lo, hi]", shape=with_scalars(2),
         reference=lambda np, v, lo, hi: np.minimum(np.maximum(v, lo), hi), torch=_clamp_torch, latex=None,
-        derivative=None, curvature=None, convexity=None, monotone="increasing", scalar=None, requires=(),
+        derivative=None, curvature=None, convexity=None, monotone="increasing", scalar=None, sign=None, requires=(),
         prox=None, fuzz=Fuzz("threshold", params=("real", "real")))
 
 
@@ -469,7 +475,7 @@ def _blocksoft_reference(np, v, t):
 declare("blocksoft", BlockSoft, signature="blocksoft(v, t)", doc="block soft threshold: the prox of t*norm2",
         shape=vector_with_scalars(1), reference=_blocksoft_reference,
         torch=BLOCKSOFT, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
-        requires=(), prox=None, fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
+        sign=None, requires=(), prox=None, fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
 
 
 PROJBALL = helper("_projball", '''
@@ -492,7 +498,7 @@ def _projball_reference(np, v, r):
 declare("projball", ProjBall, signature="projball(v, r)", doc="projection onto the ball ||u||_2 <= r",
         shape=vector_with_scalars(1), reference=_projball_reference,
         torch=PROJBALL, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
-        requires=((1, "nonnegative", "the radius of projball(v, r)"),), prox=None,
+        sign=None, requires=((1, "nonnegative", "the radius of projball(v, r)"),), prox=None,
         fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
 
 
@@ -530,7 +536,7 @@ def _projl1ball_reference(np, v, r):
 declare("projl1ball", ProjL1Ball, signature="projl1ball(v, r)", doc="projection onto the l1 ball ||u||_1 <= r",
         shape=vector_with_scalars(1), reference=_projl1ball_reference,
         torch=PROJL1BALL, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
-        requires=((1, "nonnegative", "the radius of projl1ball(v, r)"),), prox=None,
+        sign=None, requires=((1, "nonnegative", "the radius of projl1ball(v, r)"),), prox=None,
         fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
 
 
@@ -568,7 +574,7 @@ def _topk_reference(np, v, k):
 declare("topk", TopK, signature="topk(v, k)", doc="keep the k largest |v_i|: projection onto k-sparse vectors",
         shape=vector_with_scalars(1), reference=_topk_reference,
         torch=TOPK, latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
-        requires=((1, "nonnegative", "the count of topk(v, k)"),), prox=None,
+        sign=None, requires=((1, "nonnegative", "the count of topk(v, k)"),), prox=None,
         fuzz=Fuzz("threshold", params=("positive",), weight=0.5))
 
 
@@ -601,9 +607,8 @@ class Nuclear(ScalarAtom):
 
 
 def _matrix_norm_torch(order):
-    def torch_rule(pr, e):
-        keep = ", keepdim=True" if pr.keepdim else ""
-        return f"torch.linalg.matrix_norm({pr(e.args[0])}, ord={order!r}{keep})"
+    def torch_rule(pr, e):  # one number per sample, (batch, 1) in updates (pr.keep_scalar)
+        return pr.keep_scalar(f"torch.linalg.matrix_norm({pr(e.args[0])}, ord={order!r})")
     return torch_rule
 
 
@@ -611,7 +616,7 @@ declare("nuclear", Nuclear, signature="nuclear(A)", doc="sum of the singular val
         shape=_matrix_only("the nuclear norm is a matrix's; of a vector it is norm2(v)"),
         reference=lambda np, A: np.sum(np.linalg.svd(A, compute_uv=False)), torch=_matrix_norm_torch("nuc"),
         latex=_norm_latex("*"), derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
-        requires=(), prox="nuclear", fuzz=None)  # the fuzzer's programs are vectors
+        sign="nonnegative", requires=(), prox="nuclear", fuzz=Fuzz("reduction"))
 
 
 SVT_HELPER = helper("_svt", '''
@@ -677,16 +682,16 @@ def _svt_reference(np, A, t):
 declare("svt", SVT, signature="svt(A, t)", doc="singular-value thresholding: the prox of t*nuclear",
         shape=_matrix_with_scalars(1), reference=_svt_reference,
         torch=lambda pr, e: f"{pr.use(SVT_HELPER)}.apply({pr(e.args[0])}, {pr(e.args[1])})", latex=None, derivative=None,
-        curvature=None, convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None,
+        fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
 
 
 class Norm21(ScalarAtom):
     """norm21(A) = sum of the Euclidean norms of the rows of A (group lasso, the rows as groups)."""
 
 
-def _norm21_torch(pr, e):
-    keep = ", keepdim=True" if pr.keepdim else ""
-    return f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1{keep}).sum({'-2' if pr.keepdim else '-1'}{keep})"
+def _norm21_torch(pr, e):  # one number per sample, (batch, 1) in updates (pr.keep_scalar)
+    return pr.keep_scalar(f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1).sum(-1)")
 
 
 declare("norm21", Norm21, signature="norm21(A)", doc="sum of the row norms of A",
@@ -694,8 +699,9 @@ declare("norm21", Norm21, signature="norm21(A)", doc="sum of the row norms of A"
         reference=lambda np, A: np.sum(np.sqrt(np.sum(A * A, axis=1))), torch=_norm21_torch,
         latex=lambda printer, expr, exp=None: rf"\left\|{printer._print(expr.args[0])}\right\|_{{2,1}}"
         + ("" if exp is None else f"^{{{exp}}}"),
-        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None, requires=(),
-        prox="norm21", fuzz=None)  # the fuzzer's programs are vectors
+        derivative=None, curvature=None, convexity="convex", monotone=None, scalar=None,
+        sign="nonnegative", requires=(),
+        prox="norm21", fuzz=Fuzz("reduction"))
 
 
 class RowSoft(VectorAtom):
@@ -710,7 +716,8 @@ def _rowsoft_reference(np, A, t):
 # _blocksoft thresholds the last axis: a matrix's rows (every row of every sample's matrix)
 declare("rowsoft", RowSoft, signature="rowsoft(A, t)", doc="row-wise block soft threshold: the prox of t*norm21",
         shape=_matrix_with_scalars(1), reference=_rowsoft_reference, torch=BLOCKSOFT, latex=None, derivative=None,
-        curvature=None, convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None,
+        fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
 
 
 # ==================================================================================================
@@ -724,7 +731,7 @@ class Relu(VectorAtom):
 declare("relu", Relu, build=_scalar_or(Relu, lambda v: sp.Max(v, 0)), signature="relu(v)", doc="max(v, 0)",
         shape=elementwise, reference=lambda np, v: np.maximum(v, 0), torch="torch.relu({0})", latex=None,
         derivative=None, curvature=None, convexity="convex", monotone="increasing",
-        scalar=lambda v: sp.Max(v, 0), requires=(), prox=None, fuzz=Fuzz("elementwise"))
+        scalar=lambda v: sp.Max(v, 0), sign="nonnegative", requires=(), prox=None, fuzz=Fuzz("elementwise"))
 
 
 class Sigmoid(VectorAtom):
@@ -736,7 +743,8 @@ declare("sigmoid", Sigmoid, build=_scalar_or(Sigmoid, lambda v: 1 / (1 + sp.exp(
         torch="torch.sigmoid({0})", latex=None,
         derivative=lambda v: HadamardProduct(Sigmoid(v), Sigmoid(-v)),  # s(v)(1 - s(v))
         curvature=sp.sqrt(3) / 18,  # |s''| is largest at v = log(2 -+ sqrt(3)): 1/(6 sqrt(3))
-        convexity=None, monotone="increasing", scalar=lambda v: 1 / (1 + sp.exp(-v)), requires=(), prox=None,
+        convexity=None, monotone="increasing", scalar=lambda v: 1 / (1 + sp.exp(-v)),
+        sign="positive", requires=(), prox=None,
         fuzz=Fuzz("elementwise"))
 
 
@@ -748,7 +756,8 @@ declare("tanh", Tanh, build=_scalar_or(Tanh, sp.tanh), signature="tanh(v)", doc=
         reference=lambda np, v: np.tanh(v), torch="torch.tanh({0})", latex=r"\tanh",
         derivative=lambda v: _ones_like(v) - HadamardPower(Tanh(v), 2),
         curvature=4 * sp.sqrt(3) / 9,  # |tanh''| = 2 tanh (1 - tanh^2) is largest at tanh = 1/sqrt(3)
-        convexity=None, monotone="increasing", scalar=sp.tanh, requires=(), prox=None, fuzz=Fuzz("elementwise"))
+        convexity=None, monotone="increasing", scalar=sp.tanh,
+        sign=None, requires=(), prox=None, fuzz=Fuzz("elementwise"))
 
 
 class Exp(VectorAtom):
@@ -757,7 +766,8 @@ class Exp(VectorAtom):
 
 declare("exp", Exp, build=_scalar_or(Exp, sp.exp), signature="exp(v)", doc="exp", shape=elementwise,
         reference=lambda np, v: np.exp(v), torch="torch.exp({0})", latex=r"\exp", derivative=lambda v: Exp(v),
-        curvature=None, convexity="convex", monotone="increasing", scalar=sp.exp, requires=(), prox=None,
+        curvature=None, convexity="convex", monotone="increasing", scalar=sp.exp,
+        sign="positive", requires=(), prox=None,
         fuzz=Fuzz("elementwise", domain="bounded"))
 
 
@@ -768,7 +778,7 @@ class Log(VectorAtom):
 declare("log", Log, build=_scalar_or(Log, sp.log), signature="log(v)", doc="log", shape=elementwise,
         reference=lambda np, v: np.log(v), torch="torch.log({0})", latex=r"\log",
         derivative=lambda v: HadamardPower(v, -1), curvature=None, convexity="concave", monotone="increasing",
-        scalar=sp.log, requires=(), prox=None, fuzz=Fuzz("elementwise", domain="positive", weight=0.5))
+        scalar=sp.log, sign=None, requires=(), prox=None, fuzz=Fuzz("elementwise", domain="positive", weight=0.5))
 
 
 class Abs(VectorAtom):
@@ -777,7 +787,7 @@ class Abs(VectorAtom):
 
 declare("abs", Abs, build=_scalar_or(Abs, sp.Abs), signature="abs(v)", doc="|v|", shape=elementwise,
         reference=lambda np, v: np.abs(v), torch="torch.abs({0})", latex=_abs_latex, derivative=None,
-        curvature=None, convexity="convex", monotone=None, scalar=sp.Abs, requires=(), prox=None,
+        curvature=None, convexity="convex", monotone=None, scalar=sp.Abs, sign="nonnegative", requires=(), prox=None,
         fuzz=Fuzz("elementwise"))
 
 
@@ -793,7 +803,7 @@ class Square(VectorAtom):
 
 declare("square", Square, signature="square(v)", doc="v * v", shape=entrywise, reference=lambda np, v: v * v,
         torch="{0:call}.square()", latex=None, derivative=lambda v: 2 * v, curvature=sp.Integer(2),
-        convexity="convex", monotone=None, scalar=None, requires=(), prox=None, fuzz=Fuzz("smooth"))
+        convexity="convex", monotone=None, scalar=None, sign="nonnegative", requires=(), prox=None, fuzz=Fuzz("smooth"))
 
 
 class Softplus(VectorAtom):
@@ -804,7 +814,7 @@ class Softplus(VectorAtom):
 declare("softplus", Softplus, signature="softplus(v)", doc="log(1 + exp(v)), stable", shape=entrywise,
         reference=lambda np, v: np.logaddexp(0, v), torch="F.softplus({0}, threshold=40)", latex=None,
         derivative=lambda v: Sigmoid(v), curvature=sp.Rational(1, 4), convexity="convex", monotone="increasing",
-        scalar=None, requires=(), prox=None, fuzz=Fuzz("smooth"))
+        scalar=None, sign="positive", requires=(), prox=None, fuzz=Fuzz("smooth"))
 
 
 class Log1p(VectorAtom):
@@ -814,7 +824,7 @@ class Log1p(VectorAtom):
 declare("log1p", Log1p, signature="log1p(v)", doc="log(1 + v)", shape=entrywise,
         reference=lambda np, v: np.log1p(v), torch="torch.log1p({0})", latex=None,
         derivative=lambda v: HadamardPower(_ones_like(v) + v, -1), curvature=None, convexity="concave",
-        monotone="increasing", scalar=None, requires=(), prox=None,
+        monotone="increasing", scalar=None, sign=None, requires=(), prox=None,
         fuzz=Fuzz("smooth", domain="positive", weight=0.5))
 
 
@@ -833,7 +843,7 @@ class LogCosh(VectorAtom):
 declare("logcosh", LogCosh, signature="logcosh(v)", doc="log(cosh(v)), stable", shape=entrywise,
         reference=lambda np, v: np.logaddexp(v, -v) - np.log(2), torch=LOGCOSH, latex=None,
         derivative=lambda v: Tanh(v), curvature=sp.Integer(1), convexity="convex", monotone=None, scalar=None,
-        requires=(), prox=None, fuzz=Fuzz("smooth"))
+        sign="nonnegative", requires=(), prox=None, fuzz=Fuzz("smooth"))
 
 
 HUBER = helper("_huber", '''
@@ -853,7 +863,8 @@ declare("huber", Huber, signature="huber(v, d)", doc="v^2/2 for |v| <= d, d*(|v|
         shape=with_scalars(1),
         reference=lambda np, v, d: np.where(np.abs(v) <= d, 0.5 * v * v, d * (np.abs(v) - 0.5 * d)),
         torch=HUBER, latex=None, derivative=lambda v, d: Clamp(v, -d, d), curvature=sp.Integer(1),
-        convexity="convex", monotone=None, scalar=None, requires=((1, "nonnegative", "the width of huber(v, d)"),),
+        convexity="convex", monotone=None, scalar=None,
+        sign="nonnegative", requires=((1, "nonnegative", "the width of huber(v, d)"),),
         prox=None, fuzz=Fuzz("smooth", params=("positive",), weight=0.5))
 
 
@@ -862,19 +873,164 @@ declare("huber", Huber, signature="huber(v, d)", doc="v^2/2 for |v| <= d, d*(|v|
 # ==================================================================================================
 
 class Softmax(VectorAtom):
-    """softmax(v) = exp(v) / sum(exp(v))."""
+    """softmax(v) = exp(v) / sum(exp(v)); of a matrix along one axis, args (A, axis): softmax(A, axis = 1)
+    normalises every row (the entries along axis 1), axis = 0 every column."""
+
+
+def _axis_shape(name):
+    """The shape rule of an atom that acts along one axis: a vector along its one axis (axis 0, or none
+    given), a matrix along the axis it names (which it must name)."""
+    def rule(args, axis=None):
+        _one(args)
+        shape = args[0]
+        if len(shape) == 1:
+            if axis not in (None, 0):
+                raise ShapeError(f"has no axis {axis}: a vector {show_shape(shape)} has one axis, 0",
+                                 f"write {name}(v) (or axis = 0)")
+        elif len(shape) == 2:
+            if axis is None:
+                raise ShapeError(f"of a matrix {show_shape(shape)} needs the axis it normalises along",
+                                 f"write {name}(A, axis = 1) for every row (axis = 0: every column)")
+            if axis > 1:
+                raise ShapeError(f"has no axis {axis}: a matrix {show_shape(shape)} has axes 0 (its "
+                                 f"{shape[0]} rows) and 1 (its {shape[1]} columns)", "write axis = 1")
+        else:
+            raise ShapeError(f"needs a vector or matrix, got {show_shape(shape)}")
+        return shape
+    return rule
+
+
+def _torch_dim(e) -> int:
+    """The torch dim of the axis an along-an-axis atom acts on: a matrix's axis 1 is the last (-1), axis 0
+    the one before (-2), batched or not; a vector's one axis is the last."""
+    return -1 if len(e.args) == 1 or e.args[1] == 1 else -2
+
+
+def _softmax_reference(np, v, axis=None):
+    axis = None if axis is None else int(axis)
+    e = np.exp(v - v.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def _softmax_pullback(s, w):
     from dpc.calculus import hadamard  # the chain rule's entrywise product (calculus imports this module)
-    return hadamard(s, w) - Dot(s, w) * s
+    if len(s.args) == 1:
+        return hadamard(s, w) - Dot(s, w) * s
+    sw = hadamard(s, w)  # along an axis: s * (w - the sum of s * w along it), per row (column)
+    return sw - HadamardProduct(s, AxisSum(sw, s.args[1]))
+
+
+def _softmax_build(v, axis=None):
+    return Softmax(v) if axis is None or v.shape[1] == 1 else Softmax(v, sp.Integer(axis))
 
 
 # the fuzzer writes softmax, normalize and sparsemax where a distribution or a direction fits
-declare("softmax", Softmax, signature="softmax(v)", doc="exp(v)/sum(exp(v))", shape=vector_same,
-        reference=lambda np, v: np.exp(v - v.max()) / np.sum(np.exp(v - v.max())), torch="torch.softmax({0}, dim=-1)",
+declare("softmax", Softmax, build=_softmax_build, signature="softmax(v)", options={"axis": "of a matrix: 1 along "
+        "every row, 0 along every column"},
+        doc="exp(v)/sum(exp(v)), max-subtracted; softmax(A, axis = 1) along every row of a matrix",
+        shape=_axis_shape("softmax"), reference=_softmax_reference,
+        torch=lambda pr, e: f"torch.softmax({pr(e.args[0])}, dim={_torch_dim(e)})",
         latex=None, derivative=Pullback(_softmax_pullback), curvature=None, convexity=None, monotone=None,
-        scalar=None, requires=(), prox=None, fuzz=None)
+        scalar=None, sign="positive", requires=(), prox=None, fuzz=None)
+
+
+class AxisSum(VectorAtom):
+    """The sum along one axis of a matrix, spread back over that axis (every entry of a row replaced by the
+    row's sum, axis 1; of a column, axis 0); args (M, axis). No syntax: softmax's pullback along an axis
+    builds it, and it is only ever multiplied entrywise (its torch form keeps the axis, and broadcasts)."""
+
+
+declare("axissum", AxisSum, syntax=False, signature="axissum(M, axis)", doc="sums along an axis, spread back",
+        shape=None, reference=lambda np, M, axis: np.broadcast_to(M.sum(axis=int(axis), keepdims=True), M.shape),
+        torch=lambda pr, e: f"{pr.wrap(e.args[0], 'call')}.sum({_torch_dim(e)}, keepdim=True)", latex=None,
+        derivative=None, curvature=None, convexity="affine", monotone="increasing", scalar=None, sign=None,
+        requires=(), prox=None, fuzz=None)
+
+
+class LogSumExp(ScalarAtom):
+    """logsumexp(v) = log(sum(exp(v))), computed max-subtracted (never overflows)."""
+
+
+class LogSumExpAlong(MatrixExpr):
+    """logsumexp(A, axis = 1): the vector of log(sum(exp(row))) of every row of A (axis 0: every column)."""
+
+    def __new__(cls, matrix, axis):
+        return Basic.__new__(cls, sp.sympify(matrix), sp.sympify(axis))
+
+    @property
+    def shape(self):
+        rows, cols = self.args[0].shape
+        return (rows if self.args[1] == 1 else cols, sp.S.One)
+
+
+def _logsumexp_reference(np, v, axis=None):
+    axis = None if axis is None else int(axis)
+    m = v.max(axis=axis, keepdims=True)
+    out = m + np.log(np.exp(v - m).sum(axis=axis, keepdims=True))
+    return out.reshape(()) if axis is None else out.reshape(-1, 1)
+
+
+def _logsumexp_build(v, axis=None):
+    return LogSumExp(v) if axis is None or v.shape[1] == 1 else LogSumExpAlong(v, sp.Integer(axis))
+
+
+def _logsumexp_torch(pr, e):
+    keep = ", keepdim=True" if pr.keepdim else ""
+    return f"torch.logsumexp({pr(e.args[0])}, dim=-1{keep})"
+
+
+def _axis_rows(args, axis=None):
+    """logsumexp's shape: a vector to a scalar; a matrix along axis 1 to its rows (a vector), axis 0 columns."""
+    shape = _axis_shape("logsumexp")(args, axis)
+    return () if len(shape) == 1 else ((shape[0],) if axis == 1 else (shape[1],))
+
+
+# the matrix form is LogSumExpAlong (declared below, no syntax of its own: this builder makes it)
+declare("logsumexp", LogSumExp, build=_logsumexp_build, signature="logsumexp(v)",
+        options={"axis": "of a matrix: 1 along every row (a vector of the rows'), 0 along every column"},
+        doc="log(sum(exp(v))), max-subtracted; logsumexp(A, axis = 1): a vector, one per row",
+        shape=_axis_rows, reference=_logsumexp_reference, torch=_logsumexp_torch, latex=None,
+        derivative=lambda v: Softmax(v), curvature=None, convexity="convex", monotone="increasing", scalar=None,
+        sign=None, requires=(), prox=None, fuzz=None)  # the fuzzer: see compiler/fuzz
+
+
+def _logsumexp_along_pullback(e, w):
+    A, axis = e.args  # d/dA: softmax(A) along the axis, times w spread over it
+    return HadamardProduct(Softmax(A, axis), Spread(w, axis, A.shape[1] if axis == 1 else A.shape[0]))
+
+
+declare("logsumexp", LogSumExpAlong, syntax=False, signature="logsumexp(A, axis = 1)",
+        doc="log(sum(exp(.))) along an axis of a matrix", shape=None, reference=_logsumexp_reference,
+        torch=lambda pr, e: f"torch.logsumexp({pr(e.args[0])}, dim={_torch_dim(e)})", latex=None,
+        derivative=Pullback(_logsumexp_along_pullback), curvature=None, convexity="convex",
+        monotone="increasing", scalar=None, sign=None, requires=(), prox=None, fuzz=None)
+
+
+class Spread(MatrixExpr):
+    """spread(w, axis, size): a vector spread over a matrix, w as every column (axis 1: entry (i, j) = w_i,
+    size columns) or as every row (axis 0: entry (i, j) = w_j, size rows); args (w, axis, size). No syntax:
+    logsumexp's pullback along an axis builds it, and it is only ever multiplied entrywise (its torch form
+    is w with an axis added, which broadcasts)."""
+
+    def __new__(cls, vector, axis, size):
+        return Basic.__new__(cls, sp.sympify(vector), sp.sympify(axis), sp.sympify(size))
+
+    @property
+    def shape(self):
+        n = self.args[0].shape[0]
+        return (n, self.args[2]) if self.args[1] == 1 else (self.args[2], n)
+
+
+def _spread_reference(np, w, axis, size):
+    column = w.reshape(-1, 1)
+    return np.repeat(column, int(size), axis=1) if int(axis) == 1 else np.repeat(column.T, int(size), axis=0)
+
+
+declare("spread", Spread, syntax=False, signature="spread(w, axis, size)", doc="a vector spread over a matrix",
+        shape=None, reference=_spread_reference,
+        torch=lambda pr, e: f"{pr.wrap(e.args[0], 'call')}.unsqueeze({-1 if e.args[1] == 1 else -2})", latex=None,
+        derivative=None, curvature=None, convexity="affine", monotone="increasing", scalar=None, sign=None,
+        requires=(), prox=None, fuzz=None)
 
 
 SPARSEMAX = helper("_sparsemax", '''
@@ -906,7 +1062,7 @@ def _sparsemax_reference(np, v):
 
 declare("sparsemax", Sparsemax, signature="sparsemax(v)", doc="projection onto the simplex", shape=vector_same,
         reference=_sparsemax_reference, torch=SPARSEMAX, latex=None, derivative=None, curvature=None,
-        convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        convexity=None, monotone=None, scalar=None, sign="nonnegative", requires=(), prox=None, fuzz=None)
 
 
 # normalize and rownormalize divide by max(||v||, NORM_FLOOR): the zero vector stays 0 (not 0/0), as in
@@ -920,7 +1076,7 @@ class Normalize(VectorAtom):
 
 declare("normalize", Normalize, signature="normalize(v)", doc="v / ||v||_2", shape=vector_same,
         reference=lambda np, v: v / max(np.sqrt(np.sum(v * v)), NORM_FLOOR), torch="F.normalize({0}, dim=-1)",
-        latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, requires=(),
+        latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(),
         prox=None, fuzz=None)
 
 
@@ -932,7 +1088,7 @@ declare("rownormalize", RowNormalize, signature="rownormalize(A)", doc="rows of 
         shape=matrix_same,
         reference=lambda np, A: A / np.maximum(np.sqrt(np.sum(A * A, axis=1, keepdims=True)), NORM_FLOOR),
         torch="F.normalize({0}, dim=-1)", latex=None, derivative=None, curvature=None, convexity=None,
-        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None)
 
 
 class RowSqNorm(MatrixExpr):
@@ -949,12 +1105,54 @@ class RowSqNorm(MatrixExpr):
 declare("rowsqnorm", RowSqNorm, signature="rowsqnorm(A)", doc="squared norm of every row of A",
         shape=_matrix_rows, reference=lambda np, A: np.sum(A * A, axis=1, keepdims=True),
         torch="{0:call}.square().sum(-1)", latex=None, derivative=None, curvature=None, convexity=None,
-        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        monotone=None, scalar=None, sign="nonnegative", requires=(), prox=None, fuzz=None)
 
 
 # ==================================================================================================
 # Linear algebra
 # ==================================================================================================
+
+class Diag(MatrixExpr):
+    """diag(v): the square matrix with v on its diagonal, 0 elsewhere; R[n] -> R[n, n]."""
+
+    def __new__(cls, vector):
+        return Basic.__new__(cls, sp.sympify(vector))
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], self.args[0].shape[0])
+
+    def _eval_transpose(self):
+        return self
+
+
+def _diag_shape(args):
+    v = _one_of_rank(args, (1,), "a vector")
+    return (v[0], v[0])
+
+
+declare("diag", Diag, signature="diag(v)", doc="the diagonal matrix with v on its diagonal", shape=_diag_shape,
+        reference=lambda np, v: np.diag(v.ravel()), torch="torch.diag_embed({0})", latex=None,
+        derivative=Pullback(lambda e, w: Diagonal(w)), curvature=None, convexity="affine", monotone="increasing",
+        scalar=None, sign=None, requires=(), prox=None, fuzz=None)  # the fuzzer's programs: see compiler/fuzz
+
+
+class Diagonal(MatrixExpr):
+    """The diagonal of a square matrix as a vector; R[n, n] -> R[n]. No syntax: diag's pullback builds it."""
+
+    def __new__(cls, matrix):
+        return Basic.__new__(cls, sp.sympify(matrix))
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.S.One)
+
+
+declare("diagonal", Diagonal, syntax=False, signature="diagonal(A)", doc="the diagonal of A", shape=None,
+        reference=lambda np, A: np.diag(A).reshape(-1, 1), torch="torch.diagonal({0}, dim1=-2, dim2=-1)",
+        latex=None, derivative=Pullback(lambda e, w: Diag(w)), curvature=None, convexity="affine",
+        monotone="increasing", scalar=None, sign=None, requires=(), prox=None, fuzz=None)
+
 
 class Solve(MatrixExpr):
     """solve(A, b) = A^-1 b, computed by a linear solve (never an explicit inverse); args (A, b)."""
@@ -998,7 +1196,7 @@ def _factored_solve(pr, factor, rhs):
 # the fuzzer builds a positive definite matrix for solve itself
 declare("solve", Solve, signature="solve(A, b)", doc="A^-1 b by a linear solve", shape=_solve_shape,
         reference=lambda np, A, b: np.linalg.solve(A, b), torch=_solve_torch, latex=None, derivative=None,
-        curvature=None, convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None)
 
 
 declare_macro("sqrt", signature="sqrt(a)", doc="square root of a scalar", shape=scalar_only, build=sp.sqrt)
@@ -1056,7 +1254,7 @@ def _softss_reference(np, v, t, p, pmax, layer):
 declare("softss", SoftSS, build=lambda v, t, p, pmax: SoftSS(v, t, p, pmax, LAYER), signature="softss(v, t, p, pmax)",
         doc="soft threshold; the largest min(layer*p, pmax) percent of |v| pass unshrunk", shape=vector_with_scalars(3),
         reference=_softss_reference, torch=SOFTSS, latex=None, derivative=None, curvature=None, convexity=None,
-        monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None)
 
 
 ANALYTIC = helper("_analytic", '''
@@ -1092,13 +1290,13 @@ def _analytic_reference(np, D):
 # the fuzzer writes analytic(D) lets itself
 declare("analytic", Analytic, signature="analytic(D)", doc="ALISTA's analytic weight for D", shape=matrix_same,
         reference=_analytic_reference, torch=ANALYTIC, latex=None, derivative=None, curvature=None,
-        convexity=None, monotone=None, scalar=None, requires=(), prox=None, fuzz=None)
+        convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None)
 
 
 # what `learn weights` makes learned thresholds of (their t becomes a learned theta), and what it linearises:
 # the thresholds and the projections of a constraint (clamp, relu, the balls, topk: their bounds and counts
 # stay, they are the constraint; topk keeps its k in every layer)
-THRESHOLD_ATOMS = (Soft, SoftPos, Hard, SoftSS, BlockSoft)
+THRESHOLD_ATOMS = (Soft, SoftPos, Hard, SoftSS, BlockSoft, RowSoft, SVT)
 LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu, ProjBall, ProjL1Ball, TopK)
 
 

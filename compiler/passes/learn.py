@@ -133,8 +133,16 @@ def _linearise(program, directive, atom, variables, index, learned, lines, per_l
     try:
         coeffs, bias = algebra.affine_parts(opened, variables)
     except algebra.NotAffine as e:
+        term = close_solves(e.term, inverses)
+        right = [v for v in variables if v.shape[1] != 1 and _multiplied_on_the_right(term, v)]
+        if right:  # a matrix per sample times something on its right: no left weight W @ X reproduces it
+            named = [d.name for d in program.of_kind("param", "hyper")]
+            raise fail(program, f"learn weights learns a matrix on the left of each state and input (W @ {right[0].name}); "
+                       f"in {math(term)}, {right[0].name} is multiplied on the right, which no such weight "
+                       f"reproduces", directive.span,
+                       f"learn the params by name instead: learn {', '.join(named)}" if named else None) from None
         raise fail(program, f"learn weights: the argument of {math(atom)} is not affine in the states and inputs "
-                   f"({math(close_solves(e.term, inverses))})", directive.span) from None
+                   f"({math(term)})", directive.span) from None
     coeffs = {v: close_solves(c, inverses) for v, c in coeffs.items()}
     bias = close_solves(bias, inverses) if bias is not None else None
     suffix = "" if index == 1 else str(index)
@@ -163,6 +171,16 @@ def _linearise(program, directive, atom, variables, index, learned, lines, per_l
     learned.append(theta)
     lines.append(f"{theta.name} = {math(threshold)}")
     return atom.func(new_arg, sp.Symbol(theta.name, real=True), *atom.args[2:])
+
+
+def _multiplied_on_the_right(term, v) -> bool:
+    """Whether a product in term has the matrix v (a per-sample matrix) before its last factor."""
+    for product in [term, *term.atoms(sp.MatMul)]:
+        if isinstance(product, sp.MatMul):
+            mats = product.as_coeff_matrices()[1]
+            if any(m.has(v) for m in mats[:-1]):
+                return True
+    return False
 
 
 # `learn FORM ...`: the first word picks the form; any other first word names a param or hyper.

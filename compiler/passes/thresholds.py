@@ -99,7 +99,7 @@ def map_thresholds(program: Program, fn, kinds=atoms.THRESHOLD_ATOMS) -> tuple[S
 
     def is_layer(atom):
         arg = inline_temps(program, atom.args[0])
-        return arg.shape[1] == 1 and bool({getattr(s, "name", None) for s in arg.free_symbols} & per_sample)
+        return bool({getattr(s, "name", None) for s in arg.free_symbols} & per_sample)
 
     def visit(expr):
         if isinstance(expr, kinds) and is_layer(expr):
