@@ -243,3 +243,70 @@ def analyse(program, var) -> Verdict:
     if unknown is not None:
         return Verdict(None, var.name, *unknown, nonconvex_set=nonconvex)
     return Verdict(True, var.name, nonconvex_set=nonconvex)
+
+
+# --- the sign of every entry: what a division needs of its denominator ------------------------------
+
+def _entry_image(expr, positive, cache):
+    """A scalar sympy expression with the sign of every entry of expr: each declared atom a Dummy with its
+    declared `sign` ('positive', 'nonnegative' or real), an input or param entry a real Dummy, the scalars in
+    `positive` positive Dummies, any other scalar symbol a real one; sums, entrywise products and powers map
+    to their scalar forms, so sympy's assumptions decide the sign (1e-8 + abs(y) is positive)."""
+    if expr in cache:
+        return cache[expr]
+    if isinstance(expr, atoms.Ones):
+        out = sp.Integer(1)
+    elif isinstance(expr, sp.ZeroMatrix):
+        out = sp.Integer(0)
+    elif isinstance(expr, sp.Identity):
+        out = sp.Dummy(nonnegative=True)
+    elif isinstance(expr, (sp.Symbol, sp.MatrixSymbol)):
+        out = sp.Dummy(positive=True) if expr in positive else sp.Dummy(real=True)
+    elif expr.is_number:
+        out = expr
+    elif isinstance(expr, (sp.Add, MatAdd)):
+        out = sp.Add(*[_entry_image(a, positive, cache) for a in expr.args])
+    elif isinstance(expr, (sp.Mul, HadamardProduct)):
+        out = sp.Mul(*[_entry_image(a, positive, cache) for a in expr.args])
+    elif isinstance(expr, MatMul):
+        coeff, mats = expr.as_coeff_matrices()
+        out = coeff * _entry_image(mats[0], positive, cache) if len(mats) == 1 else sp.Dummy(real=True)
+    elif isinstance(expr, (sp.Pow, sp.HadamardPower)):
+        base, exponent = expr.args
+        out = _entry_image(base, positive, cache) ** _entry_image(exponent, positive, cache)
+    elif isinstance(expr, Transpose):
+        out = _entry_image(expr.arg, positive, cache)
+    else:
+        atom = declare.of(expr)
+        if atom is not None:
+            out = sp.Dummy(**{atom.sign or "real": True})
+        elif isinstance(expr, sp.Function) and not isinstance(expr, sp.MatrixExpr):  # sympy's Max, Min
+            out = expr.func(*[_entry_image(a, positive, cache) for a in expr.args])
+        else:
+            out = sp.Dummy(real=True)
+    cache[expr] = out
+    return out
+
+
+def entry_sign(expr, positive=frozenset()) -> str | None:
+    """'positive' (every entry of expr is > 0), 'nonnegative' (>= 0) or None (dpc cannot show either), from
+    the atoms' declared `sign` facts and sympy's assumptions; the scalar symbols in `positive` taken > 0."""
+    image = _entry_image(sp.sympify(expr), frozenset(positive), {})
+    if image.is_positive:
+        return "positive"
+    if image.is_nonnegative:
+        return "nonnegative"
+    return None
+
+
+def positive_given(expr, constants) -> tuple | None:
+    """What makes every entry of expr provably > 0: () when the declared facts alone do; the scalar symbols
+    of `constants` (hypers, lets) that expr reads, when taking them > 0 does (each becomes a requirement);
+    None when neither does."""
+    if entry_sign(expr) == "positive":
+        return ()
+    read = tuple(sorted((s for s in expr.free_symbols if isinstance(s, sp.Symbol) and s.name in constants),
+                        key=lambda s: s.name))
+    if read and entry_sign(expr, read) == "positive":
+        return read
+    return None

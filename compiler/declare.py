@@ -173,6 +173,8 @@ RULES = {
     "monotone": "'increasing', 'decreasing' or None: for convexity checks of compositions",
     "scalar": "what the call means on a scalar argument (a sympy function such as sp.tanh, or a builder), "
               "or None where it needs a vector",
+    "sign": "the sign of its value (every entry of it) for every argument: 'positive' (> 0), 'nonnegative' "
+            "(>= 0) or None (either): what dpc.convexity.entry_sign reads to accept a division by it",
     "requires": "what its arguments must be: ((argument index, 'positive' | 'nonnegative' | 'nonzero', "
                 "why), ...), checked at the default and in the constructor; () for nothing",
     "prox": "the proximal-operator kind when it is a penalty c*atom(z) (passes/prox.py: 'norm1', 'norm0', "
@@ -200,11 +202,15 @@ class Atom:
     convexity: str | None
     monotone: str | None
     scalar: Callable | None
+    sign: str | None
     requires: tuple
     prox: str | None
     fuzz: Fuzz | None
     syntax: bool = True  # a program can call it by name (False: only passes build it)
     scalar_class: type | None = field(default=None)
+    # keyword arguments a call may add, name -> what it is (softmax(A, axis = 1)); each an integer literal,
+    # passed by name to the shape rule and the builder
+    options: tuple = ()
 
     @property
     def rule(self):  # the checker's name for the shape rule
@@ -221,12 +227,15 @@ BY_SCALAR_CLASS: dict[type, Atom] = {}
 _CONVEXITY = (None, "convex", "concave", "affine")
 _MONOTONE = (None, "increasing", "decreasing")
 _RELATIONS = ("positive", "nonnegative", "nonzero")
+_SIGNS = (None, "positive", "nonnegative")
 
 
 def declare(name: str, cls: type | None = None, *, base: type | None = None, build: Callable | None = None,
-            syntax: bool = True, **rules) -> Atom:
+            syntax: bool = True, options: dict | None = None, **rules) -> Atom:
     """Declare the atom `name`: its sympy class (`cls`, or a new subclass of `base` named after it) and
-    every rule of RULES as keywords. Returns the Atom; `atom.cls` builds IR nodes."""
+    every rule of RULES as keywords. Returns the Atom; `atom.cls` builds IR nodes. `options` names the
+    keyword arguments a call may add (name -> what it is): integer literals, given by name to the shape
+    rule and the builder."""
     missing = [r for r in RULES if r not in rules]
     if missing:
         raise DeclarationError(f"atom '{name}' has no {missing[0]} rule: state {missing[0]} = ... "
@@ -244,7 +253,8 @@ def declare(name: str, cls: type | None = None, *, base: type | None = None, bui
         raise DeclarationError(f"atom '{name}' is declared twice")
     scalar = rules["scalar"]
     scalar_class = scalar if isinstance(scalar, type) and issubclass(scalar, sp.Function) else None
-    atom = Atom(name=name, cls=cls, build=build or cls, syntax=syntax, scalar_class=scalar_class, **rules)
+    atom = Atom(name=name, cls=cls, build=build or cls, syntax=syntax, scalar_class=scalar_class,
+                options=tuple((options or {}).items()), **rules)
     # the class carries its facts too, for code that holds an IR node (type(node).reference, .derivative)
     cls.atom = atom
     cls.dp_name = name
@@ -286,6 +296,8 @@ def _validate(name, rules):
         bad("convexity", f"must be one of {_CONVEXITY}")
     if rules["monotone"] not in _MONOTONE:
         bad("monotone", f"must be one of {_MONOTONE}")
+    if rules["sign"] not in _SIGNS:
+        bad("sign", f"must be one of {_SIGNS}")
     for req in rules["requires"]:
         if len(req) != 3 or not isinstance(req[0], int) or req[1] not in _RELATIONS:
             bad("requires", f"entry {req!r} must be (argument index, one of {_RELATIONS}, why)")

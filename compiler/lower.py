@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 
 import sympy as sp
-from sympy import HadamardProduct, Identity, MatrixExpr, Transpose, ZeroMatrix
+from sympy import HadamardPower, HadamardProduct, Identity, MatrixExpr, Transpose, ZeroMatrix
 
 from dpc import atoms
 from dpc.atoms import ShapeError, show_shape
@@ -225,7 +225,7 @@ def _binop(node: ast.BinOp, env: _Env):
                    "for a matrix product write @")
     if op == "/":
         if rs != ():
-            raise _err(f"can only divide by a scalar, not by {show_shape(rs)}", node.right)
+            return _entrywise_division(node, env, left, ls, right, rs)
         if right.is_number and right == 0:
             raise _err("division by zero", node.right)
         return left * (1 / right) if ls != () else left / right, ls
@@ -239,6 +239,43 @@ def _binop(node: ast.BinOp, env: _Env):
             return sp.Integer(0), ()  # what float64 makes of it (2^-1e29 is never computed exactly)
         return left ** right, ()
     raise _err(f"unknown operator {op}", node)  # pragma: no cover - the grammar has no others
+
+
+def _entrywise_division(node, env, left, ls, right, rs):
+    """a / b with b a vector or matrix: entrywise, a of b's shape or a scalar (broadcast). b must be provably
+    positive entry by entry (convexity.positive_given: the atoms' declared signs, sympy's assumptions), or so
+    once the scalar hypers and lets it reads are > 0, which then become requirements (requirements.py)."""
+    from dpc.convexity import entry_sign, positive_given
+    from dpc.declare import declared
+    if ls != () and ls != rs:
+        raise _err(f"cannot divide {show_shape(ls)} by {show_shape(rs)} entrywise: shapes differ", node,
+                   "divide by a scalar, or by a value of the numerator's shape")
+    constants = {n for n, e in env.entries.items() if e.kind in ("hyper", "let") and e.shape == ()}
+    if positive_given(right, constants) is None:
+        from dpc.grammar.unparse import unparse
+        text = unparse(node.right)
+        shown = text if isinstance(node.right, (ast.Name, ast.Call)) else f"({text})"
+        sign = entry_sign(right)
+        fixed = f"({text} + 1e-8)" if sign == "nonnegative" else f"(abs({text}) + 1e-8)"
+        signs = {k: ", ".join(a.name for a in declared() if a.sign == k and _takes_vector(a))
+                 for k in ("positive", "nonnegative")}
+        raise _err(f"{text} may be zero: an entrywise division needs a denominator dpc can show is > 0 in every "
+                   f"entry: {signs['positive']} of anything, or c + v with c > 0 and v >= 0 ({signs['nonnegative']}"
+                   "; a hyper or let c is then required to be > 0)", node.right,
+                   f"write `{fixed}` in place of `{shown}`" + ("" if sign else " (or exp of it, if it may be negative)"))
+    reciprocal = HadamardPower(right, -1)
+    if ls == ():
+        return (reciprocal if left == 1 else left * reciprocal), rs
+    return HadamardProduct(left, reciprocal), rs
+
+
+def _takes_vector(atom) -> bool:
+    """Whether an atom maps a vector to a vector of its shape (an entrywise function: what a denominator is
+    built of)."""
+    try:
+        return atom.shape([("n",)]) == ("n",)
+    except (ShapeError, TypeError):
+        return False
 
 
 def _matmul(node, left, ls, right, rs):
@@ -270,8 +307,7 @@ def _call(node: ast.Call, env: _Env):
         hint = ("did you mean " + " or ".join(f"{c}()" for c in close) + "?") if close else \
             "known functions: " + ", ".join(sorted(atoms.ATOMS))
         raise DpcError(f"unknown function '{node.func}'", node.func_span, hint)
-    if node.kwargs:
-        raise _err(f"{spec.signature} takes no keyword arguments", node)
+    options = _options(node, spec)
     if node.func == "eye":
         return _eye(node, env)
     if node.func == "softss" and env.where != "in the update":  # its share grows with the layer number
@@ -279,10 +315,28 @@ def _call(node: ast.Call, env: _Env):
                    "use soft(v, t) here")
     lowered = lower_each(node.args, env)
     try:
-        shape = spec.rule([s for _, s in lowered])
+        shape = spec.rule([s for _, s in lowered], **options)
     except ShapeError as e:
         raise _err(f"{spec.signature} {e}", node, getattr(e, "hint", None)) from None
-    return spec.build(*[e for e, _ in lowered]), shape
+    return spec.build(*[e for e, _ in lowered], **options), shape
+
+
+def _options(node: ast.Call, spec) -> dict:
+    """A call's keyword arguments: only those its declaration names (`options`), each an integer literal
+    (softmax(A, axis = 1))."""
+    known = dict(getattr(spec, "options", ()))
+    out = {}
+    for key, value in node.kwargs:
+        if key not in known:
+            offered = ", ".join(f"{k} ({why})" for k, why in known.items())
+            raise _err(f"{spec.signature} takes no keyword argument '{key}'", node,
+                       f"its keyword arguments: {offered}" if known else
+                       f"delete `{key} = ...`: {node.func} takes positional arguments only")
+        if not (isinstance(value, ast.Number) and value.text.isdigit()):
+            raise _err(f"{node.func}(..., {key} = ...) takes a non-negative integer literal", value,
+                       f"write e.g. {key} = 1")
+        out[key] = int(value.text)
+    return out
 
 
 def _eye(node: ast.Call, env: _Env):

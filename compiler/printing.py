@@ -130,8 +130,11 @@ class MathPrinter(StrPrinter):
     def _print_MatAdd(self, expr):
         return signed_sum([self._print(t) for t in expr.args])
 
-    def _print_HadamardProduct(self, expr):
-        return " * ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in expr.args)
+    def _print_HadamardProduct(self, expr):  # a / b entrywise is a * b^-1 in the IR: shown as written
+        over = [a.base for a in expr.args if isinstance(a, sp.HadamardPower) and a.exp == -1]
+        factors = [a for a in expr.args if not (isinstance(a, sp.HadamardPower) and a.exp == -1)]
+        out = " * ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in factors) if factors else "1"
+        return out + "".join(f" / {self.parenthesize(b, PRECEDENCE['Mul'] + 1)}" for b in over)
 
     def _print_HadamardPower(self, expr):  # entrywise: v * v is square(v), a derivative's 1/(1 + v) a reciprocal
         base, exponent = expr.args
@@ -276,8 +279,11 @@ class LatexMathPrinter(LatexPrinter):
     def _print_MatAdd(self, expr):
         return signed_sum([self._print(t) for t in expr.args], strip=True)
 
-    def _print_HadamardProduct(self, expr):
-        return r" \odot ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in expr.args)
+    def _print_HadamardProduct(self, expr):  # a / b entrywise: a \oslash b
+        over = [a.base for a in expr.args if isinstance(a, sp.HadamardPower) and a.exp == -1]
+        factors = [a for a in expr.args if not (isinstance(a, sp.HadamardPower) and a.exp == -1)]
+        out = r" \odot ".join(self.parenthesize(a, PRECEDENCE["Mul"] + 1) for a in factors) if factors else "1"
+        return out + "".join(rf" \oslash {self.parenthesize(b, PRECEDENCE['Mul'] + 1)}" for b in over)
 
     def _print_Identity(self, expr):
         return f"I_{{{self._print(expr.rows)}}}"

@@ -56,9 +56,10 @@ def denominators(program: Program, numbers: bool = False) -> list[Requirement]:
         if expr is None:
             continue
         nodes = {n for n in sp.preorder_traversal(expr)
-                 if isinstance(n, (sp.Pow, sp.log)) or getattr(type(n), "requires", None)}
+                 if isinstance(n, (sp.Pow, sp.log)) or getattr(type(n), "requires", None)
+                 or _divides_entrywise(n)}
         for node in sorted(nodes, key=sp.default_sort_key):
-            for base, *need in _implicit_relations(node):
+            for base, *need in _implicit_relations(node, constant):
                 if base.is_number:
                     if numbers and not (isinstance(node, sp.Pow) and node.exp.is_negative and base != 0):
                         req = Requirement(base, *need, _span_of(program, node))
@@ -108,8 +109,18 @@ def learned_requirements(program: Program) -> list[Requirement]:
             if {getattr(s, "name", None) for s in r.expr.free_symbols} & learned]
 
 
-def _implicit_relations(node) -> list:
-    """[(argument, relation, why)] that a scalar power, a logarithm or an atom (its `requires`) needs."""
+def _divides_entrywise(node) -> bool:
+    return isinstance(node, sp.HadamardPower) and node.exp.is_number and node.exp.is_negative
+
+
+def _implicit_relations(node, constants=None) -> list:
+    """[(argument, relation, why)] that a scalar power, a logarithm, an entrywise division (the hypers and
+    lets its denominator needs > 0, convexity.positive_given) or an atom (its `requires`) needs."""
+    if _divides_entrywise(node):
+        from dpc.convexity import positive_given
+        names = {s.name for s in node.base.free_symbols if isinstance(s, sp.Symbol)}
+        needed = positive_given(node.base, names if constants is None else constants) or ()
+        return [(c, "positive", f"the network divides entrywise by {math(node.base)}") for c in needed]
     if isinstance(node, sp.log):
         return [(node.args[0], "positive", "the network takes its logarithm")]
     if isinstance(node, sp.Pow):

@@ -91,7 +91,7 @@ def test_gradient_prints_as_a_pullback_not_a_diagonal_matrix():
     program = compile_program(FOE, "foe.dp")
     notes = "\n".join(note.text for note in program.notes)
     grad = next(line for line in notes.splitlines() if line.startswith("grad f(u) = "))
-    assert re.search(r"lam\*K\.T @ \(\(2\*K @ u\) \* 1/\((square\(K @ u\) \+ ones\(k\)|ones\(k\) \+ "
+    assert re.search(r"lam\*K\.T @ \(\(2\*K @ u\) / \((square\(K @ u\) \+ ones\(k\)|ones\(k\) \+ "
                      r"square\(K @ u\))\)\)", grad), grad
     assert "Diag" not in notes
 

@@ -43,7 +43,7 @@ def cosh_rules():
         # sinh(v) = (exp(v) - exp(-v)) / 2, from atoms that exist: the derivative needs no atom of its own
         derivative=lambda v: sp.Rational(1, 2) * (atoms.Exp(v) - atoms.Exp(-v)),
         curvature=None,  # cosh'' = cosh is unbounded: derive needs step = ...
-        convexity="convex", monotone=None, scalar=None, requires=(), prox=None,
+        convexity="convex", monotone=None, scalar=None, sign="positive", requires=(), prox=None,
         fuzz=Fuzz("smooth", domain="bounded"))
 
 

@@ -140,8 +140,17 @@ class TorchPrinter:
 
     # --- scalar atoms of vectors: one number per sample ---
     def _reduce(self, code, method="sum", axes=1):
-        dims = "-1" if axes == 1 else "(-2, -1)"  # a matrix's every entry: its last two axes
-        return f"{code}.{method}({dims}{', keepdim=True' if self.keepdim else ''})", CALL
+        if axes == 1:
+            return f"{code}.{method}(-1{', keepdim=True' if self.keepdim else ''})", CALL
+        # a matrix's every entry: its last two axes, to one number per sample kept as (batch, 1) in updates
+        return self.keep_scalar(f"{code}.{method}((-2, -1))")
+
+    def keep_scalar(self, code):
+        """A scalar of a matrix computed without keepdim ((batch,) for a per-sample matrix), in the layout of
+        a per-sample scalar in updates: (batch, 1), which scales a (batch, n) vector row by row. Not
+        (batch, 1, 1): that would broadcast against (batch, n) into (batch, batch, n). (A per-sample scalar
+        never scales a per-sample matrix: plan.py refuses that.)"""
+        return (f"{code}.unsqueeze(-1)" if self.keepdim else code), CALL
 
     def _Dot(self, e):
         a, b = e.args
@@ -210,8 +219,9 @@ class TorchPrinter:
 
     def _apply(self, matrix, code, prec, batched=False):
         """Row form of matrix @ v: v @ B for matrix = B.T, F.linear(v, matrix) otherwise; a matrix per sample
-        ((batch, m, n)) applied to a vector per sample is a batched product of its rows."""
-        if batched and self.is_batched(matrix):
+        ((batch, m, n)) applied to a vector is a batched product of its rows (the vector per sample or not:
+        a matrix input applied to a constant start's vector in the folded first layer)."""
+        if self.is_batched(matrix):
             if isinstance(matrix, Transpose):
                 return f"({code if prec >= CALL else f'({code})'}.unsqueeze(-2) @ {self.wrap(matrix.arg, MUL + 1)})" \
                        ".squeeze(-2)", CALL
@@ -294,7 +304,11 @@ class TorchPrinter:
         return f"torch.linalg.matrix_power({self(base)}, {self(exponent)})", CALL
 
     def _HadamardProduct(self, e):
-        return " * ".join(self.wrap(a, MUL + 1) for a in e.args), MUL
+        # a / b entrywise is a * b^-1 in the IR: printed as the division it was written as
+        over = [a.base for a in e.args if _is_reciprocal(a)]
+        factors = [a for a in e.args if not _is_reciprocal(a)]
+        out = " * ".join(self.wrap(a, MUL + 1) for a in factors) if factors else "1"
+        return out + "".join(f" / {self.wrap(b, MUL + 1)}" for b in over), MUL
 
     # --- declared atoms: each renders by its declaration's torch rule (dpc.atoms) ---
     def _atom(self, atom, e):
@@ -423,3 +437,7 @@ def is_zero_matrix(expr) -> bool:
     """A start value that folded to zero (the first layer's warm start from z = 0)."""
     import sympy as sp
     return isinstance(expr, sp.ZeroMatrix) or expr == 0
+
+
+def _is_reciprocal(e) -> bool:
+    return isinstance(e, sp.HadamardPower) and e.exp == -1
