@@ -636,32 +636,31 @@ class _svt(torch.autograd.Function):
         t = torch.as_tensor(t, dtype=A.dtype, device=A.device)
         U, s, Vh = torch.linalg.svd(A, full_matrices=False)
         f = torch.relu(s - t)
-        ctx.save_for_backward(U, s, Vh, t)
+        ctx.save_for_backward(U, s, Vh, f, t)
         return (U * f.unsqueeze(-2)) @ Vh
 
     @staticmethod
     def backward(ctx, G):
-        U, s, Vh, t = ctx.saved_tensors
-        V = Vh.mT
-        f = torch.relu(s - t)
+        U, s, Vh, f, t = ctx.saved_tensors
         above = s > t
-        P = U.mT @ G @ V
+        P = U.mT @ G @ Vh.mT
         si, sj, fi, fj = s.unsqueeze(-1), s.unsqueeze(-2), f.unsqueeze(-1), f.unsqueeze(-2)
-        ai, aj = above.unsqueeze(-1), above.unsqueeze(-2)
-        gap = si - sj
-        divided = (fi - fj) / torch.where(gap == 0, torch.ones_like(gap), gap)
-        f1 = torch.where(ai & aj, torch.ones_like(gap), torch.where(~ai & ~aj, torch.zeros_like(gap), divided))
+        # F1: where exactly one of s_i, s_j exceeds t they differ, and the divided difference is computed;
+        # where both do or neither does, its limit (1 or 0), also for s_i = s_j
+        same = above.unsqueeze(-1) == above.unsqueeze(-2)
+        f1 = torch.where(same, above.to(s.dtype).unsqueeze(-1), (fi - fj) / (si - sj).masked_fill(same, 1))
+        # F2: s_i + s_j = 0 only where both are 0; there F2 is 0
         total = si + sj
-        f2 = torch.where(total > 0, (fi + fj) / torch.where(total > 0, total, torch.ones_like(total)),
-                         torch.zeros_like(total))
-        sym, skew = (P + P.mT) / 2, (P - P.mT) / 2
-        dA = U @ (f1 * sym + f2 * skew) @ Vh
-        ratio = torch.where(above, f / torch.where(above, s, torch.ones_like(s)), torch.zeros_like(s))
+        zero = total == 0
+        f2 = ((fi + fj) / total.masked_fill(zero, 1)).masked_fill(zero, 0)
+        dA = U @ ((f1 + f2) * P + (f1 - f2) * P.mT) @ Vh / 2  # F1 * sym(P) + F2 * skew(P)
         m, n = G.shape[-2], G.shape[-1]
-        if m > n:  # columns of G outside U's span: U's own change, scaled by f/s
-            dA = dA + ((G - U @ (U.mT @ G)) @ (V * ratio.unsqueeze(-2))) @ Vh
-        elif n > m:
-            dA = dA + (U * ratio.unsqueeze(-2)) @ (U.mT @ (G - (G @ V) @ Vh))
+        if m != n:  # the part outside U's (V's) columns: scaled by f/s, 0 where s <= t
+            ratio = (f / s.masked_fill(~above, 1)).unsqueeze(-2)
+            if m > n:
+                dA = dA + ((G - U @ (U.mT @ G)) @ (Vh.mT * ratio)) @ Vh
+            else:
+                dA = dA + (U * ratio) @ (U.mT @ (G - (G @ Vh.mT) @ Vh))
         grad_t = None
         if ctx.needs_input_grad[1]:
             grad_t = -(torch.diagonal(P, dim1=-2, dim2=-1) * above).sum(-1)
@@ -999,7 +998,7 @@ def _logsumexp_along_pullback(e, w):
     return HadamardProduct(Softmax(A, axis), Spread(w, axis, A.shape[1] if axis == 1 else A.shape[0]))
 
 
-declare("logsumexp", LogSumExpAlong, syntax=False, signature="logsumexp(A, axis = 1)",
+declare("logsumexp", LogSumExpAlong, syntax=False, signature="logsumexp(A, axis = 1)", options={"axis": "1 or 0"},
         doc="log(sum(exp(.))) along an axis of a matrix", shape=None, reference=_logsumexp_reference,
         torch=lambda pr, e: f"torch.logsumexp({pr(e.args[0])}, dim={_torch_dim(e)})", latex=None,
         derivative=Pullback(_logsumexp_along_pullback), curvature=None, convexity="convex",
@@ -1131,9 +1130,21 @@ def _diag_shape(args):
     return (v[0], v[0])
 
 
+def _diag_pullback(e, w):
+    """The cotangent of v in diag(v): the diagonal of w's; of an outer product u @ a.T (what a product
+    D @ diag(v) @ a pulls back), u * a entrywise, with no matrix formed."""
+    if isinstance(w, sp.MatMul):
+        coeff, mats = w.as_coeff_matrices()
+        if len(mats) >= 2 and mats[-1].shape[0] == 1:
+            from dpc.calculus import hadamard
+            column = sp.MatMul(*mats[:-1]) if len(mats) > 2 else mats[0]
+            return coeff * hadamard(column, mats[-1].T)
+    return Diagonal(w)
+
+
 declare("diag", Diag, signature="diag(v)", doc="the diagonal matrix with v on its diagonal", shape=_diag_shape,
         reference=lambda np, v: np.diag(v.ravel()), torch="torch.diag_embed({0})", latex=None,
-        derivative=Pullback(lambda e, w: Diagonal(w)), curvature=None, convexity="affine", monotone="increasing",
+        derivative=Pullback(_diag_pullback), curvature=None, convexity="affine", monotone="increasing",
         scalar=None, sign=None, requires=(), prox=None, fuzz=None)  # the fuzzer's programs: see compiler/fuzz
 
 

@@ -39,6 +39,14 @@ def _written_args(expr):
     return [a for a in expr.args if a != atoms.LAYER]
 
 
+def _call(atom, printed: list[str]) -> str:
+    """The arguments of a call as written: an atom's options (softmax(A, axis = 1)) by name, after the one
+    argument an atom with options takes."""
+    names = [name for name, _ in atom.options][:max(len(printed) - 1, 0)] if atom.options else []
+    return ", ".join(printed[:len(printed) - len(names)] + [f"{n} = {p}" for n, p in
+                                                             zip(names, printed[len(printed) - len(names):])])
+
+
 def decimal(r: sp.Rational) -> str:
     """1/2 -> 0.5, 1/10 -> 0.1; other rationals stay p/q."""
     q = int(r.q)
@@ -74,7 +82,7 @@ class MathPrinter(StrPrinter):
     def _print(self, expr, **kwargs):
         atom = _declared(expr)
         if atom is not None:
-            return f"{atom.name}({', '.join(self._print(a) for a in _written_args(expr))})"
+            return f"{atom.name}({_call(atom, [self._print(a) for a in _written_args(expr)])})"
         return super()._print(expr, **kwargs)
 
     def _print_Rational(self, expr):
@@ -254,7 +262,7 @@ class LatexMathPrinter(LatexPrinter):
         if callable(atom.latex):
             return atom.latex(self, expr, kwargs.get("exp"))
         head = atom.latex or rf"\operatorname{{{atom.name}}}"
-        return self._raised(rf"{head}\left({', '.join(self._print(a) for a in _written_args(expr))}\right)",
+        return self._raised(rf"{head}\left({_call(atom, [self._print(a) for a in _written_args(expr)])}\right)",
                             kwargs.get("exp"))
 
     def _print_Rational(self, expr):

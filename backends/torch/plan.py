@@ -55,6 +55,26 @@ class Constrained:
 
 
 @dataclass(frozen=True)
+class LearnedChecks:
+    """The requirements (and cautions) that read learned values, checked in forward where training may have
+    moved them (dpc.requirements.learned_requirements): eagerly, when a learned tensor changed since the check
+    that passed last (`stamp`), never under torch.compile; `keyword` (constructor keyword and attribute)
+    turns them off. Each check is (Requirement, caution, kept): a caution warns once (`warned`), a
+    requirement raises; `kept` ones hold by the parametrisation and are checked only with constrain=False.
+    An opnorm of a learned matrix that forward does not compute is estimated from below (`cache`:
+    warm-started power iterations, runtime._opnorm_estimate)."""
+
+    checks: tuple
+    tensors: tuple[str, ...]   # the attributes whose stamp decides
+    keyword: str
+    stamp: str
+    cache: str
+    warned: str
+    local: str                 # forward's local for the current stamp
+    opnorms: str               # forward's local list of the opnorm estimates
+
+
+@dataclass(frozen=True)
 class FixedPoint:
     """`unroll until`: the locals of the loop that runs the update until every sample converged, and the
     names of what it reports (forward's `info` keyword, the module's `last_info` attribute)."""
@@ -98,6 +118,7 @@ class Plan:
     fixed_point: FixedPoint | None = None
     constrained: dict = field(default_factory=dict)  # learned hyper -> Constrained
     constrain: str = ""                 # the constructor keyword (and attribute) that turns them off
+    learned_checks: LearnedChecks | None = None  # requirements on learned values, checked in forward
 
     def storage(self, name: str) -> str:
         """The attribute that holds a value's parameter: its raw one where it is constrained."""
@@ -243,9 +264,11 @@ def plan_module(p: Program) -> Plan:
         factor, pivots = ns.fresh(f"{name}_factor"), ns.fresh(f"{name}_pivots")
         factors[name] = Factor(factor, pivots, bool(p.decl(name).spd))
     start_reads = _read_outside_layers(p, objective=False)
-    constrained = _constrained(p, ns)
+    kept: list = []
+    constrained = _constrained(p, ns, kept)
     common = dict(
         constrained=constrained, constrain=ns.fresh("constrain") if constrained else "",
+        learned_checks=_learned_checks(p, ns, kept, set(per_layer) | set(layer_lets)),
         program=p, loop=loop, per_layer=per_layer, stacked=stacked, listed=listed,
         frozen_first=tuple(sorted(_unread_by_first_layer(p, listed, layer_lets))), given=given, factors=factors,
         init_tensors=frozenset(_init_tensors(p)), init_lets=tuple(_init_lets(p, fixed_lets)),
@@ -309,7 +332,36 @@ def _plan_fixed_point(p: Program, ns, common: dict, step: Step, hoisted, output_
                 trace=ns.fresh(f"{p.output}s"), fixed_point=fixed_point, **common)
 
 
-def _constrained(p: Program, ns) -> dict:
+def _learned_checks(p: Program, ns, kept: list, per_layer: set) -> LearnedChecks | None:
+    """The learned requirements and cautions forward checks (LearnedChecks); those reading a per-layer value
+    are left to the parametrisation (one check a layer is not worth its cost)."""
+    from dpc.requirements import learned_names, learned_requirements
+    learned = learned_names(p)
+    trainable = {d.name for d in p.decls if d.trainable}
+    checks = [(r, False, r in kept) for r in learned_requirements(p)]
+    checks += [(r, True, False) for r in p.cautions if graph.names_in(r.expr) & learned]
+    checks = [c for c in checks if not _reads(p, c[0].expr) & per_layer]
+    if not checks:
+        return None
+    tensors = sorted({n for r, _, _ in checks for n in _reads(p, r.expr) & trainable},
+                     key=lambda n: [d.name for d in p.decls].index(n))
+    return LearnedChecks(tuple(checks), tuple(tensors), ns.fresh("check_learned"), ns.fresh("_checked"),
+                         ns.fresh("_opnorm_cache"), ns.fresh("_cautioned"), ns.fresh("stamp"), ns.fresh("opnorms"))
+
+
+def _reads(p: Program, expr) -> set[str]:
+    """The names expr reads, through the lets it reads."""
+    todo, seen = list(graph.names_in(expr)), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            if p.has(name) and p.decl(name).kind == "let":
+                todo += list(graph.names_in(p.decl(name).value))
+    return seen
+
+
+def _constrained(p: Program, ns, kept: list | None = None) -> dict:
     """The learned scalar hypers with a requirement (dpc.requirements.learned_requirements): a sign (expr a
     positive multiple of the hyper: > 0 or >= 0) is kept by log(1 + exp(raw)); a requirement linear in the hyper that
     also reads other values (a step bound) by a clamp, on the last-declared learned hyper it reads."""
@@ -335,6 +387,8 @@ def _constrained(p: Program, ns) -> dict:
             if entry["relation"] != "positive":
                 entry["relation"] = req.relation
             entry["why"].append(req.why)
+            if kept is not None:
+                kept.append(req)
             continue
         if slope.has(symbol) or not slope.free_symbols.isdisjoint({symbol}):
             continue  # not linear in it
@@ -343,6 +397,8 @@ def _constrained(p: Program, ns) -> dict:
             continue
         bound = sp.simplify(-req.expr.subs(symbol, 0) / slope)
         entry["bounds"].append(Bound(bound, sign < 0, req.relation == "positive", req.why))
+        if kept is not None:
+            kept.append(req)
     return {name: Constrained(ns.fresh(f"{name}_raw"), e["relation"], "; ".join(e["why"]), tuple(e["bounds"]))
             for name, e in sorted(found.items(), key=lambda kv: order[kv[0]])
             if e["relation"] is not None or e["bounds"]}
@@ -452,6 +508,15 @@ def _refuse_per_sample_matrices(p: Program):
     a matrix that differs per sample (abs(bentropy(sigmoid(z)) * C), s * C + D with s per sample) has
     no layout there. A DpcError at the update or the objective, not a shape error at run time."""
     per_sample = {d.name for d in p.decls if d.kind in ("input", "var", "temp", "output")}
+    scalar_states = [d.name for d in p.states if not d.shape]
+    matrix_states = [d.name for d in p.states if len(d.shape) == 2]
+    if p.until is not None and scalar_states and matrix_states:
+        # under `unroll until` a scalar state is one per sample ((batch, 1)): FISTA's t next to matrix states
+        raise DpcError(f"unroll until keeps the scalar state {scalar_states[0]} per sample, and a per-sample "
+                       f"scalar cannot scale the matrix state {matrix_states[0]} (a (batch, m, n) tensor) yet",
+                       p.span_of_directive("unroll") or p.span_of_directive("update"),
+                       "run a fixed number of layers (unroll 100), or derive proxgrad (no scalar state)"
+                       ).with_source(p.source)
     # a matrix input, var or temporary is a (batch, m, n) tensor: what is built from it is one too, unless a
     # scalar that differs per sample scales it (a (batch, 1) tensor does not broadcast against (batch, m, n))
     matrices = {d.name for d in per_sample_decls(p) if len(d.shape) == 2}
@@ -468,6 +533,13 @@ def _refuse_per_sample_matrices(p: Program):
                     and graph.names_in(node) & per_sample and not _batched_matrix(node, matrices, batched):
                 span = p.span_of_directive(where) if where != "minimize" else \
                     (p.term_spans[0][1] if p.term_spans else None)
+                scalar = _per_sample_scalar(node, batched)
+                if graph.names_in(node) & matrices and scalar is not None:
+                    raise DpcError(f"{math(node)} is a matrix per sample with a scalar that differs per sample "
+                                   f"in it ({math(scalar)}); the generated code has no layout for a per-sample "
+                                   "scalar against a per-sample matrix", span,
+                                   "make that scalar the same for every sample: a hyper, a param or a let of "
+                                   "them (or apply it to a vector)").with_source(p.source)
                 raise DpcError(f"{math(node)} is a matrix that differs from sample to sample; the generated "
                                "code keeps one matrix for the whole batch", span,
                                "apply the per-sample factor to a vector instead, e.g. s * (C @ v)"
@@ -496,12 +568,24 @@ def _batched_names(p: Program) -> set[str]:
 
 def _batched_matrix(node, matrices, batched) -> bool:
     """A matrix built from per-sample matrices ((batch, m, n) tensors) and values the same for every sample,
-    with no scalar that differs per sample scaling it."""
-    if not graph.names_in(node) & matrices:
-        return False
+    with no scalar that differs per sample in it."""
+    per_sample = graph.names_in(node) & matrices or any(  # diag of a per-sample vector: (batch, n, n)
+        isinstance(sub, atoms.Diag) and graph.names_in(sub) & batched for sub in sp.preorder_traversal(node))
+    return bool(per_sample) and _per_sample_scalar(node, batched) is None
+
+
+def _per_sample_scalar(node, batched):
+    """A scalar that differs per sample inside the matrix expression node, scaling a matrix or as an atom's
+    scalar argument (soft(X, sqnorm(X)), svt(L, norm1(S))), or None: a per-sample scalar is a (batch, 1)
+    tensor, which does not broadcast against a (batch, m, n) one."""
     for sub in sp.preorder_traversal(node):
         if isinstance(sub, sp.MatMul):
             coeff, _ = sub.as_coeff_matrices()
             if graph.names_in(coeff) & batched:
-                return False
-    return True
+                return coeff
+        elif isinstance(sub, sp.MatrixExpr):
+            for arg in sub.args:
+                if not isinstance(arg, sp.MatrixExpr) and isinstance(arg, sp.Expr) and not arg.is_number \
+                        and graph.names_in(arg) & batched:
+                    return arg
+    return None
