@@ -885,11 +885,11 @@ def _axis_shape(name):
         if len(shape) == 1:
             if axis not in (None, 0):
                 raise ShapeError(f"has no axis {axis}: a vector {show_shape(shape)} has one axis, 0",
-                                 f"write {name}(v) (or axis = 0)")
+                                 f"delete `, axis = {axis}` (a vector's {name} is along its one axis)")
         elif len(shape) == 2:
             if axis is None:
-                raise ShapeError(f"of a matrix {show_shape(shape)} needs the axis it normalises along",
-                                 f"write {name}(A, axis = 1) for every row (axis = 0: every column)")
+                raise ShapeError(f"of a matrix {show_shape(shape)} needs the axis it acts along",
+                                 "add `, axis = 1` after the matrix, for every row (axis = 0: every column)")
             if axis > 1:
                 raise ShapeError(f"has no axis {axis}: a matrix {show_shape(shape)} has axes 0 (its "
                                  f"{shape[0]} rows) and 1 (its {shape[1]} columns)", "write axis = 1")

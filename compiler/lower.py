@@ -328,10 +328,12 @@ def _options(node: ast.Call, spec) -> dict:
     out = {}
     for key, value in node.kwargs:
         if key not in known:
-            offered = ", ".join(f"{k} ({why})" for k, why in known.items())
+            written = value.text if isinstance(value, ast.Number) else "..."
+            only = next(iter(known)) if len(known) == 1 else None
             raise _err(f"{spec.signature} takes no keyword argument '{key}'", node,
-                       f"its keyword arguments: {offered}" if known else
-                       f"delete `{key} = ...`: {node.func} takes positional arguments only")
+                       f"write `{only} = {written}` in place of `{key} = {written}` ({only}: {known[only]})" if only
+                       else f"its keyword arguments: {', '.join(known)}" if known else
+                       f"delete `, {key} = {written}`: {node.func} takes positional arguments only")
         if not (isinstance(value, ast.Number) and value.text.isdigit()):
             raise _err(f"{node.func}(..., {key} = ...) takes a non-negative integer literal", value,
                        f"write e.g. {key} = 1")

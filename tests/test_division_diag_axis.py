@@ -242,11 +242,11 @@ def test_the_vector_forms_are_unchanged():
 
 
 @pytest.mark.parametrize("call, message, hint", [
-    ("softmax(X)", "softmax(v) of a matrix R[N, k] needs the axis it normalises along",
-     "write softmax(A, axis = 1) for every row (axis = 0: every column)"),
+    ("softmax(X)", "softmax(v) of a matrix R[N, k] needs the axis it acts along",
+     "add `, axis = 1` after the matrix, for every row (axis = 0: every column)"),
     ("softmax(X, axis = 2)", "softmax(v) has no axis 2: a matrix R[N, k] has axes 0 (its N rows) and 1 (its k "
      "columns)", "write axis = 1"),
-    ("softmax(X, dim = 1)", "softmax(v) takes no keyword argument 'dim'", "its keyword arguments: axis"),
+    ("softmax(X, dim = 1)", "softmax(v) takes no keyword argument 'dim'", "write `axis = 1` in place of `dim = 1`"),
     ("softmax(X, axis = 0.5)", "softmax(..., axis = ...) takes a non-negative integer literal",
      "write e.g. axis = 1"),
 ])
@@ -261,4 +261,4 @@ def test_a_vector_has_only_axis_0():
     got = _error("network A\ndims n\ninput x : R[n]\nvar z : R[n] = 0\nupdate z <- softmax(x, axis = 1) + z\n"
                  "unroll 1\n")
     assert got.startswith("prog.dp:5:13: error: softmax(v) has no axis 1: a vector R[n] has one axis, 0"), got
-    assert "hint: write softmax(v) (or axis = 0)" in got
+    assert "hint: delete `, axis = 1` (a vector's softmax is along its one axis)" in got

@@ -28,6 +28,8 @@ UPDATE, SC2NET, ALISTA, KMEANS = ((EXAMPLES / f"{name}.dp").read_text()
                                   for name in ("lista_update", "sc2net", "alista", "kmeansnet"))
 RPCA = "".join(line.split("#")[0].rstrip() + "\n" for line in (EXAMPLES / "rpca.dp").read_text().splitlines())
 CLOSED = LASSO.replace("derive proxgrad(step = 1/L)\nunroll 3", "derive closed")
+DIVIDE = "network P\ndims n\ninput y : R[n]\nvar z : R[n] = 0\nupdate z <- tanh(z / y)\nunroll 2\n"
+AXIS = "network P\ndims N, k\ninput X : R[N, k]\nvar Q : R[N, k] = 0\nupdate Q <- softmax(X) + Q / 2\nunroll 2\n"
 
 # (id, program, a substring of the hint, old, new[, everywhere]): the hint asks to replace old by new (every
 # occurrence where the row says True: a rename)
@@ -186,6 +188,25 @@ HINTS = [
     ("closed with a zero ridge", CLOSED.replace("hyper lam = 0.1", "hyper lam = 0.1\nhyper mu = 0").replace(
         "lam * norm1(z)", "mu * sqnorm(z)"), "+ 0.5*sqnorm(z) (any c*sqnorm", "mu * sqnorm(z)",
      "mu * sqnorm(z) + 0.5*sqnorm(z)"),
+    # entrywise division, and atoms along an axis (issue 19)
+    ("entrywise division by what may be zero", DIVIDE, "write `(abs(y) + 1e-8)` in place of `y`", "z / y",
+     "z / (abs(y) + 1e-8)"),
+    ("entrywise division by a non-negative value", DIVIDE.replace("z / y", "z / square(y)"),
+     "write `(square(y) + 1e-8)` in place of `square(y)`", "z / square(y)", "z / (square(y) + 1e-8)"),
+    ("softmax of a matrix with no axis", AXIS, "add `, axis = 1` after the matrix", "softmax(X)",
+     "softmax(X, axis = 1)"),
+    ("softmax along an axis a matrix lacks", AXIS.replace("softmax(X)", "softmax(X, axis = 2)"), "write axis = 1",
+     "axis = 2", "axis = 1"),
+    ("softmax of a vector along axis 1", DIVIDE.replace("z / y", "softmax(y, axis = 1)"), "delete `, axis = 1`",
+     ", axis = 1", ""),
+    ("logsumexp with an unknown keyword", AXIS.replace("softmax(X)", "X - sum(logsumexp(X, dim = 1))"),
+     "write `axis = 1` in place of `dim = 1`", "dim = 1", "axis = 1"),
+    ("an axis that is no integer literal", AXIS.replace("softmax(X)", "softmax(X, axis = 0.5)"),
+     "write e.g. axis = 1", "axis = 0.5", "axis = 1"),
+    # a pass that reads the update, written before the derive that makes it (the pipeline keeps source order)
+    *[(f"{line} before derive", LASSO.replace("derive proxgrad(step = 1/L)\n", f"{line}\nderive proxgrad(step = 1/L)\n"),
+       "put it after derive", f"{line}\nderive proxgrad(step = 1/L)\n", f"derive proxgrad(step = 1/L)\n{line}\n")
+      for line in ("learn weights", "learn weights coupled", "learn stepsizes", "adapt support", "adapt gates")],
 ]
 
 
@@ -231,7 +252,7 @@ def test_hint_applied_literally_compiles(name, text, hint, old, new, everywhere)
 # Edits with no row yet (not reached in the time of this audit):
 #   compiler/pipeline.py:140   "e.g. var z : R[n] = 0": a program whose vars are all scalars fails earlier
 #     ("derive gd needs a vector or matrix var"); an `update` program may reach it
-#   passes/adapt_gates.py:49, adapt_support.py:29, learn.py:105, learn_coupled.py:25, learn_stepsizes.py:26
-#     "put it after derive": the pipeline orders directives, so a program with derive never reaches them
+#   (passes/adapt_gates.py:49, adapt_support.py:29, learn.py:105, learn_coupled.py:25, learn_stepsizes.py:26,
+#     "put it after derive", are reached by a line written before derive: the "... before derive" rows)
 #   (composite.py:54, joint.py:106, :112, thresholds.py:73, :81, closed.py:320 have rows above;
 #     passes/learn.py:114 is covered by "learn weights with no threshold")
