@@ -46,3 +46,36 @@ class TunedLISTA(HandLISTA):
     @staticmethod
     def shrink(v, t):
         return torch.relu(v - t) - torch.relu(-v - t)
+
+
+class HandRPCA(nn.Module):
+    """Learned robust PCA (Sprechmann et al. 2015's idea on proximal gradient, as examples/rpca.dp): every layer
+    L, S <- svt(L - G, mu_k/2), soft(S - G, lam_k/2) with G = (L + S - X)/2 computed once; svt by batched
+    torch.linalg.svd and its own autograd; mu_k, lam_k >= 0 kept by softplus, as the generated module does.
+    The first layer starts from L = S = 0 (G = -X/2), written out as an engineer would."""
+
+    def __init__(self, mu, lam, steps):
+        super().__init__()
+        raw = lambda v: torch.log(torch.expm1(torch.as_tensor(float(v))))  # softplus(raw) = v  # noqa: E731
+        self.mu_raw = nn.ParameterList([nn.Parameter(raw(mu)) for _ in range(steps)])
+        self.lam_raw = nn.ParameterList([nn.Parameter(raw(lam)) for _ in range(steps)])
+        self.steps = steps
+
+    @staticmethod
+    def svt(A, t):
+        U, s, Vh = torch.linalg.svd(A, full_matrices=False)
+        return (U * torch.relu(s - t).unsqueeze(-2)) @ Vh
+
+    @staticmethod
+    def soft(v, t):
+        return torch.relu(v - t) - torch.relu(-v - t)
+
+    def forward(self, X):
+        F = torch.nn.functional
+        half = X / 2
+        L = self.svt(half, F.softplus(self.mu_raw[0]) / 2)
+        S = self.soft(half, F.softplus(self.lam_raw[0]) / 2)
+        for k in range(1, self.steps):
+            G = (L + S - X) / 2
+            L, S = self.svt(L - G, F.softplus(self.mu_raw[k]) / 2), self.soft(S - G, F.softplus(self.lam_raw[k]) / 2)
+        return L

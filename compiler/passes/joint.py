@@ -159,10 +159,18 @@ def _states(it: Iteration, parts, base: str, note: str):
     return out
 
 
-def _step_at(s: JointSplitting, point: dict):
-    """{var: prox_{s g_i}(p_i - s * grad_i f(p))} at the point p (a state per var)."""
+def _step_at(s: JointSplitting, point: dict, it: Iteration):
+    """{var: prox_{s g_i}(p_i - s * grad_i f(p))} at the point p (a state per var). Vars whose gradients are
+    the same expression (robust PCA: L + S - X for both L and S) read it from one temporary of the step,
+    grad_step = s * grad f(p), computed once per layer."""
     swap = {part.var: point[part.var] for part in s.parts}
-    return {part.var: part.prox(point[part.var] - s.step * part.grad.xreplace(swap)) for part in s.parts}
+    steps = {part.var: s.step * part.grad.xreplace(swap) for part in s.parts}
+    shared = {}
+    for part in s.parts:
+        value = steps[part.var]
+        if value not in shared and sum(v == value for v in steps.values()) > 1 and len(value.free_symbols) > 1:
+            shared[value] = it.temp("grad_step", value, shape=it.program.decl(part.var.name).shape)
+    return {part.var: part.prox(point[part.var] - shared.get(steps[part.var], steps[part.var])) for part in s.parts}
 
 
 def _notes(s: JointSplitting):
@@ -178,7 +186,7 @@ def derive_proxgrad_joint(program: Program, directive: Directive) -> Program:
     """Proximal gradient on several vars: every var's prox of its own gradient step, all from the same point."""
     s = joint_split(program, directive)
     it = Iteration(s.program, directive, s.parts[0].var)
-    for var, value in _step_at(s, {p.var: p.var for p in s.parts}).items():
+    for var, value in _step_at(s, {p.var: p.var for p in s.parts}, it).items():
         it.assign(var, value)
     return it.done(*_notes(s))
 
@@ -190,7 +198,7 @@ def derive_fista_joint(program: Program, directive: Directive) -> Program:
     ys = _states(it, s.parts, "y", "momentum point")
     t = it.state("t", "momentum sequence", start=sp.Integer(1), shape=())
     nexts = {}
-    for var, value in _step_at(s, ys).items():
+    for var, value in _step_at(s, ys, it).items():
         nexts[var] = it.temp(f"{var.name}_next", value, shape=it.program.decl(var.name).shape)
     t_next = it.temp("t_next", (1 + sp.sqrt(1 + 4 * t ** 2)) / 2, shape=())
     for part in s.parts:
