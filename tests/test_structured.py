@@ -367,4 +367,5 @@ def test_a_set_of_vectors_on_a_matrix_var_is_an_error_with_a_hint():
 def test_a_per_sample_scalar_scaling_a_per_sample_matrix_is_still_an_error():
     message = _error("network N\ndims m, n\ninput X : R[m, n]\nvar S : R[m, n] = 0\n"
                      "update S <- S / 2 + sqnorm(X) * X\nunroll 2\n")
-    assert "is a matrix that differs from sample to sample" in message
+    assert "sqnorm(X)*X is a matrix per sample with a scalar that differs per sample in it (sqnorm(X))" in message
+    assert "hint: make that scalar the same for every sample" in message

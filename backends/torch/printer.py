@@ -123,6 +123,8 @@ class TorchPrinter:
         return f"{self.wrap(e.base, POW + 1)} ** {self.wrap(e.exp, POW + 1)}", POW
 
     def _Max(self, e):
+        if len(e.args) > 2:  # max(a, b, c) (a joint Lipschitz bound of three vars): nested maxima
+            return f"torch.maximum({self._tensor(sp.Max(*e.args[:-1]))}, {self._tensor(e.args[-1])})", CALL
         a, b = e.args
         if b == 0 or a == 0:
             other = a if b == 0 else b
@@ -130,6 +132,8 @@ class TorchPrinter:
         return f"torch.maximum({self._tensor(a)}, {self._tensor(b)})", CALL
 
     def _Min(self, e):
+        if len(e.args) > 2:  # nested minima
+            return f"torch.minimum({self._tensor(sp.Min(*e.args[:-1]))}, {self._tensor(e.args[-1])})", CALL
         a, b = e.args
         return f"torch.minimum({self._tensor(a)}, {self._tensor(b)})", CALL
 
@@ -206,7 +210,7 @@ class TorchPrinter:
             return " @ ".join(self.wrap(m, MUL + 1) for m in mats), MUL
         if len(mats) >= 2 and _is_ones(mats[-1]):  # A @ ones: the row sums of A (A.T @ ones: column sums)
             matrix = mats[-2]
-            code = (f"{self.wrap(matrix.arg, CALL)}.sum(0)" if isinstance(matrix, Transpose)
+            code = (f"{self.wrap(matrix.arg, CALL)}.sum(-2)" if isinstance(matrix, Transpose)  # a batch's too
                     else f"{self.wrap(matrix, CALL)}.sum(-1)")
             prec, mats = CALL, mats[:-1]
         else:

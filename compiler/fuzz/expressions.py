@@ -233,6 +233,18 @@ class Expressions:
             ]
         return self.weighted(opts)()
 
+    def positive(self, sub, ctx) -> Node:
+        """sub() (a vector or matrix thunk) made > 0 in every entry, for an entrywise denominator: a declared
+        positive atom of tanh(sub()), or c + a declared nonnegative atom of it (c a small positive literal)."""
+        P = self.atoms
+        return self.weighted([
+            (1 if P.positive_entrywise else 0,
+             lambda: self.call(self.choose(P.positive_entrywise).name, self.call("tanh", sub()))),
+            (1 if P.nonnegative_entrywise else 0, lambda: self.bin(
+                "+", self.num(positive=True, small=True), self.apply(self.choose(P.nonnegative_entrywise), sub, ctx))),
+            (0.1, lambda: self.bin("+", self.call("sqnorm", sub()), self.num(positive=True, small=True))),
+        ])()
+
     def sca(self, ctx, depth, bounded=True) -> Node:
         """A scalar; bounded ones (|s| of order 1) unless bounded=False."""
         names = [n for n, _ in self.of(ctx, shape=())]
@@ -294,10 +306,22 @@ class Expressions:
                 opts += [
                     (2 if P.reductions else 0, reduce), (1, dot), (0.7, index_sum),
                     (0.5, lambda: self.call("entropy", self.call("softmax", self.vec(d(), ctx, depth - 1)))),
+                    (0.3, lambda: (lambda out: self.call("tanh", out) if bounded else out)(
+                        self.call("logsumexp", self.vec(d(), ctx, depth - 1)))),
                     (0.3, lambda: self.call("bentropy", self.call("sigmoid", self.vec(d(), ctx, depth - 1)))),
                 ]
             if mats:
                 opts.append((0.5, lambda: self.call("opnorm", self.name(self.pick(mats)[0]))))
+                if P.matrix_reductions:
+                    def reduce_matrix():  # sqnorm, norm1, sum, nuclear, norm21 of a matrix expression
+                        a, b = self.pick(mats)[1]
+                        A = self.mat(a, b, ctx, depth - 1)
+                        f = self.choose(P.matrix_reductions)
+                        out = self.call(f.name, A)
+                        if bounded and f in P.matrix_positive_part:  # f(A) / (c + f(A)): in [0, 1)
+                            return self.bin("/", out, self.bin("+", self.num(positive=True), self.call(f.name, A)))
+                        return self.call("tanh", out) if bounded else out
+                    opts.append((1, reduce_matrix))
         return self.maybe_paren(self.weighted(opts)())
 
     # --- vectors ---
@@ -318,6 +342,10 @@ class Expressions:
                 (2, lambda: self.bin("*", self.sca(ctx, depth - 1), sub())),
                 (1, lambda: self.bin("*", sub(), self.sca(ctx, depth - 1))),
                 (1, lambda: self.bin("/", sub(), self.den(ctx, depth - 1))),
+                # entrywise division by a provably positive vector; one that may be zero is refused
+                (1, lambda: self.bin("/", sub(), self.positive(sub, ctx))),
+                (0.3, lambda: self.bin("/", self.sca(ctx, depth - 1), self.positive(sub, ctx))),
+                (self.mistake(0.05), lambda: self.bin("/", sub(), sub())),
                 (1, lambda: self.bin(self.pick("+-"), sub(), self.sca(ctx, depth - 1))),
                 (1, lambda: self.bin("-", self.sca(ctx, depth - 1), sub())),
                 (1, lambda: self.neg(sub())),
@@ -364,6 +392,11 @@ class Expressions:
                     e = self.pick([shape[1] for _, shape in mats])
                     return self.bin("@", self.mat(d, e, ctx, depth - 1), self.vec(e, ctx, depth - 1))
                 opts.append((1, matexpr))
+
+                def lse_rows():  # one value per row of a d x e matrix
+                    e = self.pick([shape[1] for _, shape in mats])
+                    return self.call("logsumexp", self.mat(d, e, ctx, depth - 1), Node(ATOM, "axis = 1"))
+                opts.append((0.3, lse_rows))
         return self.maybe_paren(self.weighted(opts)())
 
     # --- matrices ---
@@ -380,6 +413,11 @@ class Expressions:
     def mat_named(self, shape, ctx) -> bool:
         a, b = shape
         return any(s in ((a, b), (b, a)) for _, s in self.of(ctx, rank=2))
+
+    def scaling(self, ctx):
+        """The context of a scalar that scales a matrix: mostly the names that are the same for every sample
+        (a per-sample scalar times a per-sample matrix is refused), sometimes all of ctx."""
+        return ctx if self.chance(0.2) else ctx & {"param", "hyper", "let"}
 
     def mat(self, a, b, ctx, depth) -> Node:
         named = [(n, s) for n, s in self.of(ctx, rank=2) if s in ((a, b), (b, a))]
@@ -398,16 +436,24 @@ class Expressions:
         opts2 = [
             (3, base),
             (1, lambda: self.bin(self.pick("+-"), sub(), sub())),
-            (1, lambda: self.bin("*", self.sca(ctx, depth - 1), sub())),
-            (1, lambda: self.bin("/", sub(), self.den(ctx, 0))),
+            (1, lambda: self.bin("*", self.sca(self.scaling(ctx), depth - 1), sub())),
+            (1, lambda: self.bin("/", sub(), self.den(self.scaling(ctx), 0))),
             (0.5, lambda: self.bin("*", sub(), sub())),
             (0.5, lambda: self.bin("+", sub(), self.sca(ctx, 0))),
             (0.5, lambda: self.neg(sub())),
-            (0.7 if P.elementwise["real"] else 0, lambda: self.apply(self.choose(P.elementwise["real"]), sub, ctx)),
-            (0.3 if P.smooth else 0, lambda: self.apply(self.choose(P.smooth), sub, ctx)),
-            (0.2 if P.smooth_params else 0, lambda: self.apply(self.choose(P.smooth_params), sub, ctx)),
-            (0.3 if P.thresholds else 0, lambda: self.apply(self.choose(P.thresholds), sub, ctx)),
+            # the declared atoms whose shape rule takes a matrix (entrywise ones, svt, rowsoft, ...)
+            (0.7 if P.matrix_elementwise["real"] else 0,
+             lambda: self.apply(self.choose(P.matrix_elementwise["real"]), sub, ctx)),
+            (0.2 if P.matrix_elementwise["bounded"] else 0,
+             lambda: self.apply(self.choose(P.matrix_elementwise["bounded"]), sub, ctx)),
+            (0.3 if P.matrix_smooth else 0, lambda: self.apply(self.choose(P.matrix_smooth), sub, ctx)),
+            (0.2 if P.matrix_smooth_params else 0, lambda: self.apply(self.choose(P.matrix_smooth_params), sub, ctx)),
+            (0.5 if P.matrix_thresholds else 0, lambda: self.apply(self.choose(P.matrix_thresholds), sub, ctx)),
+            (0.2 if P.matrix_ranges else 0, lambda: self.apply(self.choose(P.matrix_ranges), sub, ctx)),
             (0.5, lambda: self.call("rownormalize", sub())),
+            (0.5, lambda: self.bin("/", sub(), self.positive(sub, ctx))),
+            (0.5, lambda: self.call("softmax", sub(), Node(ATOM, f"axis = {self.pick('01')}"))),
+            (self.mistake(0.03), lambda: self.call("softmax", sub(), Node(ATOM, self.pick(["axis = 2", "dim = 1"])))),
         ]
         inner = [(n, s) for n, s in self.of(ctx, rank=2)]
         mids = {s[1] for n, s in self.mat_options(a, None, ctx)} & {s[0] for n, s in self.mat_options(b, None, ctx)}

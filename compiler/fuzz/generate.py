@@ -137,7 +137,7 @@ class Gen(Expressions):
                                   (1, lambda: self.sca(ctx, 1))])()
         if len(shape) == 2:
             opts = [(3, lambda: None), (2, lambda: Node(ATOM, "0")), (1, lambda: self.num())]
-            if self.mat_named(shape, ctx) or shape[0] == shape[1]:
+            if self.mat_named(shape, ctx - {"input"}) or shape[0] == shape[1]:
                 opts.append((2, lambda: self.mat(*shape, ctx - {"input"}, 1)))
             return self.weighted(opts)()
         d = shape[0]
@@ -220,7 +220,8 @@ class Gen(Expressions):
         family = self.weighted([(3, self.objective_program), (1, self.kmeans_program),
                                 (1, self.quadratic_program), (4, self.update_program),
                                 (0.6, self.paramless_program), (1.5, self.expression_program),
-                                (1, self.composite_program)])
+                                (1, self.composite_program), (1.5, self.matrix_objective_program),
+                                (1.5, self.matrix_update_program)])
         family()
         text = "\n".join(self.lines) + "\n"
         if self.chance(0.1):
@@ -697,6 +698,152 @@ class Gen(Expressions):
             self.lines.append(f"output {self.pick(states)[0]}")
         elif self.chance(0.2):
             self.lines.append(f"output {self.output_expr([n for n, _ in states])}")
+
+    def matrix_objective_program(self):
+        """Objectives in matrix vars (each sample a matrix X): one var, X ~ D @ Z or X ~ Z, or several (robust
+        PCA: X ~ L + S), each var's penalty among the declared matrix reductions with a prox (norm1, sqnorm,
+        nuclear, norm21), by derive proxgrad or fista (one joint step, each var's own prox)."""
+        self.header("matrix objective")
+        dictionary = self.chance(0.4)
+        m, n, *rest = self.base_decls(3 if dictionary else 2)
+        X = self.fresh(["X", "Y", "M", "obs", "x"])
+        self.decl("input", X, (m, n))
+        D = None
+        shape = (m, n)
+        if dictionary:
+            D = self.fresh(["D", "A", "Phi"])
+            self.decl("param", D, (m, rest[0]))
+            shape = (rest[0], n)
+        Y = None
+        if self.chance(0.2):
+            Y = self.fresh(["B", "C", "E", "K"])
+            self.decl(self.pick(["param", "input"]), Y, shape)
+        hypers = self.hypers(self.r.randint(1, 3), ["lam", "mu", "tau"])
+        L = None
+        if D is not None and self.chance(0.6):
+            L = self.fresh(["L", "Lip"])
+            self.decl("let", L, (), self.power(self.call("opnorm", self.name(D)), Node(ATOM, "2")))
+            self.positive_lets.add(L)
+        nvars = self.weighted([(3, 1), (3, 2), (0.5, 3)])
+        ctx = frozenset({"param", "hyper", "let"})
+        names = []
+        for i in range(nvars):
+            v = self.fresh(["Z", "L_", "S", "E_", "Q", "U"] if i == 0 else ["S", "E_", "N_", "Z", "U", "V"])
+            self.decl("var", v, shape if i == 0 else (m, n), self.start(shape if i == 0 else (m, n), ctx))
+            names.append(v)
+        if self.chance(self.mistake(0.03)):
+            v = self.fresh(self.VAR_NAMES)
+            self.decl("var", v, (n,), None)  # a vector var nothing reads
+        model = self.bin("@", self.name(D), self.name(names[0])) if D is not None else self.name(names[0])
+        for v in names[1:]:
+            model = self.bin(self.pick("++-"), model, self.name(v))
+        resid = self.bin("-", self.name(X), model) if self.chance(0.7) else self.bin("-", model, self.name(X))
+        coef = self.weighted([(3, lambda: Node(ATOM, "0.5")), (1, lambda: None), (1, lambda: self.den(ctx, 1))])()
+        fit = self.call("sqnorm", resid)
+        terms = [fit if coef is None else self.bin("*", coef, fit)]
+        if Y is not None and self.chance(0.7):
+            terms.append(self.bin("*", self.num(positive=True, small=True),
+                                  self.call("sqnorm", self.bin("-", self.name(names[0]), self.name(Y)))))
+        if self.chance(0.1):
+            terms.append(self.bin("*", self.num(positive=True, small=True), self.call("sum", self.name(names[-1]))))
+        if self.chance(0.1) and self.atoms.objective_smooth:  # a smooth entrywise term: dpc's calculus
+            f = self.choose(self.atoms.objective_smooth)
+            terms.append(self.bin("*", Node(ATOM, "0.1"), self.call("sum", self.call(f.name, self.name(names[-1])))))
+        P = self.atoms
+        for i, v in enumerate(names):
+            if not P.matrix_penalties or self.chance(0.1):
+                continue
+            f = self.choose(P.matrix_penalties)
+            c = self.weighted([(4, lambda: self.name(self.pick(hypers))), (1, lambda: None),
+                               (1, lambda: self.bin("/", self.name(self.pick(hypers)), Node(ATOM, "2")))])()
+            term = self.call(f.name, self.name(v))
+            terms.append(term if c is None else self.bin("*", c, term))
+        if len(names) > 1 and self.chance(self.mistake(0.05)):  # a penalty coupling two vars
+            terms.append(self.bin("*", self.name(hypers[0]), self.call(
+                self.choose(P.matrix_penalties).name, self.bin("+", self.name(names[0]), self.name(names[1])))))
+        if self.chance(self.mistake(0.04)):  # a vector-only or matrix-only atom of the wrong shape
+            terms.append(self.call(self.pick(["norm2", "norm0"]), self.name(names[-1])))
+        if self.chance(0.3):
+            self.r.shuffle(terms)
+        text = terms[0].text
+        for t in terms[1:]:
+            text = f"{text}{self.op('+')}{wrap(t, PROD)}"
+        self.lines.append(f"minimize {text}")
+        v = names[-1]
+        constraint = self.weighted([(8, None), (1, f"{v} >= 0"), (1, f"{v} in nonneg"),
+                                    (0.5, f"{v} in box(-1, {self.num(positive=True).text})"),
+                                    (self.mistake(0.2), f"{v} in simplex")])
+        if constraint:
+            self.lines.append(f"subject to {constraint}")
+        method = self.weighted([(5, "proxgrad"), (3, "fista"), (self.mistake(0.3), "gd"), (self.mistake(0.2), "admm")])
+        step = self.weighted([(4, lambda: ""), (2 if L else 0, lambda: f"(step = 1/{L})"),
+                              (1, lambda: f"(step = {self.num(positive=True, small=True).text})"),
+                              (1 if L else 0, lambda: f"(step = 0.5/({len(names)}*{L}))")])()
+        self.lines.append(f"derive {method}{step}")
+        learnable = list(hypers) + ([D] if D else []) + ([Y] if Y and self.decl_kind(Y) == "param" else [])
+        self.lines += self.directives(names, iterative=True, learnable=learnable, lista=0.1)
+
+    def decl_kind(self, name):
+        return next((k for n, _, k in self.syms if n == name), None)
+
+    def matrix_update_program(self):
+        """Updates of matrix states from per-sample matrices: products with params and with other per-sample
+        matrices (A @ Q @ X.T: bmm), transposes, entrywise atoms, svt and rowsoft, scalars of matrices
+        (nuclear, norm21, Frobenius), a vector state read through a per-sample matrix (X @ z)."""
+        self.header("matrix update")
+        dims = self.base_decls(self.weighted([(1, 1), (4, 2), (1, 3)]))
+        if len(dims) == 1:
+            dims = dims * 2
+        m, n = dims[0], dims[1]
+        X = self.fresh(["X", "Y", "M", "U_", "obs"])
+        self.decl("input", X, (m, n))
+        if self.chance(0.3):
+            self.decl("input", self.fresh(self.INPUT_NAMES), (self.pick([m, n]),))
+        for shape in self.r.sample([(m, m), (n, n), (m, n), (n, m)], self.r.randint(1, 3)):
+            self.decl("param", self.fresh(["A", "B", "C", "D", "W", "K", "P"]), shape)
+        hypers = self.hypers(self.r.randint(1, 2), ["lam", "mu", "tau"])
+        self.lets(self.weighted([(3, 0), (2, 1), (1, 2)]))
+        ctx0 = frozenset({"input", "param", "hyper", "let"})
+        states = []
+        for i in range(self.weighted([(5, 1), (3, 2)])):
+            shape = (m, n) if i == 0 else self.weighted([(2, (n,)), (1, (m,)), (1, (m, n)), (0.5, (n, n))])
+            name = self.fresh(["Q", "Z", "H", "S", "V", "T_"] if len(shape) == 2 else self.VAR_NAMES)
+            self.decl("var", name, shape, self.start(shape, ctx0))
+            states.append((name, shape))
+        ctx = ctx0 | {"var"}
+        P = self.atoms
+        assigns = []
+        for name, shape in states:
+            if len(shape) == 1:
+                value = self.vec(shape[0], ctx, 2)
+            else:
+                a, b = shape
+                lam = self.name(self.pick(hypers))
+                step = self.num(positive=True, small=True)
+                params = [(nm, s) for nm, s in self.of({"param"}, rank=2) if s == (a, a)]
+                inputs = [nm for nm, s in self.of({"input"}, rank=2) if s == shape]
+                pull = lambda: self.name(self.pick(inputs)) if inputs else self.mat(a, b, ctx0, 1)  # noqa: E731
+                grad = self.weighted([
+                    (2, lambda: self.bin("-", self.name(name), pull())),
+                    (1 if params else 0, lambda: self.bin("@", self.T(self.name(self.pick(params)[0])), self.bin(
+                        "-", self.bin("@", self.name(self.pick(params)[0]), self.name(name)), pull()))),
+                    (2, lambda: self.mat(a, b, ctx, 2)),
+                ])()
+                arg = self.bin("-", self.name(name), self.bin("*", step, grad))
+                value = self.weighted([
+                    (3 if P.matrix_thresholds else 0, lambda: self.apply(self.choose(P.matrix_thresholds),
+                                                                         lambda: arg, ctx0, 0, first=lambda: lam)),
+                    (2, lambda: self.mat(a, b, ctx, 2)),
+                    (1, lambda: self.call("tanh", self.mat(a, b, ctx, 2))),
+                    (0.5, lambda: arg),
+                ])()
+            assigns.append(f"{name} <- {value.text}")
+        if len(assigns) == 1 and self.chance(0.8):
+            self.lines.append("update " + assigns[0])
+        else:
+            self.lines += ["update {"] + ["  " + a for a in assigns] + ["}"]
+        learnable = hypers + [nm for nm, _ in self.of({"param"})]
+        self.lines += self.directives([s for s, _ in states], learnable=learnable, lista=0.1)
 
     def paramless_program(self):
         """No param: every dim is a constructor argument, weights are built from numbers (no tensor to

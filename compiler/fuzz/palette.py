@@ -19,6 +19,18 @@ def _reference(atom, *args):
         return None
 
 
+def _takes(atom, rank: int) -> bool:
+    """Its shape rule accepts a first argument of this rank (1 a vector, 2 a matrix) with its declared scalar
+    arguments after it: read from the declaration's shape rule, so a matrix-only atom (nuclear, svt) is
+    called on matrices and a vector-only one (norm2, topk) on vectors without a list of names here."""
+    from dpc.atoms import ShapeError
+    try:
+        atom.shape([("m", "n")[:rank]] + [()] * len(atom.fuzz.params))
+    except ShapeError:
+        return False
+    return True
+
+
 def _bounded(atom) -> bool:
     """Its values stay in [-1, 1] however large the argument (tanh, sigmoid; not relu, abs)."""
     import numpy as np
@@ -26,10 +38,12 @@ def _bounded(atom) -> bool:
     return value is not None and bool(np.isfinite(value).all()) and float(np.abs(value).max()) <= 1.0
 
 
-def _nonnegative(atom) -> bool:
-    """A reduction whose value is >= 0 for any vector (the norms; not sum)."""
+def _nonnegative(atom, rank: int = 1) -> bool:
+    """A reduction whose value is >= 0 for any vector (rank 1) or matrix (rank 2): the norms; not sum."""
     import numpy as np
     probes = [np.array([-1.0, -2.0, -3.0]), np.array([1.0, -1.0, 0.5]), np.zeros(3), np.array([-0.5])]
+    if rank == 2:
+        probes = [np.array([[-1.0, -2.0, -3.0], [0.5, 0.0, -4.0]]), np.zeros((2, 3)), np.array([[-0.5]])]
     values = [_reference(atom, v) for v in probes]
     return all(v is not None and bool(np.isfinite(v).all()) and bool((v >= 0).all()) for v in values)
 
@@ -39,7 +53,9 @@ class Palette:
     group in declaration order. Read once per set of declarations (a test may declare one of its own)."""
 
     def __init__(self, atoms):
-        role = {r: [a for a in atoms if a.fuzz.role == r] for r in ("elementwise", "smooth", "threshold", "reduction")}
+        every = {r: [a for a in atoms if a.fuzz.role == r] for r in ("elementwise", "smooth", "threshold", "reduction")}
+        # on vectors: the atoms whose shape rule takes a vector first (all but nuclear, norm21, svt, rowsoft)
+        role = {r: [a for a in group if _takes(a, 1)] for r, group in every.items()}
         real = lambda a: a.fuzz.domain == "real"  # noqa: E731
         # entrywise on vectors and matrices: f(v), the argument fed into the atom's domain
         self.elementwise = {d: [a for a in role["elementwise"] if a.fuzz.domain == d]
@@ -50,6 +66,12 @@ class Palette:
         # thresholds f(v, t...): by nonnegative scalars (soft), or to a range lo <= hi (clamp)
         self.thresholds = [a for a in role["threshold"] if "real" not in a.fuzz.params]
         self.ranges = [a for a in role["threshold"] if "real" in a.fuzz.params]
+        # entrywise denominators (a / b needs every entry of b > 0): the atoms declared positive, of tanh(v) so
+        # that they stay away from 0 (exp, softplus, sigmoid), and c + f(v), f declared nonnegative (abs,
+        # square, relu): the facts dpc's division check reads (convexity.entry_sign)
+        entrywise = [a for a in role["elementwise"] + role["smooth"] if not a.fuzz.params]
+        self.positive_entrywise = [a for a in entrywise if a.sign == "positive"]
+        self.nonnegative_entrywise = [a for a in entrywise if a.sign == "nonnegative" and a.fuzz.domain == "real"]
         # on scalars: the elementwise atoms with a scalar form
         scalar = [a for a in role["elementwise"] if a.scalar is not None]
         self.scalar_bounded = [a for a in scalar if real(a) and _bounded(a)]         # tanh, sigmoid
@@ -71,6 +93,20 @@ class Palette:
         self.objective_positive = [a for a in smooth_terms if a.fuzz.domain == "positive" and a.fuzz.role == "smooth"]
         self.objective_positive_scalar = [a for a in smooth_terms if a.fuzz.domain == "positive"
                                           and a.scalar is not None]
+        # on matrices: the atoms whose shape rule takes a matrix first (Frobenius and entrywise ones, nuclear,
+        # norm21, svt, rowsoft; not norm2, norm0, topk, the vector projections)
+        mrole = {r: [a for a in group if _takes(a, 2)] for r, group in every.items()}
+        self.matrix_elementwise = {d: [a for a in mrole["elementwise"] if a.fuzz.domain == d]
+                                   for d in ("real", "bounded", "positive")}
+        self.matrix_smooth = [a for a in mrole["smooth"] if real(a) and not a.fuzz.params]
+        self.matrix_smooth_params = [a for a in mrole["smooth"] if a.fuzz.params]
+        self.matrix_thresholds = [a for a in mrole["threshold"] if "real" not in a.fuzz.params]
+        self.matrix_ranges = [a for a in mrole["threshold"] if "real" in a.fuzz.params]
+        self.matrix_reductions = mrole["reduction"]
+        self.matrix_positive_part = [a for a in self.matrix_reductions
+                                     if a.convexity == "convex" and _nonnegative(a, 2)]
+        # penalties c*f(Z) of a matrix var under derive proxgrad/fista: the reductions with a prox
+        self.matrix_penalties = [a for a in self.matrix_reductions if a.prox is not None]
 
 
 _PALETTES: dict = {}

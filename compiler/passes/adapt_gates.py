@@ -55,6 +55,10 @@ def adapt_gates(program: Program, directive: Directive) -> Program:
                    directive.span, "write it as one state's update (ISTA or LISTA), not FISTA's")
     z_name, soft = cells[0]
     z = program.decl(z_name)
+    if len(z.shape) != 1:
+        raise fail(program, f"adapt gates gates a vector state, but {z_name} is a matrix "
+                   f"(R[{', '.join(z.shape)}])", directive.span,
+                   "delete the adapt gates line (its gates are per coordinate of a vector)")
     inputs = [d for d in program.of_kind("input") if d.shape]
     per_layer = program.tied is False
     shape, rows = z.shape, z.shape[0]

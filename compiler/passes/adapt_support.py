@@ -32,6 +32,10 @@ def adapt_support(program: Program, directive: Directive) -> Program:
     count = [0]
 
     def rewrite(expr):
+        if type(expr) is atoms.Soft and expr.args[0].shape[1] != 1:  # the support of a vector, per sample
+            raise _fail(program, f"adapt support selects the largest entries of a vector, but "
+                        f"{math(expr.args[0])} is a matrix", directive.span,
+                        "delete the adapt support line (support selection acts on vectors)")
         if type(expr) is atoms.Soft:
             count[0] += 1
             return atoms.SoftSS(rewrite(expr.args[0]), expr.args[1], options["p"], options["pmax"], atoms.LAYER)

@@ -159,7 +159,9 @@ def _linearise(program, directive, atom, variables, index, learned, lines, per_l
             lines.append(f"{w.name} = {math(coeffs[v])}")
             terms.append(make_symbol(w.name, w.shape) * v)
     if bias is not None and not algebra.is_zero(bias):
-        b = weight(program, "b" + suffix, (rows,), bias, directive, per_layer, taken, also=("b",))
+        # of the argument's shape: a vector, or a matrix for a matrix state (each entry its own bias)
+        shape = (rows,) if arg.shape[1] == 1 else (rows, str(arg.shape[1]))
+        b = weight(program, "b" + suffix, shape, bias, directive, per_layer, taken, also=("b",))
         learned.append(b)
         lines.append(f"{b.name} = {math(bias)}")
         terms.append(make_symbol(b.name, b.shape))
