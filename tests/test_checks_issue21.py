@@ -305,3 +305,104 @@ def test_the_python_api_issues_the_programs_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dpc.load(str(tmp_path / "ok.dp"))
+
+
+# --- item 1: step conditions on learned values, checked in forward -----------------------------------
+
+def _module(text, **kwargs):
+    namespace = {}
+    exec(compile(compile_with_program(text, "p.dp").source, "<p>", "exec"), namespace)
+    return namespace["P"]
+
+
+def _scaled(net, name, target, attribute=None):
+    """Set the learned matrix `name` to a multiple of itself with opnorm(.)^2 = target, as an optimizer step
+    would (in place), the norm from numpy."""
+    import numpy as np
+    torch = torch_or_skip()
+    param = getattr(net, attribute or name)
+    norm = np.linalg.norm(param.detach().numpy(), 2)
+    with torch.no_grad():
+        param.mul_(float(np.sqrt(target)) / norm)
+
+
+def test_a_step_bound_on_a_learned_matrix_is_checked_in_forward():
+    """derive proxgrad(step = 0.5) with learn D and no let L: forward computes no opnorm(D), its check
+    estimates it (warm-started power iterations); a training step that takes 0.5*opnorm(D)^2 to 2 or past is
+    the constructor's ValueError, naming the values and the bound; between 1 and 2 the constructor's warning,
+    once; check_learned=False turns both off."""
+    import warnings
+    torch = torch_or_skip()
+    text = program("minimize 0.5 * sqnorm(x - D @ z) + lam * norm1(z)", "derive proxgrad(step = 0.5)",
+                   "unroll 3", "learn D").replace("let L = opnorm(D)^2\n", "")
+    cls = _module(text)
+    D = torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 5, dtype=torch.float64)
+    net = cls(D=D / torch.linalg.matrix_norm(D, ord=2))  # opnorm(D)^2 = 1: step*L = 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(x)
+        _scaled(net, "D", 3.9)  # step*L = 1.95: below 2/L, above 1/L: a warning
+    with pytest.warns(RuntimeWarning, match=r"should be at most 1/L, L = opnorm\(D\)\^2.*got -0\.9500000.*learned "
+                                            r"values as trained"):
+        net(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(x)  # once per module
+    _scaled(net, "D", 4.1)  # step*L = 2.05
+    with pytest.raises(ValueError, match=r"-0\.5\*opnorm\(D\)\^2 \+ 2 must be finite and > 0 \(derive proxgrad's "
+                                         r"step 0\.5 must be below 2/L, L = opnorm\(D\)\^2.*got -0\.0500000"):
+        net(x)
+    with pytest.raises(ValueError):
+        net(x)  # a failed check is not remembered as passed
+    off = cls(D=D / torch.linalg.matrix_norm(D, ord=2), check_learned=False)
+    _scaled(off, "D", 4.1)
+    off(x)
+
+
+def test_the_forward_check_runs_only_when_a_learned_value_changed(monkeypatch):
+    torch = torch_or_skip()
+    text = program("minimize 0.5 * sqnorm(x - D @ z) + lam * norm1(z)", "derive proxgrad(step = 0.5)",
+                   "unroll 3", "learn D").replace("let L = opnorm(D)^2\n", "")
+    net = _module(text)(D=torch.eye(5, 8, dtype=torch.float64))
+    x = torch.randn(4, 5, dtype=torch.float64)
+    calls = []
+    norm = torch.linalg.vector_norm
+    monkeypatch.setattr(torch.linalg, "vector_norm", lambda *a, **k: calls.append(1) or norm(*a, **k))
+    net(x)
+    first = len(calls)
+    net(x)
+    assert len(calls) == first  # unchanged: no check
+    torch.optim.SGD(net.parameters(), lr=1e-3).step() if net(x).sum().backward() is None else None
+    net(x)
+    assert len(calls) > first  # an optimizer step: checked again
+
+
+def test_pdhg_condition_on_a_learned_operator_is_checked_in_forward():
+    """tau*sigma*opnorm(K)^2 < 1 with K = G learned (not kept by any parametrisation): the constructor's
+    ValueError when training takes it to 1 or past."""
+    torch = torch_or_skip()
+    text = program("param G : R[m, n]", "minimize 0.5 * sqnorm(x - D @ z) + lam * norm1(G @ z)",
+                   "derive pdhg(tau = 0.5, sigma = 0.5)", "unroll 3", "learn G")
+    G = torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    net = _module(text)(D=torch.randn(5, 8, dtype=torch.float64), G=G / torch.linalg.matrix_norm(G, ord=2))
+    x = torch.randn(4, 5, dtype=torch.float64)
+    net(x)
+    _scaled(net, "G", 3.9)  # 0.25 * 3.9 < 1
+    net(x)
+    _scaled(net, "G", 4.1)
+    with pytest.raises(ValueError, match=r"tau\*sigma\*opnorm\(K\)\^2 < 1, tau = 0\.5, sigma = 0\.5, opnorm\(K\) = "
+                                         r"opnorm\(G\)\), got -0\.0(25|249)"):
+        net(x)
+
+
+def test_gd_step_on_a_learned_matrix_is_checked_in_forward():
+    torch = torch_or_skip()
+    text = program("minimize 0.5 * sqnorm(x - D @ z) + 0.5 * sqnorm(z)", "derive gd(step = 0.5)", "unroll 3",
+                   "learn D")
+    net = _module(text)(D=torch.eye(5, 8, dtype=torch.float64))  # L = opnorm(D)^2 + 1 = 2: step*L = 1
+    x = torch.randn(4, 5, dtype=torch.float64)
+    net(x)
+    _scaled(net, "D", 3.2)  # L = 4.2: step*L = 2.1
+    with pytest.raises(ValueError, match=r"derive gd's step 0\.5 must be below 2/L.*got -0\.(1|0999)"):
+        net(x)

@@ -70,7 +70,7 @@ def inputs(name, batch, dtype=torch.float64, seed=1):
 FIXED_POINTS = ("until", "implicit", "fista_until")
 
 
-@pytest.mark.parametrize("name", FIXED_POINTS + ("admm",))
+@pytest.mark.parametrize("name", FIXED_POINTS + ("admm", "kmeans"))
 def test_compile_fullgraph_inference(nets, name):
     """One while_loop for `unroll until`: no data-dependent guard, and one graph for every batch size
     (FISTA's scalar state hit the recompile limit before)."""
@@ -108,7 +108,7 @@ def test_torch_export_with_a_dynamic_batch(nets, name):
         torch.testing.assert_close(exported.module()(x), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ("until", "admm_cg"))
+@pytest.mark.parametrize("name", ("until", "implicit", "fista_until", "admm_cg"))
 @pytest.mark.filterwarnings("ignore:.*LeafSpec:FutureWarning")
 def test_onnx_in_onnxruntime(nets, name, tmp_path):
     """`unroll until` as an ONNX Loop (its while_loop); ADMM through the documented fallback, solve =

@@ -22,6 +22,8 @@ def write_init(code: Code, out: Lines):
         args.append(f"steps={p.layers}")
     if plan.constrained:
         args.append(f"{plan.constrain}=True")
+    if plan.learned_checks is not None:
+        args.append(f"{plan.learned_checks.keyword}=True")
     out(f"def __init__(self, *, {', '.join(args)}):", 1)
     out("super().__init__()", 2)
     bound: dict[str, str] = {}
@@ -45,6 +47,13 @@ def write_init(code: Code, out: Lines):
             f"valid (self.{plan.constrained[next(iter(plan.constrained))].raw}, ...);", 2)
         out(f"# {plan.constrain}=False keeps the value itself as the parameter", 2)
         out(f"self.{plan.constrain} = {plan.constrain} = bool({plan.constrain})", 2)
+    lc = plan.learned_checks
+    if lc is not None:
+        out(f"# forward checks the requirements that read learned values when they changed (eagerly);", 2)
+        out(f"# {lc.keyword}=False turns that off", 2)
+        out(f"self.{lc.keyword} = bool({lc.keyword})", 2)
+        out(f"self.{lc.stamp} = None  # the learned tensors at the last check that passed", 2)
+        out(f"self.{lc.cache} = {{}}  # opnorm estimates' singular vectors, warm starts", 2)
     for d in hypers:
         if d.name in plan.constrained:
             c = plan.constrained[d.name]
@@ -94,8 +103,9 @@ def _lets(code: Code, out: Lines, printer: TorchPrinter):
     ones forward reads are kept (a buffer where a tensor), the matrices it solves with factored."""
     plan, p = code.plan, code.p
     needed = plan.names_used_after_init()
-    checks = all_requirements(p)
-    known = {d.name for d in p.of_kind("param") + p.of_kind("hyper")}
+    checks = all_requirements(p) + [_Caution(r) for r in p.cautions]
+    # the dims are bound by now: a requirement that reads one (opnorm(c*eye(n) + D.T @ D)) is checked too
+    known = {d.name for d in p.of_kind("param") + p.of_kind("hyper")} | set(p.dims)
     checks = _checks(code, out, printer, checks, known)
     for name in plan.init_lets:
         decl = p.decl(name)
@@ -130,18 +140,33 @@ def _checks(code: Code, out: Lines, printer: TorchPrinter, checks: list, known: 
     """The requirements on hypers and lets (dpc.requirements) whose values are known by now, each a
     ValueError naming the value; returns those still waiting for a let."""
     waiting = []
-    for req in checks:
+    for check in checks:
+        caution = isinstance(check, _Caution)
+        req = check.req if caution else check
         if not graph.names_in(req.expr) <= known:
-            waiting.append(req)
+            waiting.append(check)
             continue
         value = f"float({code.expr(printer, req.expr)})"
         condition = {"positive": f'not 0 < {value} < float("inf")',
                      "nonnegative": f'not 0 <= {value} < float("inf")',
                      "nonzero": f"{value} == 0"}[req.relation]
-        text = fstring_text(f"{math(req.expr)} must be {RELATIONS[req.relation]} ({req.why}), got ")
+        text = fstring_text(f"{math(req.expr)} {'should' if caution else 'must'} be {RELATIONS[req.relation]} "
+                            f"({req.why}), got ")
         out(f"if {condition}:", 2)
-        out(f'raise ValueError(f"{text}{{{value}}}")', 3)
+        if caution:  # a warning, as dpc compile's when the value is known there
+            lc = code.plan.learned_checks
+            flag = lc.warned if lc is not None else "_cautioned"
+            out(f'{code.use("_caution")}(self, "{flag}", f"{text}{{{value}}}")', 3)
+        else:
+            out(f'raise ValueError(f"{text}{{{value}}}")', 3)
     return waiting
+
+
+class _Caution:
+    """A caution (ir.Program.cautions) among the constructor's checks: a warning where a requirement raises."""
+
+    def __init__(self, req):
+        self.req = req
 
 
 def _param_check(out: Lines, d, bound: dict[str, str]):

@@ -6,9 +6,9 @@ import textwrap
 
 import sympy as sp
 
-from dpc import graph
+from dpc import atoms, graph
 from dpc.algebra import is_zero
-from dpc.backends.torch.code import Code, Lines
+from dpc.backends.torch.code import Code, Lines, fstring_text
 from dpc.backends.torch.names import Namespace
 from dpc.backends.torch.printer import CALL, TorchPrinter
 from dpc.ir import Step
@@ -56,6 +56,8 @@ def write_forward(code: Code, out: Lines):
     for name in plan.lets_before:
         decl = p.decl(name)
         out(f"{name} = {code.expr(printer, decl.value, decl)}", 2)
+    if plan.learned_checks is not None:
+        _learned_checks(code, out, printer)
     for name in plan.starts:
         out(f"{name} = {_start(code, p.decl(name), printer, f'{inputs[0]}.shape[0]', fp is not None)}", 2)
     if plan.kind == "closed":
@@ -358,6 +360,64 @@ def write_properties(code: Code, out: Lines):
 
 
 RELATIONS_SHOWN = {"positive": "> 0", "nonnegative": ">= 0"}
+
+
+def _learned_checks(code: Code, out: Lines, printer: TorchPrinter):
+    """The requirements on learned values (plan.learned_checks), checked eagerly when a learned tensor changed
+    since the last check that passed: the constructor's ValueError, or its warning for a caution, with the
+    values as trained. Each reads forward's lets where it can (L, already computed); an opnorm forward does
+    not compute is estimated (runtime._opnorm_estimate): from below, so a bound it breaks is broken."""
+    from dpc.requirements import RELATIONS, with_lets
+    plan, p = code.plan, code.p
+    lc = plan.learned_checks
+    tensors = ", ".join(f"self.{plan.storage(n)}" for n in lc.tensors)
+    out(f"if self.{lc.keyword} and not torch.compiler.is_compiling():  # the learned values' requirements", 2)
+    out(f"{lc.local} = {code.use('_learned_stamp')}({tensors})", 3)
+    out(f"if {lc.local} != self.{lc.stamp}:  # changed since the last check (a training step)", 3)
+    out("with torch.no_grad():", 4)
+    before = [p.decl(n) for n in plan.lets_before if not p.decl(n).shape]
+    expanded = [(with_lets(p, d.value), d.symbol) for d in reversed(before)]
+    stored = plan.names_used_after_init()
+    norms: dict = {}
+    names = dict(printer.names)
+    prepared = []
+    for req, caution, kept in lc.checks:
+        expr = with_lets(p, req.expr)
+        for value, symbol in expanded:
+            expr = expr.xreplace({value: symbol})
+        for _ in range(len(p.decls) + 1):  # the lets forward has not computed by now: their definitions
+            lets = {d.symbol: d.value for d in p.of_kind("let") if d.symbol in expr.free_symbols
+                    and d.name not in plan.lets_before and not (d.name in plan.fixed_lets and d.name in stored)}
+            if not lets:
+                break
+            expr = expr.xreplace(lets)
+        for node in sorted(expr.atoms(atoms.OpNorm), key=sp.default_sort_key):
+            if node not in norms:
+                norms[node] = sp.Symbol(f"_opnorm{len(norms)}")
+                names[norms[node].name] = f"{lc.opnorms}[{len(norms) - 1}]"
+        prepared.append((req, caution, kept, expr.xreplace(norms)))
+    checker = TorchPrinter(names, printer.batched, keepdim=printer.keepdim, like=printer.like)
+    if norms:
+        estimates = ", ".join(f"{code.use('_opnorm_estimate')}({code.expr(checker, node.args[0])}, "
+                              f"self.{lc.cache}, {i})" for i, node in enumerate(norms))
+        out(f"{lc.opnorms} = [{estimates}]  # opnorm from below: warm-started power iterations", 5)
+    for req, caution, kept, expr in prepared:
+        value = f"float({code.expr(checker, expr)})"
+        condition = {"positive": f'not 0 < {value} < float("inf")',
+                     "nonnegative": f'not 0 <= {value} < float("inf")',
+                     "nonzero": f"{value} == 0"}[req.relation]
+        if kept:
+            condition = f"not self.{plan.constrain} and {condition}"
+        must = "should be" if caution else "must be"
+        text = fstring_text(f"{math(req.expr)} {must} {RELATIONS[req.relation]} ({req.why}), got ")
+        tail = fstring_text(f" with the learned values as trained (forward's check; "
+                            f"{lc.keyword}=False turns it off)")
+        out(f"if {condition}:", 5)
+        if caution:
+            out(f'{code.use("_caution")}(self, "{lc.warned}", f"{text}{{{value}}}{tail}")', 6)
+        else:
+            out(f'raise ValueError(f"{text}{{{value}}}{tail}")', 6)
+    out(f"self.{lc.stamp} = {lc.local}", 4)
 
 
 def _expand_lets(plan, expr, stored):

@@ -90,6 +90,17 @@ def _warn_unconverged(module, info, steps, tol, what="unroll until"):
                   "per module)", RuntimeWarning, stacklevel=2)
 ''')
 
+CAUTION = helper("_caution", '''
+def _caution(module, attribute, message):
+    """Warn, once per module (module.<attribute>), that a value breaks a condition the derivation wants but
+    does not need (proxgrad's step between 1/L and 2/L)."""
+    if getattr(module, attribute, False):
+        return
+    import warnings
+    setattr(module, attribute, True)
+    warnings.warn(f"{type(module).__name__}: {message}", RuntimeWarning, stacklevel=3)
+''')
+
 IMPLICIT_LAYER = helper("_implicit_layer", '''
 def _implicit_layer(layer, z, tol, max_iter, info=None, memory=6):
     """layer(z) at a fixed point z = layer(z), whose backward is the implicit gradient: the incoming gradient
@@ -187,8 +198,9 @@ def _module_repr(module):
 POSITIVE = helper("_positive", '''
 def _positive(raw):
     """log(1 + exp(raw)), > 0 for every raw (computed without overflow): how a learned value that must be
-    > 0 (or >= 0) is trained."""
-    return torch.logaddexp(raw, torch.zeros_like(raw))
+    > 0 (or >= 0) is trained. softplus is linear only above 40, where log(1 + exp(-raw)) < 5e-18 is below
+    float64's rounding; one op forward and one backward (logaddexp with a zero tensor is five)."""
+    return torch.nn.functional.softplus(raw, threshold=40)
 ''')
 
 POSITIVE_INVERSE = helper("_positive_inverse", '''
@@ -252,6 +264,33 @@ def _cg(A, b, x, iters):
         p = r + torch.where(rs > 0, rs_next / torch.where(rs > 0, rs, 1), 0) * p
         rs = rs_next
     return x
+''')
+
+
+OPNORM_ESTIMATE = helper("_opnorm_estimate", '''
+def _opnorm_estimate(A, cache, key, iters=2):
+    """opnorm(A) for the forward check of a requirement on a learned matrix: exact (an SVD) on the first call
+    and whenever A's shape, dtype or device changed; after that `iters` power iterations on A.T @ A from the
+    last right singular vector, kept in cache[key] (a training step moves A a little, so the warm start is
+    close). Never above opnorm(A): a bound it breaks, opnorm(A) breaks too."""
+    A = A.detach()
+    v = cache.get(key)
+    if v is None or v.shape[0] != A.shape[-1] or v.dtype != A.dtype or v.device != A.device:
+        _, s, vh = torch.linalg.svd(A, full_matrices=False)
+        cache[key] = vh[0]
+        return s[0]
+    for _ in range(iters):
+        w = A.mT @ (A @ v)
+        v = w / torch.linalg.vector_norm(w).clamp_min(torch.finfo(A.dtype).tiny)
+    cache[key] = v
+    return torch.linalg.vector_norm(A @ v)
+''')
+
+LEARNED_STAMP = helper("_learned_stamp", '''
+def _learned_stamp(*tensors):
+    """What identifies the learned tensors' current values without reading them: (data_ptr, _version) of each
+    (an optimizer step, load_state_dict or .to() changes it, a forward does not). Host-side only."""
+    return tuple((t.data_ptr(), t._version) for t in tensors)
 ''')
 
 
