@@ -157,7 +157,13 @@ def with_lets(program: Program, expr):
 def default_value(program: Program, expr):
     """expr with every hyper at its default and every let at its definition, when that gives a number."""
     hypers = {d.symbol: d.value for d in program.of_kind("hyper")}
-    expr = with_lets(program, sp.sympify(expr)).xreplace(hypers)
+    try:
+        expr = with_lets(program, sp.sympify(expr)).xreplace(hypers)
+    except TypeError:
+        # sympy's Max rebuilt with numbers in it compares its terms by factor_terms, which fails on a matrix
+        # inside opnorm ("Mix of Matrix and Scalar symbols": a joint Lipschitz bound of several vars): no
+        # default number here; the constructor checks the value at run time
+        return None
     return expr if expr.is_number else None
 
 

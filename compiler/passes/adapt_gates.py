@@ -59,7 +59,7 @@ def adapt_gates(program: Program, directive: Directive) -> Program:
         raise fail(program, f"adapt gates gates a vector state, but {z_name} is a matrix "
                    f"(R[{', '.join(z.shape)}])", directive.span,
                    "delete the adapt gates line (its gates are per coordinate of a vector)")
-    inputs = [d for d in program.of_kind("input") if d.shape]
+    inputs = [d for d in program.of_kind("input") if len(d.shape) == 1]  # U @ x of the vector inputs
     per_layer = program.tied is False
     shape, rows = z.shape, z.shape[0]
 
