@@ -67,8 +67,8 @@ class Palette:
         self.thresholds = [a for a in role["threshold"] if "real" not in a.fuzz.params]
         self.ranges = [a for a in role["threshold"] if "real" in a.fuzz.params]
         # entrywise denominators (a / b needs every entry of b > 0): the atoms declared positive, of tanh(v) so
-        # that they stay away from 0 (exp, softplus, sigmoid), and c + f(v), f declared nonnegative (abs,
-        # square, relu): the facts dpc's division check reads (convexity.entry_sign)
+        # that they stay away from 0, and c + f(v), f declared nonnegative: the facts dpc's division check
+        # reads (convexity.entry_sign)
         entrywise = [a for a in role["elementwise"] + role["smooth"] if not a.fuzz.params]
         self.positive_entrywise = [a for a in entrywise if a.sign == "positive"]
         self.nonnegative_entrywise = [a for a in entrywise if a.sign == "nonnegative" and a.fuzz.domain == "real"]
