@@ -99,6 +99,25 @@ def matrix_to_scalar(args):
     return ()
 
 
+def _matrix_only(what):
+    def rule(args):
+        _one(args)
+        if len(args[0]) != 2:
+            raise ShapeError(f"needs a matrix, got {show_shape(args[0])}", what)
+        return ()
+    return rule
+
+
+def _vector_only(hint):
+    """A vector to a scalar; hint: what to write for a matrix."""
+    def rule(args):
+        _one(args)
+        if len(args[0]) != 1:
+            raise ShapeError(f"needs a vector, got {show_shape(args[0])}", hint)
+        return ()
+    return rule
+
+
 def elementwise(args):
     """Any shape, scalars included, to the same shape."""
     _one(args)
@@ -246,7 +265,9 @@ class Norm2(ScalarAtom):
     """norm2(v) = ||v||_2."""
 
 
-declare("norm2", Norm2, signature="norm2(v)", doc="||v||_2", shape=vector_to_scalar,
+declare("norm2", Norm2, signature="norm2(v)", doc="||v||_2",
+        shape=_vector_only("of a matrix, write sqrt(sqnorm(A)) (Frobenius), nuclear(A) or norm21(A) in place of "
+                           "norm2(A)"),
         reference=lambda np, v: np.sqrt(np.sum(v * v)),
         torch=lambda pr, e: (f"torch.linalg.vector_norm({pr(e.args[0])}, dim=-1"
                              f"{', keepdim=True' if pr.keepdim else ''})"),
@@ -259,7 +280,9 @@ class Norm0(ScalarAtom):
 
 
 # |sign(v)| counts the non-zeros in v's own dtype (a bool sum would be int64)
-declare("norm0", Norm0, signature="norm0(v)", doc="number of non-zeros", shape=vector_to_scalar,
+declare("norm0", Norm0, signature="norm0(v)", doc="number of non-zeros",
+        shape=_vector_only("norm0 counts a vector's non-zeros; of a matrix, penalise norm1(A) (entrywise) in place "
+                           "of norm0(A)"),
         reference=lambda np, v: np.float64(np.count_nonzero(v)),
         torch=_reduced(lambda pr, v: f"{pr.wrap(v, 'call')}.sign().abs()"), latex=_norm_latex("0"),
         derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign="nonnegative", requires=(),
@@ -281,7 +304,9 @@ class OpNorm(ScalarAtom):
 
 
 # the fuzzer writes opnorm of its params itself (Lipschitz lets)
-declare("opnorm", OpNorm, signature="opnorm(A)", doc="largest singular value", shape=matrix_to_scalar,
+declare("opnorm", OpNorm, signature="opnorm(A)", doc="largest singular value",
+        shape=_matrix_only("opnorm is a matrix's largest singular value; of a vector write norm2(v) in place of "
+                           "opnorm(v)"),
         reference=lambda np, A: np.linalg.norm(A, 2),
         torch=lambda pr, e: pr.keep_scalar(f"torch.linalg.matrix_norm({pr(e.args[0])}, ord=2)")
         if pr.is_batched(e.args[0]) else f"torch.linalg.matrix_norm({pr(e.args[0])}, ord=2)",
@@ -581,25 +606,17 @@ declare("topk", TopK, signature="topk(v, k)", doc="keep the k largest |v_i|: pro
 # --- matrices: nuclear norm and singular-value thresholding, row norms and row-wise block thresholds ----
 # (issue 19: robust PCA's low-rank part, group lasso with the rows as groups)
 
-def _matrix_with_scalars(count):
-    """A matrix, then `count` scalars, to the matrix's shape (a threshold of the whole matrix or its rows)."""
+def _matrix_with_scalars(count, hint):
+    """A matrix, then `count` scalars, to the matrix's shape (a threshold of the whole matrix or its rows);
+    hint: what to write for a vector."""
     def rule(args):
         if len(args) != 1 + count:
             raise ShapeError(f"takes {1 + count} arguments, got {len(args)}")
         if len(args[0]) != 2:
-            raise ShapeError(f"needs a matrix first, got {show_shape(args[0])}",
-                             "for a vector use soft(v, t) (a vector's nuclear norm is its norm2: blocksoft)")
+            raise ShapeError(f"needs a matrix first, got {show_shape(args[0])}", hint)
         return with_scalars(count)(args)
     return rule
 
-
-def _matrix_only(what):
-    def rule(args):
-        _one(args)
-        if len(args[0]) != 2:
-            raise ShapeError(f"needs a matrix, got {show_shape(args[0])}", what)
-        return ()
-    return rule
 
 
 class Nuclear(ScalarAtom):
@@ -643,7 +660,13 @@ class _svt(torch.autograd.Function):
     def backward(ctx, G):
         U, s, Vh, f, t = ctx.saved_tensors
         above = s > t
-        P = U.mT @ G @ Vh.mT
+        m, n = G.shape[-2], G.shape[-1]
+        if m >= n:  # P = U^T G V, keeping the product the part outside V's columns reuses
+            GV = G @ Vh.mT
+            P = U.mT @ GV
+        else:
+            UtG = U.mT @ G
+            P = UtG @ Vh.mT
         si, sj, fi, fj = s.unsqueeze(-1), s.unsqueeze(-2), f.unsqueeze(-1), f.unsqueeze(-2)
         # F1: where exactly one of s_i, s_j exceeds t they differ, and the divided difference is computed;
         # where both do or neither does, its limit (1 or 0), also for s_i = s_j
@@ -653,14 +676,15 @@ class _svt(torch.autograd.Function):
         total = si + sj
         zero = total == 0
         f2 = ((fi + fj) / total.masked_fill(zero, 1)).masked_fill(zero, 0)
-        dA = U @ ((f1 + f2) * P + (f1 - f2) * P.mT) @ Vh / 2  # F1 * sym(P) + F2 * skew(P)
-        m, n = G.shape[-2], G.shape[-1]
-        if m != n:  # the part outside U's (V's) columns: scaled by f/s, 0 where s <= t
-            ratio = (f / s.masked_fill(~above, 1)).unsqueeze(-2)
-            if m > n:
-                dA = dA + ((G - U @ (U.mT @ G)) @ (Vh.mT * ratio)) @ Vh
-            else:
-                dA = dA + (U * ratio) @ (U.mT @ (G - (G @ Vh.mT) @ Vh))
+        M = ((f1 + f2) * P + (f1 - f2) * P.mT) / 2  # F1 * sym(P) + F2 * skew(P)
+        # for a non-square matrix, the part outside U's (V's) columns, scaled by f/s (0 where s <= t):
+        # (G - U U^T G) V diag(f/s) V^T, or U diag(f/s) U^T (G - G V V^T); each shares its products with P
+        if m > n:
+            dA = (U @ M + (GV - U @ P) * (f / s.masked_fill(~above, 1)).unsqueeze(-2)) @ Vh
+        elif m < n:
+            dA = U @ (M @ Vh + (f / s.masked_fill(~above, 1)).unsqueeze(-1) * (UtG - P @ Vh))
+        else:
+            dA = U @ M @ Vh
         grad_t = None
         if ctx.needs_input_grad[1]:
             grad_t = -(torch.diagonal(P, dim1=-2, dim2=-1) * above).sum(-1)
@@ -679,7 +703,8 @@ def _svt_reference(np, A, t):
 
 
 declare("svt", SVT, signature="svt(A, t)", doc="singular-value thresholding: the prox of t*nuclear",
-        shape=_matrix_with_scalars(1), reference=_svt_reference,
+        shape=_matrix_with_scalars(1, "of a vector, svt is the block soft threshold: write blocksoft in place "
+                                       "of svt"), reference=_svt_reference,
         torch=lambda pr, e: f"{pr.use(SVT_HELPER)}.apply({pr(e.args[0])}, {pr(e.args[1])})", latex=None, derivative=None,
         curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None,
         fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
@@ -714,7 +739,8 @@ def _rowsoft_reference(np, A, t):
 
 # _blocksoft thresholds the last axis: a matrix's rows (every row of every sample's matrix)
 declare("rowsoft", RowSoft, signature="rowsoft(A, t)", doc="row-wise block soft threshold: the prox of t*norm21",
-        shape=_matrix_with_scalars(1), reference=_rowsoft_reference, torch=BLOCKSOFT, latex=None, derivative=None,
+        shape=_matrix_with_scalars(1, "of a vector, write blocksoft in place of rowsoft (the vector one group) "
+                                       "or soft (each entry its own)"), reference=_rowsoft_reference, torch=BLOCKSOFT, latex=None, derivative=None,
         curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(), prox=None,
         fuzz=Fuzz("threshold", params=("nonnegative",), weight=0.5))
 

@@ -117,6 +117,8 @@ HINTS = [
     # pipeline.py
     ("derive takes named options", LASSO.replace("proxgrad(step = 1/L)", "proxgrad(1/L)"),
      "e.g. derive proxgrad(step = ...)", "proxgrad(1/L)", "proxgrad(step = 1/L)"),
+    ("no vector var to output", "network P\ndims n\ninput y : R[n]\nvar t : R = 0\nupdate t <- t + sum(y)\nunroll 2\n",
+     "write `var t : R[n]` in place of `var t : R`", "var t : R", "var t : R[n]"),
     # passes/
     ("adapt gates positional", SC2NET.replace("gates(init = ista)", "gates(ista)"), "e.g. adapt gates(init = ista)",
      "gates(ista)", "gates(init = ista)"),
@@ -203,6 +205,21 @@ HINTS = [
      "write `axis = 1` in place of `dim = 1`", "dim = 1", "axis = 1"),
     ("an axis that is no integer literal", AXIS.replace("softmax(X)", "softmax(X, axis = 0.5)"),
      "write e.g. axis = 1", "axis = 0.5", "axis = 1"),
+    # matrix-shape misuse (issue 19; tests/test_structured_errors.py has the whole messages)
+    ("svt of a vector", DIVIDE.replace("tanh(z / y)", "svt(z - y, 0.1)"), "write blocksoft in place of svt",
+     "svt(", "blocksoft("),
+    ("rowsoft of a vector", DIVIDE.replace("tanh(z / y)", "rowsoft(z - y, 0.1)"),
+     "write blocksoft in place of rowsoft", "rowsoft(", "blocksoft("),
+    ("opnorm of a vector", DIVIDE.replace("tanh(z / y)", "z - 0.1 * opnorm(y) * z"),
+     "write norm2(v) in place of opnorm(v)", "opnorm(", "norm2("),
+    ("norm2 of a matrix", "network P\ndims N, k\ninput X : R[N, k]\nparam C : R[N, k]\nvar Q : R[N, k] = 0\n"
+     "update Q <- X + Q / (1 + norm2(C))\nunroll 2\n", "write sqrt(sqnorm(A))", "norm2(C)", "sqrt(sqnorm(C))"),
+    ("norm0 of a matrix", RPCA.replace("lam * norm1(S)", "lam * norm0(S)"),
+     "penalise norm1(A) (entrywise) in place of norm0(A)", "norm0(S)", "norm1(S)"),
+    ("adapt gates on a matrix state", AXIS.replace("softmax(X) + Q / 2", "soft(Q - 0.5 * (Q - X), 0.1)") +
+     "adapt gates\n", "delete the adapt gates line", "adapt gates\n", ""),
+    ("adapt support on a matrix state", AXIS.replace("softmax(X) + Q / 2", "soft(Q - 0.5 * (Q - X), 0.1)") +
+     "adapt support\n", "delete the adapt support line", "adapt support\n", ""),
     # a pass that reads the update, written before the derive that makes it (the pipeline keeps source order)
     *[(f"{line} before derive", LASSO.replace("derive proxgrad(step = 1/L)\n", f"{line}\nderive proxgrad(step = 1/L)\n"),
        "put it after derive", f"{line}\nderive proxgrad(step = 1/L)\n", f"derive proxgrad(step = 1/L)\n{line}\n")
@@ -250,8 +267,6 @@ def test_hint_applied_literally_compiles(name, text, hint, old, new, everywhere)
 #   passes/splitting.py:172 (RELAX_HINTS), closed.py:207   "relax ... then derive closed": two steps; the onehot
 #     one is applied in the "derive closed of onehot" row (closed.py:88)
 # Edits with no row yet (not reached in the time of this audit):
-#   compiler/pipeline.py:140   "e.g. var z : R[n] = 0": a program whose vars are all scalars fails earlier
-#     ("derive gd needs a vector or matrix var"); an `update` program may reach it
 #   (passes/adapt_gates.py:49, adapt_support.py:29, learn.py:105, learn_coupled.py:25, learn_stepsizes.py:26,
 #     "put it after derive", are reached by a line written before derive: the "... before derive" rows)
 #   (composite.py:54, joint.py:106, :112, thresholds.py:73, :81, closed.py:320 have rows above;
