@@ -5,6 +5,7 @@ each pass so `dpc explain` can show it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from dpc.errors import DpcError, deep_nesting
@@ -140,8 +141,7 @@ def _finish(program: Program) -> Program:
         vectors = [d for d in program.states if d.shape]
         if not vectors:
             raise DpcError("the program has no vector var to output (one row per sample)", program.states[0].span,
-                           "declare what is solved for as a vector, e.g. var z : R[n] = 0"
-                           ).with_source(program.source)
+                           _vector_hint(program, program.states[0])).with_source(program.source)
         program = replace(program, output=vectors[0].name)
     if program.step is not None and program.layers is None:
         last = program.directive_spans[-1][1] if program.directive_spans else None
@@ -151,6 +151,18 @@ def _finish(program: Program) -> Program:
         raise DpcError("the objective is never turned into a network", _objective_span(program),
                        "add a derive line, e.g. derive proxgrad(step = 1/L)").with_source(program.source)
     return program
+
+
+def _vector_hint(program: Program, state) -> str:
+    """The scalar var's declaration rewritten over the first dim (a literal edit: `var t : R[n]` in place of
+    `var t : R`), or a template where the declaration is not written that way or no dim is declared."""
+    lines = program.source.splitlines()
+    line = lines[state.span.line - 1] if 0 < state.span.line <= len(lines) else ""
+    written = re.search(rf"\bvar\s+{re.escape(state.name)}\s*:\s*R\b(?!\s*\[)", line)
+    if written and program.dims:
+        return (f"declare what is solved for as a vector: write `{written.group(0)}[{program.dims[0]}]` in place of "
+                f"`{written.group(0)}`")
+    return "declare what is solved for as a vector, e.g. var z : R[n] = 0"
 
 
 def run_text(text: str, file: str = "<string>", overrides: dict[str, str] | None = None) -> list[Stage]:

@@ -264,6 +264,8 @@ def test_hint_applied_literally_compiles(name, text, hint, old, new, everywhere)
 #     explanations (what a term/option must be), or a choice between edits
 #   passes/relax.py:80   "write e.g. `subject to s in onehot`": a template (s is a placeholder var)
 #   passes/output.py:47, learn_stepsizes.py:37   "e.g. x - D.T @ u", "e.g. update z <- ...": templates
+#   compiler/pipeline.py _vector_hint's fallback "e.g. var z : R[n] = 0" (no dim declared, or the var not written
+#     `var t : R`): a template; the literal edit has the "no vector var to output" row
 #   passes/splitting.py:172 (RELAX_HINTS), closed.py:207   "relax ... then derive closed": two steps; the onehot
 #     one is applied in the "derive closed of onehot" row (closed.py:88)
 # Edits with no row yet (not reached in the time of this audit):
