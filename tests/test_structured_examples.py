@@ -202,3 +202,26 @@ def test_learn_weights_on_a_matrix_multiplied_on_the_right_is_an_error_with_an_a
     hint = re.search(r"hint: learn the params by name instead: (learn .*)$", message, re.M)
     assert hint, message
     compile_source(text.replace("learn weights untied", hint.group(1)), "prog.dp")  # the hint applies as written
+
+
+# --- svt's written-out backward (issue 19 speed work: fewer products for non-square matrices) --------
+
+@pytest.mark.parametrize("shape", [(5, 7, 4), (5, 4, 7), (5, 6, 6)])
+def test_svt_backward_equals_autograd_through_the_svd_where_singular_values_are_distinct(shape):
+    """On random matrices (distinct, non-zero singular values, where torch's own SVD backward is exact) the
+    helper's gradient in A and t equals autograd through U max(s - t, 0) V^T, tall, wide and square, with
+    some singular values below t."""
+    from dpc.backends.torch import runtime
+    svt = runtime.namespace("_svt")["_svt"]
+    rng = np.random.default_rng(sum(shape))
+    A = torch.tensor(rng.standard_normal(shape), requires_grad=True)
+    G = torch.tensor(rng.standard_normal(shape))
+    s = torch.linalg.svdvals(A.detach())
+    t = torch.tensor(float(s.median()), requires_grad=True)  # about half the singular values below t
+    svt.apply(A, t).mul(G).sum().backward()
+    dA, dt = A.grad.clone(), t.grad.clone()
+    A.grad, t.grad = None, None
+    U, s, Vh = torch.linalg.svd(A, full_matrices=False)
+    ((U * torch.relu(s - t).unsqueeze(-2)) @ Vh).mul(G).sum().backward()
+    np.testing.assert_allclose(dA.numpy(), A.grad.numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(dt.numpy(), t.grad.numpy(), rtol=0, atol=1e-9)
