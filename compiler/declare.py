@@ -123,9 +123,12 @@ FUZZ_ROLES = {
     "elementwise": "f(v) entrywise on vectors, any real argument, a value of v's shape (relu, tanh)",
     "smooth": "a smooth entrywise function with a derivative: in updates, and in objectives as "
               "c*sum(phi(A @ z + b)) (square)",
-    "threshold": "a proximal non-linearity f(v, t...) with scalar thresholds after v (soft, hard)",
-    "reduction": "a scalar of a vector (sqnorm, norm1, sum)",
+    "threshold": "a proximal non-linearity f(v, t...) with scalar thresholds after v (soft, hard, svt)",
+    "reduction": "a scalar of a vector or matrix (sqnorm, norm1, sum, nuclear); one with a prox is also a penalty "
+                 "of a matrix var's objective",
 }
+# Whether an atom is called on vectors, matrices or both is read from its shape rule (dpc.fuzz.palette
+# probes it with R[m] and R[m, n]): nuclear, norm21, svt, rowsoft on matrices, norm2, topk on vectors.
 FUZZ_DOMAINS = {
     "real": "any real argument",
     "bounded": "its argument must stay bounded (it overflows on large ones): the fuzzer feeds it tanh(...) "
