@@ -94,6 +94,10 @@ class MathPrinter(StrPrinter):
     def _print_MatMul(self, expr):
         coeff, factors = expr.as_coeff_matrices()
         body = " @ ".join(self.parenthesize(f, PRECEDENCE["Mul"] + 1) for f in factors)
+        if len(factors) == 1 and isinstance(factors[0], sp.HadamardPower) and factors[0].exp == -1:
+            body = f"1/{self.parenthesize(factors[0].base, PRECEDENCE['Pow'])}"  # c/b entrywise: 2/exp(z)
+            if coeff != 1 and not coeff.could_extract_minus_sign():
+                return f"{self._coefficient(coeff)}/{self.parenthesize(factors[0].base, PRECEDENCE['Pow'])}"
         if coeff == 1:
             return body
         if coeff == -1:

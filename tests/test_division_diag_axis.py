@@ -262,3 +262,15 @@ def test_a_vector_has_only_axis_0():
                  "unroll 1\n")
     assert got.startswith("prog.dp:5:13: error: softmax(v) has no axis 1: a vector R[n] has one axis, 0"), got
     assert "hint: delete `, axis = 1` (a vector's softmax is along its one axis)" in got
+
+
+def test_logsumexp_of_a_vector_in_an_objective_has_softmax_as_its_gradient():
+    net = build("network V\ndims n\ninput x : R[n]\nvar z : R[n] = 0\n"
+                "minimize 0.5 * sqnorm(z - x) + logsumexp(z)\nderive gd(step = 0.2)\nunroll 3\n")(n=4)
+    x = 500 * np.random.default_rng(7).standard_normal((2, 4))
+    z = np.zeros_like(x)
+    for _ in range(3):
+        z = z - 0.2 * (z - x + np_softmax(z, 1))
+    np.testing.assert_allclose(net(torch.tensor(x)).numpy(), z, rtol=0, atol=1e-10)
+    value = net.objective(torch.tensor(x), torch.tensor(x)).numpy()  # at z = x: logsumexp(x), no overflow
+    np.testing.assert_allclose(value, np_logsumexp(x, 1), rtol=1e-14)

@@ -195,7 +195,9 @@ class TorchPrinter:
         num, den = (coeff, sp.Integer(1)) if coeff.atoms(sp.MatrixExpr) else sp.fraction(sp.factor_terms(coeff))
         if isinstance(coeff, sp.Rational):
             num, den = coeff, sp.Integer(1)
-        if num != 1:
+        if num != 1 and len(mats) == 1 and _is_reciprocal(mats[0]):  # c / b entrywise, not c * (1 / b)
+            body, prec = f"{self.wrap(num, MUL)} / {self.wrap(mats[0].base, MUL + 1)}", MUL
+        elif num != 1:
             body, prec = f"{self.wrap(num, MUL)} * {body if prec > MUL else f'({body})'}", MUL
         if den != 1:
             body, prec = f"{body if prec >= MUL else f'({body})'} / {self.wrap(den, MUL + 1)}", MUL
