@@ -647,3 +647,25 @@ def test_a_newly_declared_atom_is_generated_and_passes():
         assert sum(r.outcome == "ok" and r.verified for r in results.values()) >= 3, results
     finally:
         undeclare("cosh")
+
+
+def test_the_generator_writes_matrix_programs_that_equal_the_reference():
+    """Issue 19: matrix inputs and vars (R[m, n]), several vars under one joint proxgrad/fista, and the
+    matrix atoms drawn from their declarations (svt, rowsoft, nuclear, norm21: the palette reads from the shape
+    rules that they take matrices); the programs compile, run and equal dpc.reference, or are refused with a
+    located error."""
+    texts = [text for _, text, *_ in fuzz.make_jobs(400, seed=19, mutate_share=0.0)
+             if re.search(r"^(input|var)\s+\w+\s*:\s*R\[\w+, \w+\]", text, re.M)]
+    assert len(texts) >= 50, f"{len(texts)} of 400 generated programs have a matrix input or var"
+    several = [t for t in texts if len(re.findall(r"^var\s+\w+\s*:\s*R\[\w+, \w+\]", t, re.M)) >= 2
+               and "minimize" in t]
+    assert several, "no objective in several matrix vars"
+    for atom in ("svt(", "rowsoft(", "nuclear(", "norm21("):
+        assert any(atom in t for t in texts), f"no matrix program calls {atom[:-1]}"
+    chosen = several[:4] + [t for t in texts if "svt(" in t or "nuclear(" in t][:6] + texts[:6]
+    fuzz.warm_up()
+    with fuzz.Pool(2, timeout=10.0) as pool:
+        results = dict(pool.run([(i, (t, i, None)) for i, t in enumerate(chosen)]))
+    failing = {i: r for i, r in results.items() if r.outcome not in fuzz.PASSING}
+    assert not failing, "\n\n".join(f"{r.outcome}: {r.message}\n{chosen[i]}" for i, r in failing.items())
+    assert sum(r.outcome == "ok" and r.verified for r in results.values()) >= 6, results
