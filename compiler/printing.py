@@ -39,11 +39,11 @@ def _written_args(expr):
     return [a for a in expr.args if a != atoms.LAYER]
 
 
-def _call(atom, printed: list[str]) -> str:
-    """The arguments of a call as written: an atom's options (softmax(A, axis = 1)) by name, after the one
-    argument an atom with options takes."""
-    names = [name for name, _ in atom.options][:max(len(printed) - 1, 0)] if atom.options else []
-    return ", ".join(printed[:len(printed) - len(names)] + [f"{n} = {p}" for n, p in
+def _call(atom, printed: list[str], name=str) -> str:
+    """The arguments of a call as written: an atom's options (softmax(A, axis = 1)) by name (shown by
+    `name`), after the one argument an atom with options takes."""
+    names = [n for n, _ in atom.options][:max(len(printed) - 1, 0)] if atom.options else []
+    return ", ".join(printed[:len(printed) - len(names)] + [f"{name(n)} = {p}" for n, p in
                                                              zip(names, printed[len(printed) - len(names):])])
 
 
@@ -266,7 +266,8 @@ class LatexMathPrinter(LatexPrinter):
         if callable(atom.latex):
             return atom.latex(self, expr, kwargs.get("exp"))
         head = atom.latex or rf"\operatorname{{{atom.name}}}"
-        return self._raised(rf"{head}\left({_call(atom, [self._print(a) for a in _written_args(expr)])}\right)",
+        args = _call(atom, [self._print(a) for a in _written_args(expr)], name=lambda n: rf"\text{{{n}}}")
+        return self._raised(rf"{head}\left({args}\right)",
                             kwargs.get("exp"))
 
     def _print_Rational(self, expr):
