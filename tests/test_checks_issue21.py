@@ -55,6 +55,39 @@ def test_every_example_is_convex_and_warning_free():
             assert p.convexity.startswith("the objective is convex"), (path, p.convexity)
 
 
+def test_every_example_loads_runs_and_trains_without_a_warning():
+    """Each example through dpc.load (which issues the program's warnings as DpcWarning), constructed from
+    seeded random params, forward and backward on a batch of 4, with every warning an error (a fixed-point
+    loop stopping at max, a forward check, a DpcWarning)."""
+    import inspect
+    import warnings
+
+    import numpy as np
+
+    import dpc
+    torch = torch_or_skip()
+    paths = sorted(glob.glob("examples/*.dp"))
+    assert len(paths) >= 20
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            p = compile_program(f.read(), path)
+        sizes = {d: 6 + 2 * i for i, d in enumerate(p.dims)}
+        rng = np.random.default_rng(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cls = dpc.load(path)
+            args = {d.name: torch.tensor(rng.standard_normal(tuple(sizes[s] for s in d.shape)) / np.sqrt(sizes[d.shape[0]]))
+                    for d in p.of_kind("param")}
+            args.update({d: sizes[d] for d in p.dims if d in inspect.signature(cls).parameters})
+            net = cls(**args)
+            inputs = [torch.tensor(rng.standard_normal((4,) + tuple(sizes[s] for s in d.shape)))
+                      for d in p.of_kind("input")]
+            out = net(*inputs)
+            assert torch.isfinite(out).all(), path
+            if out.requires_grad:
+                out.square().sum().backward()
+
+
 def test_concave_objective_is_a_warning_at_the_term():
     text = program("minimize -0.5 * sqnorm(x - D @ z) + lam * norm1(z)", "derive proxgrad(step = 1/L)", "unroll 3")
     p = compile_program(text, "p.dp")
@@ -160,11 +193,35 @@ def test_admm_rho_not_positive(rho):
     tv = program("param Dd : R[m, n]", "minimize 0.5 * sqnorm(z) - x @ (Dd @ z) + lam * norm1(Dd @ z)",
                  f"derive admm(rho = {rho})", "unroll 3")
     line, column, message, _ = where(error(tv))
-    assert line == 10 and "rho must be finite and > 0" in message
+    assert (line, column) == (10, len("derive admm(rho = ") + 1) and "rho must be finite and > 0" in message
     hyper = tv.replace(f"derive admm(rho = {rho})", "derive admm(rho = r)").replace("hyper lam = 0.1",
                                                                                     f"hyper lam = 0.1\nhyper r = {rho}")
     line, _, message, _ = where(error(hyper))
     assert line == 6 and "r must be finite and > 0 (the ADMM penalty rho)" in message
+
+
+def test_admm_learned_rho_not_positive_at_construction_and_in_forward():
+    """A learned rho: the constructor refuses 0 and -1 (constrained or not), and forward refuses a raw rho that
+    training (here: a write to the raw parameter, constrain=False) drove to -1, naming the value."""
+    torch = torch_or_skip()
+    tv = program("param Dd : R[m, n]", "hyper r = 1", "minimize 0.5 * sqnorm(z) - x @ (Dd @ z) + lam * norm1(Dd @ z)",
+                 "derive admm(rho = r)", "unroll 3", "learn r")
+    compiled = compile_with_program(tv, "p.dp")
+    namespace = {}
+    exec(compile(compiled.source, "<p>", "exec"), namespace)
+    Dd = torch.diff(torch.eye(6, dtype=torch.float64), dim=0)  # m = 5, n = 6; HEAD's D is read by no layer
+    D = torch.randn(5, 6, dtype=torch.float64)
+    for rho in (0.0, -1.0):
+        for constrain in (True, False):
+            with pytest.raises(ValueError, match=rf"r must be finite and > 0 \(the ADMM penalty rho\), got {rho}"):
+                namespace["P"](D=D, Dd=Dd, r=rho, constrain=constrain)
+    net = namespace["P"](D=D, Dd=Dd, r=1.0, constrain=False)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    assert torch.isfinite(net(x)).all()
+    with torch.no_grad():
+        net.r_raw.fill_(-1.0)
+    with pytest.raises(ValueError, match=r"r must be finite and > 0 \(the ADMM penalty rho\), got -1.0 with the learned"):
+        net(x)
 
 
 # --- probe defects ----------------------------------------------------------------------------------
