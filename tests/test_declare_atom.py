@@ -188,9 +188,12 @@ SMOOTH_ATOMS = ("logcosh", "softplus", "log1p", "huber")
 @pytest.mark.parametrize("name", SMOOTH_ATOMS)
 def test_a_smooth_atom_is_named_in_one_source_file(name):
     """Outside docs/, tests/, examples/ and benchmarks/, an existing smooth atom's name appears in exactly
-    one source file: its declaration."""
+    one source file: its declaration. A call of torch's function of that name (torch.nn.functional.softplus in
+    the runtime's parametrisation of learned positive values) is torch's, not the atom."""
+    def names_it(text):
+        return re.search(rf"\b{name}\b", re.sub(rf"torch\.nn\.functional\.{name}\b", "", text), re.I)
     files = [p for folder in ("compiler", "backends", "grammar") for p in (ROOT / folder).rglob("*")
-             if p.is_file() and p.suffix in (".py", ".lark") and re.search(rf"\b{name}\b", p.read_text(), re.I)]
+             if p.is_file() and p.suffix in (".py", ".lark") and names_it(p.read_text())]
     assert [str(p.relative_to(ROOT)) for p in files] == ["compiler/atoms.py"]
 
 

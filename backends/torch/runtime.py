@@ -198,7 +198,7 @@ def _module_repr(module):
 POSITIVE = helper("_positive", '''
 def _positive(raw):
     """log(1 + exp(raw)), > 0 for every raw (computed without overflow): how a learned value that must be
-    > 0 (or >= 0) is trained. softplus is linear only above 40, where log(1 + exp(-raw)) < 5e-18 is below
+    > 0 (or >= 0) is trained. torch's function is linear only above 40, where log(1 + exp(-raw)) < 5e-18 is below
     float64's rounding; one op forward and one backward (logaddexp with a zero tensor is five)."""
     return torch.nn.functional.softplus(raw, threshold=40)
 ''')
