@@ -230,3 +230,24 @@ def test_adapt_gates_beside_a_matrix_input_gates_from_the_vector_inputs():
         for k in range(3):
             z = _soft(z - 0.1 * (D @ z - x[b] - Y[b] @ w), 0.1)
             np.testing.assert_allclose(out[k][b].detach().numpy(), z, rtol=1e-12, atol=1e-12)
+
+
+def test_a_learned_hyper_in_a_step_beside_opnorm_of_a_sum_compiles():
+    # (the 20,000-program run) the step bound of `learn mu` reads opnorm(2*eye(k) + M.T @ M): sympy's
+    # simplify of it raised "Mix of Matrix and Scalar symbols" (a crash); untrained, it is FISTA on the box
+    cls = build("network N\ndims w, k\ninput b : R[w]\nparam M : R[w, k]\nhyper lam = 2.0\nhyper mu = 100\n"
+                "var h : R[k]\nminimize 0.5 * sqnorm(b - M @ h) + 0.1 * sum(h) + sum(square(h + 0.1)) + lam * norm1(h)\n"
+                "subject to h in box(0.05, 3)\nderive fista(step = 4 / mu)\nunroll 3\nlearn lam, mu\noutput h\n")
+    rng = np.random.default_rng(6)
+    M, b = rng.standard_normal((5, 4)) / 3, rng.standard_normal((2, 5))
+    out = cls(M=torch.tensor(M))(torch.tensor(b), trace=True)
+    s = 4 / 100
+    for j in range(2):
+        z = y = np.zeros(4)
+        t = 1.0
+        for k in range(3):
+            grad = M.T @ (M @ y - b[j]) + 0.1 + 2 * (y + 0.1)
+            z_next = np.clip(_soft(y - s * grad, 2.0 * s), 0.05, 3)
+            t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+            y, z, t = z_next + (t - 1) / t_next * (z_next - z), z_next, t_next
+            np.testing.assert_allclose(out[k][j].detach().numpy(), z, rtol=1e-10, atol=1e-12)

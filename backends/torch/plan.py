@@ -294,7 +294,8 @@ def plan_module(p: Program) -> Plan:
     for _, e in step.equations():  # a state no layer assigns, read by the later layers: still its start
         reads |= graph.names_in(e) - assigned
     reads |= graph.names_in(output_expr)
-    starts = tuple(d.name for d in p.states if d.name in reads or d.name == p.output)  # the output stays at its start
+    # the output stays at its start where no first layer assigns it (one that does makes the start dead)
+    starts = tuple(d.name for d in p.states if d.name in reads or (d.name == p.output and d.name not in assigned))
     first, step, all_layers = all_layer_products(p, ns, first, step)
     read = graph.names_in(output_expr)
     for _, e in (first.equations() if first is not None else ()) + step.equations():
@@ -361,6 +362,16 @@ def _reads(p: Program, expr) -> set[str]:
     return seen
 
 
+def _simplified(expr):
+    """sp.simplify(expr), or expr where sympy fails on it: its factor_terms rebuilds a MatAdd inside an atom
+    (opnorm(M) of a step bound beside a constraint) as a sum of matrix and scalar terms ("Mix of Matrix and
+    Scalar symbols")."""
+    try:
+        return sp.simplify(expr)
+    except TypeError:
+        return expr
+
+
 def _constrained(p: Program, ns, kept: list | None = None) -> dict:
     """The learned scalar hypers with a requirement (dpc.requirements.learned_requirements): a sign (expr a
     positive multiple of the hyper: > 0 or >= 0) is kept by log(1 + exp(raw)); a requirement linear in the hyper that
@@ -382,7 +393,7 @@ def _constrained(p: Program, ns, kept: list | None = None) -> dict:
         except NotImplementedError:  # the hyper inside opnorm(...): not linear in it, nothing to clamp
             continue
         entry = found.setdefault(name, {"relation": None, "why": [], "bounds": []})
-        ratio = sp.simplify(req.expr / symbol)
+        ratio = _simplified(req.expr / symbol)
         if ratio.is_number and ratio.is_positive:
             if entry["relation"] != "positive":
                 entry["relation"] = req.relation
@@ -395,7 +406,7 @@ def _constrained(p: Program, ns, kept: list | None = None) -> dict:
         sign = _sign(p, slope)
         if sign is None:
             continue
-        bound = sp.simplify(-req.expr.subs(symbol, 0) / slope)
+        bound = _simplified(-req.expr.subs(symbol, 0) / slope)
         entry["bounds"].append(Bound(bound, sign < 0, req.relation == "positive", req.why))
         if kept is not None:
             kept.append(req)
