@@ -63,7 +63,7 @@ def test_lista_plan_stacks_and_batches_w_lists_s_and_theta():
     assert {n for n, _ in plan.first.assigns} == {"z"}
     assert "S" not in {s.name for _, e in plan.first.equations() for s in e.free_symbols}
     assert plan.init_lets == ("L",) and plan.fixed_lets == ("L",) and plan.forward_lets == ()
-    assert plan.starts == ("z",) and plan.trace == "zs"
+    assert plan.starts == () and plan.trace == "zs"     # the folded first layer assigns z: its start is dead
     text = str(plan)
     assert "W (stacked), S (listed, copy 0 frozen), theta (listed)" in text
     assert "Wx[k] = W @ x" in text and "first layer (folded start):" in text
