@@ -76,8 +76,8 @@ def test_every_example_loads_runs_and_trains_without_a_warning():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             cls = dpc.load(path)
-            args = {d.name: torch.tensor(rng.standard_normal(tuple(sizes[s] for s in d.shape)) / np.sqrt(sizes[d.shape[0]]))
-                    for d in p.of_kind("param")}
+            args = {d.name: torch.tensor(rng.standard_normal(tuple(sizes[s] for s in d.shape))
+                                         / np.sqrt(sizes[d.shape[0]])) for d in p.of_kind("param")}
             args.update({d: sizes[d] for d in p.dims if d in inspect.signature(cls).parameters})
             net = cls(**args)
             inputs = [torch.tensor(rng.standard_normal((4,) + tuple(sizes[s] for s in d.shape)))
@@ -220,7 +220,7 @@ def test_admm_learned_rho_not_positive_at_construction_and_in_forward():
     assert torch.isfinite(net(x)).all()
     with torch.no_grad():
         net.r_raw.fill_(-1.0)
-    with pytest.raises(ValueError, match=r"r must be finite and > 0 \(the ADMM penalty rho\), got -1.0 with the learned"):
+    with pytest.raises(ValueError, match=r"r must be finite and > 0 \(the ADMM penalty rho\), got -1.0 with the lea"):
         net(x)
 
 
