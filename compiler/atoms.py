@@ -89,8 +89,9 @@ def vector_to_scalar(args):
 
 
 def array_to_scalar(args):
-    """A vector or a matrix (all its entries: sqnorm is then the squared Frobenius norm) to a scalar."""
-    _one_of_rank(args, (1, 2), "a vector or matrix")
+    """A vector, a matrix or an image stack R[c, h, w] (all its entries: sqnorm is then the squared Frobenius
+    norm) to a scalar."""
+    _one_of_rank(args, (1, 2, 3), "a vector or matrix")
     return ()
 
 
@@ -229,8 +230,9 @@ def _reduced(method_code):
 
 
 def _axes(arg) -> int:
-    """How many trailing axes a reduction of every entry of arg sums: 1 for a vector, 2 for a matrix."""
-    return 2 if arg.shape[1] != 1 else 1
+    """How many trailing axes a reduction of every entry of arg sums: 1 for a vector, 2 for a matrix, 3 for
+    an image stack R[c, h, w]."""
+    return tensor_rank(arg)
 
 
 # ==================================================================================================
@@ -1474,3 +1476,400 @@ class Xavier(InitialValue):
 
 
 Xavier.reference = None  # random: reference.evaluate needs the weight's value given (weights=)
+
+
+# ==================================================================================================
+# Linear operators on signals and images (docs/imaging.md): matrix-free, each with its exact adjoint
+# ==================================================================================================
+# A value R[c, h, w] is (c*h) x w in the algebra (ir.ImageSymbol: its channels stacked along the rows, numpy's
+# reshape(c*h, w)) and (batch, c, h, w) in torch; R[h, w] is h x w and (batch, h, w). The adjoints are atoms
+# programs do not call (syntax=False): calculus pulls a cotangent back through an operator by its adjoint
+# (the gradient of sum(phi(conv(K, u))) is convT(K, phi'(conv(K, u)))), derive pdhg applies it to the dual.
+
+from dpc.declare import Linear  # noqa: E402
+
+
+def tensor_rank(e) -> int:
+    """How many axes a value has per sample in torch: 1 a vector, 2 a matrix (or one image), 3 an image stack
+    (R[c, h, w], which the algebra holds as a (c*h) x w matrix)."""
+    rank = getattr(e, "rank", None)
+    if isinstance(rank, int):
+        return rank
+    if isinstance(e, (sp.MatAdd, HadamardProduct)):
+        return max(tensor_rank(a) for a in e.args if isinstance(a, MatrixExpr))
+    if isinstance(e, sp.MatMul):
+        _, mats = e.as_coeff_matrices()
+        if len(mats) == 1:
+            return tensor_rank(mats[0])
+    if isinstance(e, (VectorAtom, HadamardPower)) and isinstance(e.args[0], MatrixExpr):
+        return tensor_rank(e.args[0])
+    return 1 if e.shape[1] == 1 else 2
+
+
+class _Operator(MatrixExpr):
+    """A linear operator applied to its operand; shape and rank from the operand."""
+
+    def __new__(cls, *args):
+        return Basic.__new__(cls, *(sp.sympify(a) for a in args))
+
+    def _eval_transpose(self):
+        return None
+
+
+def _dim_text(expr) -> str:
+    return str(expr)
+
+
+# --- diff: R[n] -> R[n - 1], (diff z)_i = z_{i+1} - z_i ---
+
+DIFF = helper("_diff", '''
+def _diff(z):
+    """Forward differences along the last axis: (..., n) -> (..., n - 1)."""
+    return z[..., 1:] - z[..., :-1]
+''')
+DIFF_T = helper("_diff_t", '''
+def _diff_t(y):
+    """The adjoint of _diff: (..., n - 1) -> (..., n), (D.T y)_i = y_{i-1} - y_i (y_{-1} = y_{n-1} = 0)."""
+    return F.pad(y, (1, 0)) - F.pad(y, (0, 1))
+''')
+
+
+class Diff(_Operator):
+    """diff(z): forward differences z[i+1] - z[i] of a vector, one fewer entry."""
+
+    rank = 1
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0] - 1, sp.Integer(1))
+
+
+class DiffT(_Operator):
+    """The adjoint of diff: (n-1) -> n."""
+
+    rank = 1
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0] + 1, sp.Integer(1))
+
+
+def _diff_shape(args):
+    _one(args)
+    (shape,) = args
+    if len(shape) != 1:
+        raise ShapeError(f"needs a vector, got {show_shape(shape)}", hint="for an image write grad2d(u)")
+    if shape[0].isdigit() and int(shape[0]) < 3:
+        raise ShapeError(f"needs a vector of at least 3 entries, got {show_shape(shape)}")
+    from dpc.ir import dim_symbol
+    return (_dim_text(dim_symbol(shape[0]) - 1),)
+
+
+def _diff_t_shape(args):
+    _one(args)
+    (shape,) = args
+    from dpc.ir import dim_symbol
+    return (_dim_text(dim_symbol(shape[0]) + 1),)
+
+
+def _diff_reference(np, z):
+    return z[1:] - z[:-1]
+
+
+def _diff_t_reference(np, y):
+    out = np.zeros((y.shape[0] + 1, 1))
+    out[1:] += y
+    out[:-1] -= y
+    return out
+
+
+# the fuzzer does not draw the operators yet: their shapes change (R[n] -> R[n - 1], R[h, w] -> R[2, h, w])
+declare("diff", Diff, signature="diff(z)", doc="forward differences z[i+1] - z[i]: R[n] -> R[n - 1]",
+        shape=_diff_shape, reference=_diff_reference, torch=DIFF, latex=r"\operatorname{diff}",
+        derivative=Pullback(lambda e, w: DiffT(w)), curvature=None, convexity="affine", monotone=None,
+        scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        linear=Linear(adjoint=lambda e, w: DiffT(w), opnorm=lambda e: sp.Integer(2)))
+declare("diffT", DiffT, syntax=False, signature="diffT(y)", doc="the adjoint of diff: R[n - 1] -> R[n]",
+        shape=_diff_t_shape, reference=_diff_t_reference, torch=DIFF_T, latex=r"\operatorname{diff}^{T}",
+        derivative=Pullback(lambda e, w: Diff(w)), curvature=None, convexity="affine", monotone=None,
+        scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        linear=Linear(adjoint=lambda e, w: Diff(w), opnorm=lambda e: sp.Integer(2)))
+
+
+# --- grad2d: R[h, w] -> R[2, h, w], forward differences with the Neumann boundary ---
+
+GRAD2D = helper("_grad2d", '''
+def _grad2d(u):
+    """Forward differences of (..., h, w) along h and along w, the last one in each direction 0 (Neumann):
+    (..., 2, h, w)."""
+    gh = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
+    gw = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1))
+    return torch.stack((gh, gw), dim=-3)
+''')
+GRAD2D_T = helper("_grad2d_t", '''
+def _grad2d_t(p):
+    """The adjoint of _grad2d (minus the divergence): (..., 2, h, w) -> (..., h, w)."""
+    qh = p[..., 0, :-1, :]
+    qw = p[..., 1, :, :-1]
+    return F.pad(qh, (0, 0, 1, 0)) - F.pad(qh, (0, 0, 0, 1)) + F.pad(qw, (1, 0)) - F.pad(qw, (0, 1))
+''')
+
+
+class Grad2D(_Operator):
+    """grad2d(u): the two forward differences of an image, stacked: R[h, w] -> R[2, h, w]."""
+
+    rank = 3
+
+    @property
+    def shape(self):
+        rows, cols = self.args[0].shape
+        return (2 * rows, cols)
+
+
+class Grad2DT(_Operator):
+    """The adjoint of grad2d: R[2, h, w] -> R[h, w]."""
+
+    rank = 2
+
+    @property
+    def shape(self):
+        rows, cols = self.args[0].shape
+        return (rows / 2, cols)
+
+
+def _grad2d_shape(args):
+    _one(args)
+    (shape,) = args
+    if len(shape) != 2:
+        raise ShapeError(f"needs one image R[h, w], got {show_shape(shape)}",
+                         hint="for a signal R[n] write diff(z)" if len(shape) == 1 else None)
+    return ("2",) + tuple(shape)
+
+
+def _grad2d_t_shape(args):
+    _one(args)
+    (shape,) = args
+    return tuple(shape[1:])
+
+
+def _grad2d_reference(np, u):
+    gh = np.zeros_like(u)
+    gw = np.zeros_like(u)
+    gh[:-1, :] = u[1:, :] - u[:-1, :]
+    gw[:, :-1] = u[:, 1:] - u[:, :-1]
+    return np.concatenate([gh, gw], axis=0)
+
+
+def _grad2d_t_reference(np, p):
+    h = p.shape[0] // 2
+    qh, qw = p[:h], p[h:]
+    out = np.zeros((h, p.shape[1]))
+    out[1:, :] += qh[:-1, :]
+    out[:-1, :] -= qh[:-1, :]
+    out[:, 1:] += qw[:, :-1]
+    out[:, :-1] -= qw[:, :-1]
+    return out
+
+
+declare("grad2d", Grad2D, signature="grad2d(u)",
+        doc="forward differences along h and w, Neumann (the last one 0): R[h, w] -> R[2, h, w]",
+        shape=_grad2d_shape, reference=_grad2d_reference, torch=GRAD2D, latex=r"\nabla",
+        derivative=Pullback(lambda e, w: Grad2DT(w)), curvature=None, convexity="affine", monotone=None,
+        scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        linear=Linear(adjoint=lambda e, w: Grad2DT(w), opnorm=lambda e: sp.sqrt(8)))
+declare("grad2dT", Grad2DT, syntax=False, signature="grad2dT(p)", doc="the adjoint of grad2d: R[2, h, w] -> R[h, w]",
+        shape=_grad2d_t_shape, reference=_grad2d_t_reference, torch=GRAD2D_T, latex=r"\nabla^{T}",
+        derivative=Pullback(lambda e, w: Grad2D(w)), curvature=None, convexity="affine", monotone=None,
+        scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        linear=Linear(adjoint=lambda e, w: Grad2D(w), opnorm=lambda e: sp.sqrt(8)))
+
+
+# --- conv: a filter bank K : R[k, s, s] (or one kernel R[s, s]) correlated with an image, same size ---
+
+PADS = ("zero", "reflect", "circular")   # conv's boundaries; the default is reflect (PADS[1])
+_TORCH_PAD = {"zero": "constant", "reflect": "reflect", "circular": "circular"}
+_NUMPY_PAD = {"zero": "constant", "reflect": "reflect", "circular": "wrap"}
+
+CONV = helper("_conv", '''
+def _conv(K, u, pad):
+    """The correlation (F.conv2d) of each image u (..., h, w) with each filter of K (k, s, s), on u padded by
+    (s - 1) // 2 before and s // 2 after in each direction with torch's `pad` mode (constant: zeros):
+    (..., k, h, w); one kernel K (s, s) gives (..., h, w)."""
+    s0, s1 = K.shape[-2], K.shape[-1]
+    h, w = u.shape[-2], u.shape[-1]
+    x = F.pad(u.reshape(-1, 1, h, w), ((s1 - 1) // 2, s1 // 2, (s0 - 1) // 2, s0 // 2), mode=pad)
+    out = F.conv2d(x, K.reshape(-1, 1, s0, s1))
+    return out.reshape(u.shape[:-2] + out.shape[1:] if K.dim() == 3 else u.shape)
+''')
+PAD_T = helper("_pad_t", '''
+def _pad_t(g, lo, hi, pad, axis):
+    """The adjoint of F.pad(., lo before and hi after, mode=pad) along axis (-1 or -2): folds the border back."""
+    n = g.shape[axis] - lo - hi
+    inner = g.narrow(axis, lo, n)
+    if pad == "constant":
+        return inner
+    where = (lambda t, a, b: F.pad(t, (a, b))) if axis == -1 else (lambda t, a, b: F.pad(t, (0, 0, a, b)))
+    if lo > 0:
+        left = g.narrow(axis, 0, lo)
+        inner = inner + (where(left, n - lo, 0) if pad == "circular" else where(left.flip(axis), 1, n - 1 - lo))
+    if hi > 0:
+        right = g.narrow(axis, lo + n, hi)
+        inner = inner + (where(right, 0, n - hi) if pad == "circular" else where(right.flip(axis), n - 1 - hi, 1))
+    return inner
+''')
+CONV_T = helper("_conv_t", '''
+def _conv_t(K, v, pad):
+    """The adjoint of _conv(K, ., pad): (..., k, h, w) -> (..., h, w) by F.conv_transpose2d and the adjoint of
+    the padding."""
+    s0, s1 = K.shape[-2], K.shape[-1]
+    h, w = v.shape[-2], v.shape[-1]
+    lead = v.shape[:-3] if K.dim() == 3 else v.shape[:-2]
+    W = K.reshape(-1, 1, s0, s1)
+    g = F.conv_transpose2d(v.reshape(-1, W.shape[0], h, w), W)
+    g = _pad_t(_pad_t(g, (s1 - 1) // 2, s1 // 2, pad, -1), (s0 - 1) // 2, s0 // 2, pad, -2)
+    return g.reshape(lead + (h, w))
+''', needs=("_pad_t",))
+
+
+class Conv(_Operator):
+    """conv(K, u, pad): args (K, u, pad index into PADS)."""
+
+    operands = 2
+
+    @property
+    def shape(self):
+        K, u = self.args[0], self.args[1]
+        rows, cols = u.shape
+        return (K.shape[0] / K.shape[1] * rows, cols)
+
+    @property
+    def rank(self):
+        return 3 if tensor_rank(self.args[0]) == 3 else 2
+
+
+class ConvT(_Operator):
+    """The adjoint of conv: args (K, v, pad)."""
+
+    operands = 2
+    rank = 2
+
+    @property
+    def shape(self):
+        K, v = self.args[0], self.args[1]
+        rows, cols = v.shape
+        return (rows / (K.shape[0] / K.shape[1]), cols)
+
+
+def _conv_shape(args, pad=1):
+    if len(args) != 2:
+        raise ShapeError(f"takes a filter bank and an image, got {len(args)} arguments")
+    ks, us = args
+    if len(ks) not in (2, 3) or ks[-1] != ks[-2]:
+        raise ShapeError(f"needs square filters K : R[k, s, s] (or one kernel R[s, s]), got {show_shape(ks)}")
+    if len(us) != 2:
+        raise ShapeError(f"convolves one image u : R[h, w], got {show_shape(us)}")
+    return (ks[0],) + tuple(us) if len(ks) == 3 else tuple(us)
+
+
+def _conv_t_shape(args, pad=1):
+    ks, vs = args
+    return tuple(vs[-2:])
+
+
+def _pad_index(np, pad, h, w, lo0, hi0, lo1, hi1):
+    """Where each entry of the padded h x w image comes from (a flat index), -1 for a zero."""
+    mode = _NUMPY_PAD[PADS[int(pad)]]
+    index = np.arange(h * w).reshape(h, w)
+    if mode == "constant":
+        return np.pad(index, ((lo0, hi0), (lo1, hi1)), mode="constant", constant_values=-1)
+    return np.pad(index, ((lo0, hi0), (lo1, hi1)), mode=mode)
+
+
+def _filters(np, K):
+    """K in the algebra's layout ((k*s) x s, or s x s) as (k, s, s)."""
+    s = K.shape[1]
+    return K.reshape(-1, s, s)
+
+
+def _conv_reference(np, K, u, pad):
+    """numpy: pad by index (np.pad's constant, reflect, wrap), then correlate offset by offset."""
+    filters = _filters(np, K)
+    s0, s1 = filters.shape[1:]
+    h, w = u.shape
+    index = _pad_index(np, pad, h, w, (s0 - 1) // 2, s0 // 2, (s1 - 1) // 2, s1 // 2)
+    padded = np.where(index >= 0, u.reshape(-1)[np.maximum(index, 0)], 0.0)
+    out = np.zeros((filters.shape[0], h, w))
+    for a in range(s0):
+        for b in range(s1):
+            out += filters[:, a, b][:, None, None] * padded[None, a:a + h, b:b + w]
+    return out.reshape(-1, w)
+
+
+def _conv_t_reference(np, K, v, pad):
+    """numpy: scatter each offset's product into the padded grid, then add each padded entry to its source."""
+    filters = _filters(np, K)
+    k, s0, s1 = filters.shape
+    w = v.shape[1]
+    h = v.shape[0] // k
+    v = v.reshape(k, h, w)
+    grid = np.zeros((h + s0 - 1, w + s1 - 1))
+    for a in range(s0):
+        for b in range(s1):
+            grid[a:a + h, b:b + w] += (filters[:, a, b][:, None, None] * v).sum(axis=0)
+    index = _pad_index(np, pad, h, w, (s0 - 1) // 2, s0 // 2, (s1 - 1) // 2, s1 // 2)
+    out = np.zeros(h * w)
+    keep = index >= 0
+    np.add.at(out, index[keep], grid[keep])
+    return out.reshape(h, w)
+
+
+def _conv_torch(helper_name):
+    def rule(pr, e):
+        pr.helpers.add(helper_name)
+        K, u, pad = e.args
+        return f"{helper_name}({pr(K)}, {pr(u)}, {_TORCH_PAD[PADS[int(pad)]]!r})"
+    return rule
+
+
+def _conv_build(K, u, pad=1):
+    return Conv(K, u, sp.Integer(pad))
+
+
+def _conv_norm(e):
+    """An upper bound on ||conv(K, ., pad)||: sqrt(sum_k ||K_k||_1^2) (Young's inequality on each filter),
+    times 2 for reflect (the padding repeats a pixel at most twice along each axis when the image has at least
+    s pixels each way)."""
+    K, pad = e.args[0], int(e.args[2])
+    bound = sp.sqrt(L1RowNorms(K))
+    return 2 * bound if PADS[pad] == "reflect" else bound
+
+
+class L1RowNorms(ScalarAtom):
+    """sum_k ||K_k||_1^2 of a filter bank (k, s, s): the square of conv's operator-norm bound."""
+
+
+def _l1_sq_reference(np, K):
+    return np.float64((np.abs(K.reshape(-1, K.shape[1], K.shape[1])).sum(axis=(1, 2)) ** 2).sum())
+
+
+declare("filternorm", L1RowNorms, syntax=False, signature="filternorm(K)",
+        doc="sum over the filters of K of their l1 norm squared (conv's operator-norm bound, squared)",
+        shape=lambda args: (), reference=_l1_sq_reference,
+        torch=lambda pr, e: f"{pr(e.args[0])}.abs().flatten(-2).sum(-1).square().sum()",
+        latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
+        sign="nonnegative", requires=(), prox=None, fuzz=None)
+
+declare("conv", Conv, build=_conv_build, signature="conv(K, u)",
+        options={"pad": PADS},
+        doc="correlation of an image with each filter of K : R[k, s, s] (F.conv2d), same size: R[h, w] -> "
+            "R[k, h, w]; pad = reflect (default) | zero | circular",
+        shape=_conv_shape, reference=_conv_reference, torch=_conv_torch("_conv"), latex=None,
+        derivative=Pullback(lambda e, w: ConvT(e.args[0], w, e.args[2])), curvature=None, convexity="affine",
+        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        linear=Linear(adjoint=lambda e, w: ConvT(e.args[0], w, e.args[2]), opnorm=_conv_norm, operand=1))
+declare("convT", ConvT, syntax=False, signature="convT(K, v)", options={"pad": PADS},
+        doc="the adjoint of conv: R[k, h, w] -> R[h, w] (F.conv_transpose2d and the padding's adjoint)",
+        shape=_conv_t_shape, reference=_conv_t_reference, torch=_conv_torch("_conv_t"), latex=None,
+        derivative=Pullback(lambda e, w: Conv(e.args[0], w, e.args[2])), curvature=None, convexity="affine",
+        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        linear=Linear(adjoint=lambda e, w: Conv(e.args[0], w, e.args[2]), opnorm=_conv_norm, operand=1))

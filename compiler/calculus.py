@@ -183,7 +183,8 @@ def pullback(e, w, var) -> list:
         return pullback(base, hadamard(w, p * slope), var)
     atom = declare.of(e)
     if atom is not None and isinstance(atom.derivative, declare.Pullback):
-        v, params = e.args[0], e.args[1:]
+        i = atom.linear.operand if atom.linear is not None else 0  # conv(K, u): u is the operand
+        v, params = e.args[i], e.args[:i] + e.args[i + 1:]
         if any(p.has(var) for p in params):
             raise NotDifferentiable(e)
         return pullback(v, atom.derivative.fn(e, w), var)

@@ -214,6 +214,8 @@ class Atom:
     # keyword arguments a call may add, name -> what it is (softmax(A, axis = 1)); each an integer literal,
     # passed by name to the shape rule and the builder
     options: tuple = ()
+    # a linear operator (diff, grad2d, conv): Linear(adjoint, opnorm), what derive pdhg and the calculus read
+    linear: Any = None
 
     @property
     def rule(self):  # the checker's name for the shape rule
@@ -233,8 +235,20 @@ _RELATIONS = ("positive", "nonnegative", "nonzero")
 _SIGNS = (None, "positive", "nonnegative")
 
 
+@dataclass(frozen=True)
+class Linear:
+    """What a linear operator atom states beside the rules (declare(..., linear=Linear(...))): its exact
+    adjoint, adjoint(expr, w) -> the IR of A.T @ w (matrix-free, never a dense matrix), and opnorm(expr) -> an
+    upper bound on its operator norm as a scalar IR expression (from its symbol: 2 for diff, sqrt(8) for
+    grad2d), which derive pdhg's default steps read. The operand is the argument at index `operand`."""
+
+    adjoint: Callable
+    opnorm: Callable
+    operand: int = 0
+
+
 def declare(name: str, cls: type | None = None, *, base: type | None = None, build: Callable | None = None,
-            syntax: bool = True, options: dict | None = None, **rules) -> Atom:
+            syntax: bool = True, options: dict | None = None, linear: Linear | None = None, **rules) -> Atom:
     """Declare the atom `name`: its sympy class (`cls`, or a new subclass of `base` named after it) and
     every rule of RULES as keywords. Returns the Atom; `atom.cls` builds IR nodes. `options` names the
     keyword arguments a call may add (name -> what it is): integer literals, given by name to the shape
@@ -257,7 +271,7 @@ def declare(name: str, cls: type | None = None, *, base: type | None = None, bui
     scalar = rules["scalar"]
     scalar_class = scalar if isinstance(scalar, type) and issubclass(scalar, sp.Function) else None
     atom = Atom(name=name, cls=cls, build=build or cls, syntax=syntax, scalar_class=scalar_class,
-                options=tuple((options or {}).items()), **rules)
+                options=tuple((options or {}).items()), linear=linear, **rules)
     # the class carries its facts too, for code that holds an IR node (type(node).reference, .derivative)
     cls.atom = atom
     cls.dp_name = name

@@ -18,7 +18,22 @@ from dpc.grammar.ast import NO_SPAN, Span
 
 
 def dim_symbol(name: str) -> sp.Expr:
-    return sp.Integer(int(name)) if name.isdigit() else sp.Symbol(name, integer=True, positive=True)
+    """A dim as sympy: a literal size, a dim's positive integer Symbol, or an expression of dims that an
+    operator's shape rule wrote (diff(z) : R[n - 1])."""
+    if name.isdigit():
+        return sp.Integer(int(name))
+    if name.isidentifier():
+        return sp.Symbol(name, integer=True, positive=True)
+    expr = sp.sympify(name)
+    return expr.xreplace({s: sp.Symbol(s.name, integer=True, positive=True) for s in expr.free_symbols})
+
+
+class ImageSymbol(MatrixSymbol):
+    """A declared R[c, h, w] value. In the algebra it is the (c*h) x w matrix of its channels stacked along
+    the rows (numpy's reshape(c*h, w) of the (c, h, w) array): sums, entrywise functions and reductions need
+    nothing more; its rank (3) tells the printers that the tensor is (batch, c, h, w)."""
+
+    rank = 3
 
 
 def make_symbol(name: str, shape: tuple[str, ...]):
@@ -27,6 +42,8 @@ def make_symbol(name: str, shape: tuple[str, ...]):
         return sp.Symbol(name, real=True)
     if len(shape) == 1:
         return MatrixSymbol(name, dim_symbol(shape[0]), 1)
+    if len(shape) == 3:
+        return ImageSymbol(name, dim_symbol(shape[0]) * dim_symbol(shape[1]), dim_symbol(shape[2]))
     return MatrixSymbol(name, dim_symbol(shape[0]), dim_symbol(shape[1]))
 
 

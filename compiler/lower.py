@@ -138,6 +138,9 @@ def _lower(node: ast.Expr, env: _Env):
             return Transpose(expr).doit() if isinstance(expr, Transpose) else Transpose(expr), (shape[1], shape[0])
         if len(shape) == 0:
             return expr, shape
+        if len(shape) == 3:
+            raise _err(f"cannot transpose an image stack ({show_shape(shape)})", node,
+                       "dpc applies operators' adjoints itself where the calculus needs them")
         raise _err(f"cannot transpose a vector ({show_shape(shape)})", node,
                    "vectors are columns; write v @ w for an inner product, A.T @ v for a product with A^T")
     if isinstance(node, ast.Call):
@@ -281,6 +284,9 @@ def _takes_vector(atom) -> bool:
 def _matmul(node, left, ls, right, rs):
     if ls == () or rs == ():
         raise _err("@ needs vectors or matrices; use * to scale by a scalar", node)
+    if len(ls) == 3 or len(rs) == 3:
+        raise _err(f"@ needs vectors or matrices, not the image stack {_describe(node.left if len(ls) == 3 else node.right, ls if len(ls) == 3 else rs)}",
+                   node, "apply an operator to images (conv(K, u), grad2d(u)); sum(a * b) is their inner product")
     inner_l = ls[-1] if len(ls) == 2 else ls[0]
     inner_r = rs[0]
     if inner_l != inner_r:
@@ -328,12 +334,20 @@ def _options(node: ast.Call, spec) -> dict:
     out = {}
     for key, value in node.kwargs:
         if key not in known:
-            written = value.text if isinstance(value, ast.Number) else "..."
+            written = value.text if isinstance(value, ast.Number) else value.id if isinstance(value, ast.Name) else "..."
             only = next(iter(known)) if len(known) == 1 else None
             raise _err(f"{spec.signature} takes no keyword argument '{key}'", node,
                        f"write `{only} = {written}` in place of `{key} = {written}` ({only}: {known[only]})" if only
                        else f"its keyword arguments: {', '.join(known)}" if known else
                        f"delete `, {key} = {written}`: {node.func} takes positional arguments only")
+        words = known[key] if isinstance(known[key], tuple) else None  # a word option: pad = circular
+        if words is not None:
+            if not (isinstance(value, ast.Name) and value.id in words):
+                written = value.id if isinstance(value, ast.Name) else "..."
+                raise _err(f"{node.func}(..., {key} = {written}): {key} is one of {' | '.join(words)}", value,
+                           f"write `{key} = {words[0]}` in place of `{key} = {written}`")
+            out[key] = words.index(value.id)
+            continue
         if not (isinstance(value, ast.Number) and value.text.isdigit()):
             raise _err(f"{node.func}(..., {key} = ...) takes a non-negative integer literal", value,
                        f"write e.g. {key} = 1")
@@ -358,6 +372,8 @@ def _index(node: ast.Index, env: _Env):
     expr, shape = _lower(node.operand, env)
     if not shape:
         raise _err("cannot index a scalar", node)
+    if len(shape) == 3:
+        raise _err(f"cannot index an image stack ({show_shape(shape)})", node, "use sum(...) or norm1(...) of it")
     bound = env.indices[node.index]
     if bound is not None and bound != shape[0]:
         raise _err(f"index {node.index} ranges over {bound} but indexes a dimension of size {shape[0]}", node)
@@ -503,8 +519,9 @@ class _Lowering:
         return _Env(entries, tuple(self.dims), where, frozenset(self.failed))
 
     def check_type(self, t: ast.TypeSpec):
-        if len(t.dims) > 2:
-            raise DpcError(f"types have at most two dims, got {len(t.dims)}", t.span)
+        if len(t.dims) > 3:
+            raise DpcError(f"types have at most three dims (R[c, h, w], an image of c channels), got {len(t.dims)}",
+                           t.span, "write R[c, h, w] for c images of h x w, R[h, w] for one")
         errors = ErrorList()
         for d in t.dims:
             if not d.isdigit() and d not in self.dims:

@@ -42,9 +42,14 @@ def _written_args(expr):
 def _call(atom, printed: list[str], name=str) -> str:
     """The arguments of a call as written: an atom's options (softmax(A, axis = 1)) by name (shown by
     `name`), after the one argument an atom with options takes."""
-    names = [n for n, _ in atom.options][:max(len(printed) - 1, 0)] if atom.options else []
-    return ", ".join(printed[:len(printed) - len(names)] + [f"{name(n)} = {p}" for n, p in
-                                                             zip(names, printed[len(printed) - len(names):])])
+    count = len(printed) - getattr(atom.cls, "operands", 1)  # the options follow the operands
+    options = list(atom.options)[:max(count, 0)] if atom.options else []
+    written = []
+    for (n, why), p in zip(options, printed[len(printed) - len(options):]):
+        if isinstance(why, tuple):  # a word option (pad = circular), held as its index
+            p = why[int(p)]
+        written.append(f"{name(n)} = {p}")
+    return ", ".join(printed[:len(printed) - len(options)] + written)
 
 
 def decimal(r: sp.Rational) -> str:

@@ -157,13 +157,28 @@ def _column(value, shape):
     if len(shape) == 0:
         return np.float64(value)
     array = np.asarray(value, dtype=np.float64)
+    if len(shape) == 3 and array.ndim == 3:  # R[c, h, w]: (c*h, w), the channels stacked along the rows
+        return array.reshape(-1, array.shape[-1])
     return array.reshape(-1, 1) if len(shape) == 1 else array
 
 
-def _uncolumn(value, shape):
-    """A column-form value back in the caller's layout: vectors (n,), scalars 0-d."""
+def _uncolumn(value, shape, dims=None):
+    """A column-form value back in the caller's layout: vectors (n,), scalars 0-d, R[c, h, w] (c, h, w)."""
     value = _np().asarray(value, dtype=_np().float64)
+    if len(shape) == 3:
+        return value.reshape(_dim_size(shape[0], dims), -1, value.shape[-1])
     return value.reshape(-1) if len(shape) == 1 else value
+
+
+def _dim_size(dim: str, dims) -> int:
+    """A dim's size: a literal, a bound dim, or an expression of dims an operator wrote (n - 1)."""
+    if dim.isdigit():
+        return int(dim)
+    if dim in dims:
+        return int(dims[dim])
+    from dpc.ir import dim_symbol
+    expr = dim_symbol(dim)
+    return int(expr.xreplace({s: sp.Integer(int(dims[s.name])) for s in expr.free_symbols}))
 
 
 def _bind_dims(program: Program, shaped, dims) -> dict:
@@ -173,10 +188,12 @@ def _bind_dims(program: Program, shaped, dims) -> dict:
         if len(shape) != len(decl.shape):
             raise ValueError(f"{decl.name} must have {len(decl.shape)} axes {decl.shape}, got shape {shape}")
         for dim, size in zip(decl.shape, shape):
+            if not dim.isdigit() and not dim.isidentifier():
+                continue  # an expression of dims (n - 1): checked once its dims are bound
             want = int(dim) if dim.isdigit() else bound.setdefault(dim, int(size))
             if want != size:
                 raise ValueError(f"{decl.name}: dim {dim} is {want} but the value has {size}")
-    unbound = sorted({dim for d in program.decls for dim in d.shape if not dim.isdigit()} - set(bound))
+    unbound = sorted({dim for d in program.decls for dim in d.shape if dim.isidentifier()} - set(bound))
     if unbound:
         raise ValueError(f"dims {', '.join(unbound)}: no param or input fixes them; give them in dims=")
     return bound
@@ -186,8 +203,12 @@ def _bind_dims(program: Program, shaped, dims) -> dict:
 
 def _shapes(program: Program, dims) -> dict:
     """Name -> column-form shape of every declared value: () a scalar, (n, 1) a vector, (m, n) a matrix."""
-    size = lambda dim: int(dim) if dim.isdigit() else dims[dim]  # noqa: E731
-    return {d.name: tuple(size(dim) for dim in d.shape) + ((1,) if len(d.shape) == 1 else ()) for d in program.decls}
+    def shape(d):
+        sizes = tuple(_dim_size(dim, dims) for dim in d.shape)
+        if len(sizes) == 3:  # R[c, h, w] is (c*h, w) in the algebra
+            return (sizes[0] * sizes[1], sizes[2])
+        return sizes + ((1,) if len(sizes) == 1 else ())
+    return {d.name: shape(d) for d in program.decls}
 
 
 def _checked(name, value, shapes):
@@ -379,7 +400,7 @@ def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, s
     layers = range(len(runs[0])) if trace else [-1]
     if any(output not in runs[0][k] for k in layers):  # a temporary that the first layer's step lacks
         raise ReferenceError(f"the output {output} is not computed in every layer")
-    outputs = [np.stack([_uncolumn(run[k][output], shape) for run in runs]) for k in layers]
+    outputs = [np.stack([_uncolumn(run[k][output], shape, bound) for run in runs]) for k in layers]
     return outputs if trace else outputs[0]
 
 

@@ -42,8 +42,20 @@ class Code:
         return code
 
     def size(self, shape) -> str:
-        """A shape's sizes as forward reads them: self.n, 3."""
-        return ", ".join(f"self.{dim}" if not dim.isdigit() else dim for dim in shape)
+        """A shape's sizes as forward reads them: self.n, 3, h (a dim read from the inputs), n - 1."""
+        return ", ".join(self.dim(dim) for dim in shape)
+
+    def dim(self, dim: str) -> str:
+        if dim.isdigit():
+            return dim
+        call = set(self.plan.call_dims())
+        if dim.isidentifier():
+            return dim if dim in call else f"self.{dim}"
+        from dpc.ir import dim_symbol  # an expression of dims an operator's shape wrote: n - 1
+        expr = dim_symbol(dim)
+        names = {s: __import__("sympy").Symbol(s.name if s.name in call else f"self.{s.name}")
+                 for s in expr.free_symbols}
+        return str(expr.xreplace(names))
 
 
 def doc_escape(text: str) -> str:

@@ -18,6 +18,7 @@ def write_init(code: Code, out: Lines):
     args = [d.name for d in params]
     args += [f"{d.name}={_number(d.value)}" for d in hypers]
     args += plan.unbound_dims()
+    args += [f"{dim}=None" for dim in plan.call_dims()]  # read from the inputs; given, it is checked there
     if p.layers:
         args.append(f"steps={p.layers}")
     if plan.constrained:
@@ -35,6 +36,8 @@ def write_init(code: Code, out: Lines):
     for dim in p.dims:
         if dim in bound:
             out(f"self.{dim} = {dim}", 2)
+    for dim in plan.call_dims():
+        out(f"self.{dim} = None if {dim} is None else int({dim})  # None: any size, read at every call", 2)
     if p.layers:
         out(f"self.steps = steps = {code.use('_layer_count')}(steps)", 2)
     if not params:

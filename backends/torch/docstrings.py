@@ -48,6 +48,9 @@ def class_docstring(plan: Plan, source_name: str) -> str:
                      f"{_per_layer_arg(plan, d)}")
     for dim in plan.unbound_dims():
         lines.append(f"    {dim}: int, the size {dim}")
+    for dim in plan.call_dims():
+        lines.append(f"    {dim}: int or None (default): the size {dim}, read from the inputs at every call; "
+                     "given, forward checks it")
     if p.layers:
         lines.append(f"    steps: number of layers, default {p.layers}")
     if p.of_kind("weight"):

@@ -66,8 +66,9 @@ def _write_class(code: Code, out: Lines, source_name: str):
         write_objective(code, out)
     out()
     out("def extra_repr(self):", 1)
-    parts = ", ".join(f"{d}={{self.{d}}}" for d in p.dims if not d.isdigit())
-    steps = ", steps={self.steps}" if p.layers else ""
+    call = set(code.plan.call_dims())  # read from the inputs at every call: not the module's
+    parts = ", ".join(f"{d}={{self.{d}}}" for d in p.dims if not d.isdigit() and d not in call)
+    steps = (", " if parts else "") + "steps={self.steps}" if p.layers else ""
     values = "".join(f", {n}={{{code.use('_summary')}(self.{n})}}" for n in plan.constrained)
     out(f'return f"{parts}{steps}{values}"', 2)
     if plan.listed:

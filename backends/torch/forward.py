@@ -246,11 +246,31 @@ def _start(code: Code, d, printer: TorchPrinter, batch: str, per_sample: bool = 
 def _input_checks(code: Code, out: Lines):
     p = code.p
     first = None
+    call = code.plan.call_dims()
+    bindings = {dim: code.plan.dim_binding(dim) for dim in call}
     for d in p.of_kind("input"):
-        dims = ", ".join(f"{{self.{dim}}}" if not dim.isdigit() else dim for dim in d.shape)
-        cond = " or ".join([f"{d.name}.dim() != {len(d.shape) + 1}"] +
-                           [f"{d.name}.shape[{i + 1}] != {('self.' + dim) if not dim.isdigit() else dim}"
-                            for i, dim in enumerate(d.shape) if dim in p.dims or dim.isdigit()])
+        dims = ", ".join(dim if dim.isdigit() else f"{{{code.dim(dim)}}}" for dim in d.shape)
+        mine = [dim for dim in call if bindings[dim][0] == d.name]
+        if mine:  # the dims this input gives: read once its number of axes is known
+            out(f"if {d.name}.dim() != {len(d.shape) + 1}:", 2)
+            out(f'raise ValueError(f"{d.name} must have shape (batch, {", ".join(d.shape)}), got '
+                f'{{tuple({d.name}.shape)}}")', 3)
+            out(f"{', '.join(mine)} = "
+                f"{', '.join(f'{d.name}.shape[{bindings[dim][1]}]' for dim in mine)}"
+                "  # read at every call: any size", 2)
+            for dim in mine:
+                out(f"if self.{dim} is not None and {dim} != self.{dim}:", 2)
+                out(f'raise ValueError(f"{d.name} must have {dim} = {{self.{dim}}} (given at construction), got '
+                    f'{{{dim}}}")', 3)
+        checked = [(i, dim) for i, dim in enumerate(d.shape) if (dim in p.dims or dim.isdigit())
+                   and not (dim in bindings and bindings[dim] == (d.name, i + 1))]
+        cond = " or ".join(([] if mine else [f"{d.name}.dim() != {len(d.shape) + 1}"]) +
+                           [f"{d.name}.shape[{i + 1}] != {code.dim(dim)}" for i, dim in checked])
+        if not cond:
+            _dtype_check(code, out, d.name)
+            if first is None:
+                first = d.name
+            continue
         out(f"if {cond}:", 2)
         out(f'raise ValueError(f"{d.name} must have shape (batch, {dims}), got {{tuple({d.name}.shape)}}")', 3)
         _dtype_check(code, out, d.name)
@@ -285,6 +305,9 @@ def write_objective(code: Code, out: Lines):
         sets = ", ".join(format_constraint(c) for c in p.constraints)
         doc = doc[:-1] + f"; without the indicator of {sets}: a point outside gets this value, not inf."
     out(f'"""{doc}"""', 2)
+    for dim in code.plan.call_dims():  # read from the inputs, as forward does
+        name, axis = code.plan.dim_binding(dim)
+        out(f"{dim} = {name}.shape[{axis}]", 2)
     printer = TorchPrinter(code.plan.names(None), set(args), keepdim=False, like=args[0])
     for name in code.plan.forward_lets:
         if name in used:

@@ -136,10 +136,32 @@ class Plan:
         return params[0].name if params else "_like"
 
     def unbound_dims(self) -> list[str]:
-        """Dims no param's shape binds: constructor arguments."""
+        """Dims no param's shape binds and no input gives at every call: constructor arguments."""
         bound = {dim for d in self.p.of_kind("param") for dim in d.shape}
         used = {dim for d in self.p.decls if d.kind in ("input", "var", "weight", "temp") for dim in d.shape}
-        return [dim for dim in self.p.dims if dim not in bound and dim in used and not dim.isdigit()]
+        call = set(self.call_dims())
+        return [dim for dim in self.p.dims if dim not in bound and dim in used and not dim.isdigit()
+                and dim not in call]
+
+    def call_dims(self) -> list[str]:
+        """Dims no param binds that an input's shape holds (the h, w of an image input): forward reads them
+        from the inputs at every call, so one network runs on any size. Not one that a learned weight's shape
+        or a let's or hyper's value reads (those are built in __init__): it stays a constructor argument."""
+        bound = {dim for d in self.p.of_kind("param") for dim in d.shape}
+        given = {dim for d in self.p.of_kind("input") for dim in d.shape}
+        built = {dim for d in self.p.of_kind("weight") for dim in d.shape}
+        for d in self.p.decls:
+            if d.kind in ("let", "weight", "hyper") and d.value is not None:
+                built |= {s.name for s in getattr(d.value, "free_symbols", ())}
+        return [dim for dim in self.p.dims if dim in given and dim not in bound and dim not in built
+                and not dim.isdigit()]
+
+    def dim_binding(self, dim: str) -> tuple[str, int]:
+        """(input, axis) forward reads a call dim from: the first input whose shape holds it."""
+        for d in self.p.of_kind("input"):
+            if dim in d.shape:
+                return d.name, d.shape.index(dim) + 1
+        raise KeyError(dim)
 
     def init_names(self) -> dict[str, str]:
         """Inside __init__ everything is a local."""
@@ -152,6 +174,7 @@ class Plan:
         a constrained value shared by the layers is a local, computed once per call."""
         fixed = set(self.fixed_lets)
         names = {dim: f"self.{dim}" for dim in self.p.dims}
+        names.update({dim: dim for dim in self.call_dims()})  # read from the inputs at every call
         for d in self.p.decls:
             if d.kind in ("param", "hyper", "weight") or (d.kind == "let" and d.name in fixed):
                 names[d.name] = f"self.{d.name}"
@@ -520,7 +543,7 @@ def _refuse_per_sample_matrices(p: Program):
     no layout there. A DpcError at the update or the objective, not a shape error at run time."""
     per_sample = {d.name for d in p.decls if d.kind in ("input", "var", "temp", "output")}
     scalar_states = [d.name for d in p.states if not d.shape]
-    matrix_states = [d.name for d in p.states if len(d.shape) == 2]
+    matrix_states = [d.name for d in p.states if len(d.shape) >= 2]
     if p.until is not None and scalar_states and matrix_states:
         # under `unroll until` a scalar state is one per sample ((batch, 1)): FISTA's t next to matrix states
         raise DpcError(f"unroll until keeps the scalar state {scalar_states[0]} per sample, and a per-sample "
@@ -530,7 +553,7 @@ def _refuse_per_sample_matrices(p: Program):
                        ).with_source(p.source)
     # a matrix input, var or temporary is a (batch, m, n) tensor: what is built from it is one too, unless a
     # scalar that differs per sample scales it (a (batch, 1) tensor does not broadcast against (batch, m, n))
-    matrices = {d.name for d in per_sample_decls(p) if len(d.shape) == 2}
+    matrices = {d.name for d in per_sample_decls(p) if len(d.shape) >= 2}  # R[c, h, w] too
     batched = _batched_names(p)
     places = [("update", e) for step in (p.first_step, p.step) if step is not None for _, e in step.equations()]
     places += [("update", e) for _, e in p.closed_form]

@@ -147,7 +147,7 @@ class TorchPrinter:
         if axes == 1:
             return f"{code}.{method}(-1{', keepdim=True' if self.keepdim else ''})", CALL
         # a matrix's every entry: its last two axes, to one number per sample kept as (batch, 1) in updates
-        return self.keep_scalar(f"{code}.{method}((-2, -1))")
+        return self.keep_scalar(f"{code}.{method}({'(-3, -2, -1)' if axes == 3 else '(-2, -1)'})")
 
     def keep_scalar(self, code):
         """A scalar of a matrix computed without keepdim ((batch,) for a per-sample matrix), in the layout of

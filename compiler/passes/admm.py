@@ -44,6 +44,10 @@ def _cg_iterations(program: Program, directive: Directive, key: str) -> int:
 def derive_admm(program: Program, directive: Directive) -> Program:
     c = split_composite(program, directive)
     p, z, K = c.program, c.var, c.K
+    if c.operator:  # its z-step solves with H + rho*K.T@K: no matrix-free solve yet (issue 20, item 3)
+        raise fail(p, f"derive admm: the {z.name}-step would solve a linear system with the operator "
+                   f"{math(K)}, and dpc has no matrix-free solve for it yet", directive.span,
+                   f"write `derive pdhg` in place of `{directive.label()}`: it applies {math(K)} and its adjoint only")
     rho = option(p, directive, "rho")
     p = p.requiring(rho, "positive", "the ADMM penalty rho", directive.span).requiring(
         c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy import Identity, MatMul, MatrixSymbol
 
-from dpc import algebra, atoms
+from dpc import algebra, atoms, declare
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.prox import Penalty
 from dpc.passes.splitting import fail, hessian_terms, the_var
@@ -28,9 +28,25 @@ class Composite:
     smooth: sp.Basic          # f(z)
     hessian: sp.Basic | None  # grad f(z) = hessian @ z + bias
     bias: sp.Basic | None
-    K: sp.Basic               # g's argument is K @ z
+    K: sp.Basic               # g's argument is K @ z (a matrix), or a linear operator atom applied to z
     K_rows: str               # the dim of K @ z, as declared
     penalty: Penalty          # g(v) = penalty.weight * norm1(v)
+    K_shape: tuple = ()       # the shape of K z as declared (R[2, h, w] for grad2d(u))
+    operator: bool = False    # K is a declared linear operator (diff, grad2d, conv): K is then K(z) itself
+
+    def apply(self, x):
+        """K x: a product, or the operator's atom on x."""
+        return self.K.xreplace({self.var: x}) if self.operator else self.K @ x
+
+    def adjoint(self, y):
+        """K.T y: the operator's declared adjoint, never a dense matrix."""
+        return declare.of(self.K).linear.adjoint(self.K, y) if self.operator else self.K.T @ y
+
+    def opnorm(self):
+        """||K||: its declared bound for an operator (2 for diff, sqrt(8) for grad2d), else opnorm(K)."""
+        if self.operator:
+            return declare.of(self.K).linear.opnorm(self.K)
+        return sp.Integer(1) if self.K.is_Identity else atoms.OpNorm(self.K)
 
 
 def split_composite(program: Program, directive: Directive) -> Composite:
@@ -62,7 +78,8 @@ def split_composite(program: Program, directive: Directive) -> Composite:
     if rest != atom or weight.has(var):
         raise fail(program, f"{what} needs the non-smooth term as c*norm1(K @ {var.name}), got {math(term)}",
                    span_of(term))
-    K = _linear_map(program, directive, atom.args[0], var, span_of(term))
+    operator = _operator(program, atom.args[0], var)
+    K = operator[0] if operator else _linear_map(program, directive, atom.args[0], var, span_of(term))
     for c in program.constraints:
         if c.var == var.name:
             raise fail(program, f"{what} does not handle a constraint on {var.name} yet", c.span,
@@ -75,9 +92,27 @@ def split_composite(program: Program, directive: Directive) -> Composite:
                    f"but {math(e.term)} is not", _span_containing(program, e.term) or directive.span,
                    "smooth terms are sqnorm(...) of affine expressions and inner products") from None
     hessian = coeffs.get(var)
+    if operator:
+        return Composite(program, var, smooth, hessian, bias, K, str(K.shape[0]),
+                         Penalty(NORMS[type(atom)], weight, term), K_shape=operator[1], operator=True)
     rows = K.shape[0]
     return Composite(program, var, smooth, hessian, bias, K, str(rows),
-                     Penalty(NORMS[type(atom)], weight, term))
+                     Penalty(NORMS[type(atom)], weight, term), K_shape=(str(rows),))
+
+
+def _operator(program, argument, var):
+    """(argument, its declared shape) when the norm's argument is a declared linear operator applied to the var
+    itself (grad2d(u), diff(z), conv(K, u)), else None."""
+    found = declare.of(argument)
+    if found is None or found.linear is None or argument.args[found.linear.operand] != var:
+        return None
+    if any(a.has(var) for i, a in enumerate(argument.args) if i != found.linear.operand):
+        return None
+    shapes = []
+    for i, a in enumerate(argument.args[:getattr(found.cls, "operands", 1)]):
+        shapes.append(program.decl(a.name).shape if hasattr(a, "name") and program.has(a.name) else None)
+    options = {name: int(v) for (name, _), v in zip(found.options, argument.args[getattr(found.cls, "operands", 1):])}
+    return argument, tuple(found.shape(shapes, **options))
 
 
 def _linear_map(program, directive, argument, var, span):

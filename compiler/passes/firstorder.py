@@ -46,7 +46,7 @@ class Iteration:
         shape = var.shape if shape is _SAME else shape
         start = var.value if start is _SAME else start
         if isinstance(start, int) and start == 0 and shape:
-            start = sp.ZeroMatrix(dim_symbol(shape[0]), 1)
+            start = sp.ZeroMatrix(*make_symbol("_zero", shape).shape)  # R[c, h, w]: (c*h) x w
         name = self.program.fresh_name(base)
         self.program = self.program.with_decl(Decl(name, "var", shape, start, self.directive.span, note=note))
         return make_symbol(name, shape) if shape else sp.Symbol(name, real=True)

@@ -29,16 +29,16 @@ def derive_pdhg(program: Program, directive: Directive) -> Program:
     if c.hessian is not None and not positive_semidefinite(p, c.hessian)[0]:
         raise fail(p, f"derive pdhg: cannot show that f is convex (Hessian {math(c.hessian)})", directive.span)
     p = hessian_requirements(p, c.hessian, directive.span, "it keeps f convex")
-    p, tau, sigma, steps_note = _steps(p, directive, K)
+    p, tau, sigma, steps_note = _steps(p, directive, c)
     a = c.penalty.weight
     p = p.requiring(a, "nonnegative", f"the weight of {math(c.penalty.term)}",
                     p.span_of_term(c.penalty.term) or directive.span)
     it = Iteration(p, directive, z)
-    y = it.state("y", f"dual variable of {math(K @ z)}", start=0, shape=(c.K_rows,))
+    y = it.state("y", f"dual variable of {math(c.apply(z))}", start=0, shape=c.K_shape)
     zbar = it.state(f"{z.name}bar", "extrapolated point")
     # prox of s*g* for g = a*norm1, by Moreau's identity: v - s*soft(v/s, a/s) = clamp(v, -a, a)
-    y_next = it.temp(f"{y.name}_next", atoms.Clamp(y + sigma * K @ zbar, -a, a), shape=(c.K_rows,))
-    v = z - tau * K.T @ y_next
+    y_next = it.temp(f"{y.name}_next", atoms.Clamp(y + sigma * c.apply(zbar), -a, a), shape=c.K_shape)
+    v = z - tau * c.adjoint(y_next)
     bias = c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape)
     if c.hessian is None:
         z_value, how = v - tau * bias, "f is linear: prox_{tau f}(v) = v - tau*b"
@@ -51,21 +51,34 @@ def derive_pdhg(program: Program, directive: Directive) -> Program:
     it.assign(zbar, extrapolate(z_next, z))
     return it.done(
         f"f({z.name}) = {math(c.smooth)}    (quadratic)",
-        f"g(v) = {math(c.penalty.term)} at v = {math(K @ z)}; prox of sigma*g*: clamp(v, -{math(a)}, {math(a)}) "
+        f"g(v) = {math(c.penalty.term)} at v = {math(c.apply(z))}; prox of sigma*g*: clamp(v, -{math(a)}, {math(a)}) "
         "(Moreau's identity)",
         steps_note,
         f"dual {y.name} starts at 0, {zbar.name} at {z.name}'s start",
         f"prox of tau*f: {how}")
 
 
-def _steps(program: Program, directive: Directive, K):
+def _steps(program: Program, directive: Directive, c):
+    K = c.K
     given = {key: directive.kwarg(key) is not None for key in ("tau", "sigma")}
     default = None
     note = ""
     if not all(given.values()):
-        if K.is_Identity:
+        if not c.operator and K.is_Identity:
             default = sp.Rational(99, 100)
             note = "opnorm(K) = 1: "
+        elif c.operator and c.opnorm().is_number:  # grad2d: sqrt(8), diff: 2, from the operator's symbol
+            default = sp.Rational(99, 100) / c.opnorm()
+            note = f"opnorm({math(K)}) <= {math(c.opnorm())}: "
+        elif c.operator:  # conv: a bound that reads its filters
+            name = program.fresh_name("normK")
+            program = program.with_decl(Decl(name, "let", (), c.opnorm(), directive.span,
+                                             note=f"a bound on the operator norm of {math(K)}"))
+            symbol = sp.Symbol(name, real=True)
+            program = program.requiring(symbol, "positive", f"{name} bounds opnorm of {math(K)}; the default "
+                                        f"steps are 0.99/{name}", directive.span)
+            default = sp.Rational(99, 100) / symbol
+            note = f"{name} = {math(c.opnorm())} >= opnorm({math(K)}): "
         else:
             name = program.fresh_name("normK")
             program = program.with_decl(Decl(name, "let", (), atoms.OpNorm(K), directive.span,
@@ -86,7 +99,7 @@ def _steps(program: Program, directive: Directive, K):
             values[key] = sp.Symbol(name, real=True)
     tau, sigma = values["tau"], values["sigma"]
     if any(given.values()):
-        program = _step_condition(program, directive, K, tau, sigma)
+        program = _step_condition(program, directive, c, tau, sigma)
     shown = ", ".join(f"{key} = {math(program.decl(v.name).value) if not given[key] else math(v)}"
                       for key, v in (("tau", tau), ("sigma", sigma)))
     if not all(given.values()):
@@ -95,12 +108,12 @@ def _steps(program: Program, directive: Directive, K):
     return program, tau, sigma, shown
 
 
-def _step_condition(program: Program, directive: Directive, K, tau, sigma) -> Program:
+def _step_condition(program: Program, directive: Directive, c, tau, sigma) -> Program:
     """Chambolle-Pock's condition tau*sigma*opnorm(K)^2 < 1 for given steps: an error at compile time when
     it is a number at the defaults and fails, a requirement (checked at construction) when it reads a param
     or a value given there."""
     from dpc.requirements import default_number, with_lets
-    norm = sp.Integer(1) if K.is_Identity else atoms.OpNorm(K)
+    norm = c.opnorm()
     product = sp.simplify(with_lets(program, tau * sigma * norm ** 2))
     span = next((sp_ for k, _, sp_ in directive.kwargs if k in ("tau", "sigma")), directive.span)
     names = f"tau = {math(tau)}, sigma = {math(sigma)}, opnorm(K) = {math(norm)}"
