@@ -178,7 +178,7 @@ def _param_check(out: Lines, d, bound: dict[str, str]):
     out(f"{name} = torch.as_tensor({name}).detach().clone()", 2)
     out(f"if not {name}.is_floating_point():", 2)
     out(f"{name} = {name}.to(torch.get_default_dtype())", 3)
-    kind = {0: "a scalar", 1: "a vector", 2: "a matrix"}[len(shape)]
+    kind = {0: "a scalar", 1: "a vector", 2: "a matrix", 3: "an image stack"}[len(shape)]
     out(f"if {name}.dim() != {len(shape)}:", 2)
     out(f'raise ValueError(f"{name} must be {kind} R[{", ".join(shape)}], got shape {{tuple({name}.shape)}}")', 3)
     for axis, dim in enumerate(shape):
