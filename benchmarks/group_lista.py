@@ -147,11 +147,15 @@ def main(argv=None):
 
 
 def _exec(source):
+    import inspect
+
     import torch
     namespace = {"__name__": "group_lista_generated"}
     exec(compile(source, "group_lista.dp", "exec"), namespace)
-    return next(v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
-                and v.__module__ == "group_lista_generated")
+    cls = next(v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+               and v.__module__ == "group_lista_generated")
+    taken = inspect.signature(cls).parameters  # T only if the constructor takes it (it may come with X)
+    return lambda **kwargs: cls(**{k: v for k, v in kwargs.items() if k in taken or k != "T"})
 
 
 if __name__ == "__main__":

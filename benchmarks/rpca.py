@@ -60,9 +60,16 @@ def classes(text, layers):
         source = compile_source(text.replace("output L", f"output {output}"), "rpca.dp", {"unroll": str(layers)})
         namespace = {"__name__": f"rpca_{output}"}
         exec(compile(source, "rpca.dp", "exec"), namespace)
-        out.append(next(v for v in namespace.values() if isinstance(v, type) and v.__module__ == f"rpca_{output}"
-                        and issubclass(v, torch.nn.Module)))
+        out.append(sized(next(v for v in namespace.values() if isinstance(v, type)
+                              and v.__module__ == f"rpca_{output}" and issubclass(v, torch.nn.Module))))
     return out
+
+
+def sized(cls, dims=("m", "n")):
+    """cls's constructor, given the sizes only if it takes them (a dim that comes with X may be read from it)."""
+    import inspect
+    taken = inspect.signature(cls).parameters
+    return lambda **kwargs: cls(**{k: v for k, v in kwargs.items() if k in taken or k not in dims})
 
 
 def twin(net_L, Class_S, kwargs):

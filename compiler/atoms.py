@@ -670,15 +670,15 @@ class _svt(torch.autograd.Function):
             UtG = U.mT @ G
             P = UtG @ Vh.mT
         si, sj, fi, fj = s.unsqueeze(-1), s.unsqueeze(-2), f.unsqueeze(-1), f.unsqueeze(-2)
-        # F1: where exactly one of s_i, s_j exceeds t they differ, and the divided difference is computed;
-        # where both do or neither does, its limit (1 or 0), also for s_i = s_j
+        # F1: where exactly one of s_i, s_j exceeds t, s_i != s_j and the divided difference is taken; where
+        # both do or neither does, its limit (1 or 0), also for s_i = s_j (where the division, discarded, is
+        # 0/0: torch.where keeps the other value)
         same = above.unsqueeze(-1) == above.unsqueeze(-2)
-        f1 = torch.where(same, above.to(s.dtype).unsqueeze(-1), (fi - fj) / (si - sj).masked_fill(same, 1))
+        f1 = torch.where(same, above.to(s.dtype).unsqueeze(-1), (fi - fj) / (si - sj))
         # F2: s_i + s_j = 0 only where both are 0; there F2 is 0
         total = si + sj
-        zero = total == 0
-        f2 = ((fi + fj) / total.masked_fill(zero, 1)).masked_fill(zero, 0)
-        M = ((f1 + f2) * P + (f1 - f2) * P.mT) / 2  # F1 * sym(P) + F2 * skew(P)
+        f2 = torch.where(total == 0, 0.0, (fi + fj) / total)
+        M = torch.addcmul((f1 + f2) * P, f1 - f2, P.mT) / 2  # F1 * sym(P) + F2 * skew(P)
         # for a non-square matrix, the part outside U's (V's) columns, scaled by f/s (0 where s <= t):
         # (G - U U^T G) V diag(f/s) V^T, or U diag(f/s) U^T (G - G V V^T); each shares its products with P
         if m > n:

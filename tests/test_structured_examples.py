@@ -16,6 +16,14 @@ GROUP = (EXAMPLES / "group_lista.dp").read_text()
 RPCA = (EXAMPLES / "rpca.dp").read_text()
 
 
+def construct(cls, **kwargs):
+    """cls(**kwargs) without the sizes its constructor does not take (a dim that comes with an input's shape
+    may be read from it in forward instead)."""
+    import inspect
+    taken = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in kwargs.items() if k in taken or k not in ("m", "n", "T")})
+
+
 # --- independent numpy references ------------------------------------------------------------------
 
 def np_projected_gradient(W, x, lam, steps):
@@ -128,7 +136,7 @@ def test_nmf_trains():
 
 def test_group_lista_untrained_equals_numpy_group_ista_layer_by_layer():
     D, _, X = group_data()
-    net = build(GROUP, "group_lista.dp")(D=torch.tensor(D), T=5, lam=0.05)
+    net = construct(build(GROUP, "group_lista.dp"), D=torch.tensor(D), T=5, lam=0.05)
     trace = net(torch.tensor(X), trace=True)
     reference = np_group_ista(D, X, 0.05, 10)
     for layer, (Z, Z_np) in enumerate(zip(trace, reference)):
@@ -144,7 +152,7 @@ def test_group_lista_zero_rows_and_a_zero_sample_have_finite_gradients():
     """X = 0 (sample 0) gives Z = 0 in every layer, and backward through the zero rows (every row of that
     sample, the inactive rows of the others) is finite; the thresholds get a non-zero gradient."""
     D, _, X = group_data()
-    net = build(GROUP, "group_lista.dp")(D=torch.tensor(D), T=5, lam=0.05)
+    net = construct(build(GROUP, "group_lista.dp"), D=torch.tensor(D), T=5, lam=0.05)
     trace = net(torch.tensor(X), trace=True)
     for Z in trace:
         assert torch.equal(Z[0], torch.zeros(16, 5))
@@ -157,7 +165,7 @@ def test_group_lista_zero_rows_and_a_zero_sample_have_finite_gradients():
 
 def test_group_lista_trains():
     D, Z, X = group_data(batch=64, seed=3)
-    net = build(GROUP, "group_lista.dp")(D=torch.tensor(D), T=5, lam=0.05)
+    net = construct(build(GROUP, "group_lista.dp"), D=torch.tensor(D), T=5, lam=0.05)
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
     for _ in range(40):
@@ -177,7 +185,8 @@ def test_rpca_with_learned_weights_is_untrained_proximal_gradient():
     gradient loop."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((3, 8, 6))
-    net = build(RPCA.replace("learn  mu, lam untied", "learn  weights untied"), "rpca.dp")(m=8, n=6, steps=12)
+    Net = build(RPCA.replace("learn  mu, lam untied", "learn  weights untied"), "rpca.dp")
+    net = construct(Net, m=8, n=6, steps=12)
     assert {"W", "theta", "W2", "theta2"} <= set(net.per_layer_parameters)
     trace = net(torch.tensor(X), trace=True)
     L, S = np.zeros_like(X), np.zeros_like(X)
