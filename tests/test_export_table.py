@@ -17,18 +17,23 @@ LASSO = """network {name}
 dims m, n
 input x : R[m]
 param D : R[m, n]
-hyper lam = 0.1
+hyper lam = 1
 let L = opnorm(D)^2
 var z : R[n] = 0
 minimize 0.5*sqnorm(x - D @ z) + lam*norm1(z)
 derive {method}(step = 1/L)
-unroll until(tol = 1e-7, max = 400)
+unroll until(tol = 1e-5, max = 2000)
 backward {backward}
 learn lam
 output z
 """
 ADMM = open(dpc.__file__.replace("compiler/__init__.py", "examples/admm_net.dp")).read()
 M, N = 12, 24
+# lam = 1, tol = 1e-5, max = 2000: every sample of every batch here stops before max, each at its own iteration,
+# and backward implicit's adjoint converges: the cells are the fixed point's (a warning that one did not is an
+# error)
+pytestmark = [pytest.mark.filterwarnings("error:.*unroll until:RuntimeWarning"),
+              pytest.mark.filterwarnings("error:.*backward implicit:RuntimeWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,10 @@ def test_compile_training_gives_the_eager_gradients(nets, name):
     net = make(nets, name)
     x = inputs(name, 6)
     params = [p for p in net.parameters() if p.requires_grad]
-    want = torch.autograd.grad(net(x).square().sum(), params)
+    out = net(x)
+    if name in FIXED_POINTS:  # a sample whose code is 0: its relative change was 0/0 in AOTAutograd's backward (NaN)
+        assert bool((out == 0).all(-1).any()) and bool((out != 0).any(-1).any())
+    want = torch.autograd.grad(out.square().sum(), params)
     torch._dynamo.reset()
     got = torch.autograd.grad(torch.compile(net, backend="aot_eager")(x).square().sum(), params)
     for g, w in zip(got, want):

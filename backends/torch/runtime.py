@@ -20,9 +20,12 @@ def _until_step(states, new, watched, tol, done, iterations, residual):
     """One iteration of `unroll until` for the batch: each sample not yet done takes its new states (a done
     sample keeps them all, scalar states included), counts the iteration and records its residual, the
     largest relative change ||new - old|| / ||new|| of the first `watched` states; it is done once every one
-    of them changed by at most tol of its new norm."""
+    of them changed by at most tol of its new norm. The test and the residual carry no gradient (detached):
+    at a sample whose state is 0, diff / size is 0/0 in the branch torch.where drops, whose backward
+    AOTAutograd (training under torch.compile) computes for every output, info's residual included: NaN."""
     converged, change = None, None
     for old_s, new_s in zip(states[:watched], new[:watched]):
+        old_s, new_s = old_s.detach(), new_s.detach()
         diff = torch.linalg.vector_norm((new_s - old_s).flatten(1), dim=-1)
         size = torch.linalg.vector_norm(new_s.flatten(1), dim=-1)
         close = diff <= tol * size
