@@ -11,7 +11,6 @@ value first, so that each one matters in the outputs compared (SC2Net's untraine
 from __future__ import annotations
 
 import copy
-import socket
 
 import numpy as np
 import pytest
@@ -131,30 +130,33 @@ def sgd_training(module, x, target):
         optimizer.step()
 
 
-def _ddp_worker(rank, world_size, port, start_states, x, target, results):
-    """One process of the DDP run (module level: torch.multiprocessing.spawn pickles it by name)."""
+def _ddp_worker(rank, world_size, store, start_states, x, target, results):
+    """One process of the DDP run (module level: torch.multiprocessing.spawn pickles it by name). Its
+    teardown is tests/test_export_ddp.py's (docs/export.md, "DDP and process teardown"): the DDP wrapper
+    deleted and collected, a barrier, the process group destroyed while the interpreter is alive, and a
+    file:// rendezvous (no TCP store thread on rank 0)."""
+    import gc
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)  # two processes on two cores
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
         share = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
         for name, state in start_states.items():
             module = network_class(name)(**constructor_args(name, torch.float64))
             module.load_state_dict(state)
-            sgd_training(DistributedDataParallel(module), x[share], target[share])
+            ddp = DistributedDataParallel(module)
+            sgd_training(ddp, x[share], target[share])
+            del ddp
+            gc.collect()
             if rank == 0:
                 torch.save(module.state_dict(), results / f"{name}.pt")
+        dist.barrier()
     finally:
+        gc.collect()
         dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ddp_on_two_processes_trains_like_one_process_on_the_whole_batch(tmp_path):
@@ -162,7 +164,7 @@ def test_ddp_on_two_processes_trains_like_one_process_on_the_whole_batch(tmp_pat
     target = torch.tensor(sparse_batch(dictionary(M, N), batch=16, p=0.2, seed=1)[1])
     start = {name: network(name) for name in DDP_PROGRAMS}
     start_states = {name: module.state_dict() for name, module in start.items()}
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), start_states, x, target, tmp_path),
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, tmp_path / "store", start_states, x, target, tmp_path),
                                 nprocs=2)
     for name, module in start.items():
         before = copy.deepcopy(module.state_dict())
