@@ -239,3 +239,20 @@ def test_gradient_of_a_conv_energy_against_finite_differences(pad):
         np.testing.assert_allclose(trace[k][0].numpy(), u, rtol=0, atol=1e-8)
     # and the module's objective is the same energy
     assert abs(float(net.objective(torch.tensor(f), trace[-1])[0]) - energy(trace[-1][0].numpy())) < 1e-10
+
+
+def test_tv1d_with_diff_equals_numpy_pdhg_with_a_dense_difference_matrix_on_two_lengths():
+    TV1D = build((EXAMPLES / "tv1d.dp").read_text(), "tv1d.dp")
+    net = TV1D(lam=0.4, steps=30)
+    rng = np.random.default_rng(8)
+    for n in (12, 19):
+        x = rng.standard_normal((3, n))
+        D = np.diff(np.eye(n), axis=0)
+        tau = sigma = 0.99 / 2
+        z, zbar, y = np.zeros((3, n)), np.zeros((3, n)), np.zeros((3, n - 1))
+        trace = net(torch.tensor(x), trace=True)
+        for k in range(30):
+            y = np.clip(y + sigma * zbar @ D.T, -0.4, 0.4)
+            z_next = (z - tau * y @ D + tau * x) / (1 + tau)
+            zbar, z = 2 * z_next - z, z_next
+            np.testing.assert_allclose(trace[k].numpy(), z, rtol=0, atol=1e-12)

@@ -69,7 +69,7 @@ def _steps(program: Program, directive: Directive, c):
             note = "opnorm(K) = 1: "
         elif c.operator and c.opnorm().is_number:  # grad2d: sqrt(8), diff: 2, from the operator's symbol
             default = sp.Rational(99, 100) / c.opnorm()
-            note = f"opnorm({math(K)}) <= {math(c.opnorm())}: "
+            note = f"the operator norm of {type(K).dp_name} is at most {math(c.opnorm())}: "
         elif c.operator:  # conv: a bound that reads its filters
             name = program.fresh_name("normK")
             program = program.with_decl(Decl(name, "let", (), c.opnorm(), directive.span,
