@@ -1507,7 +1507,10 @@ def tensor_rank(e) -> int:
 
 
 class _Operator(MatrixExpr):
-    """A linear operator applied to its operand; shape and rank from the operand."""
+    """A linear operator applied to its operand; shape and rank from the operand. A base, not an atom: its
+    subclasses declare their references."""
+
+    reference = None
 
     def __new__(cls, *args):
         return Basic.__new__(cls, *(sp.sympify(a) for a in args))
