@@ -234,3 +234,23 @@ def test_svt_backward_equals_autograd_through_the_svd_where_singular_values_are_
     ((U * torch.relu(s - t).unsqueeze(-2)) @ Vh).mul(G).sum().backward()
     np.testing.assert_allclose(dA.numpy(), A.grad.numpy(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(dt.numpy(), t.grad.numpy(), rtol=0, atol=1e-9)
+
+
+# --- the benchmark scripts run (smoke) --------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["group_lista", "rpca"])
+def test_benchmark_script_smoke(name, capsys):
+    """benchmarks/group_lista.py and benchmarks/rpca.py --quick: every network builds, trains a few steps and
+    prints a row per layer (rpca: and its speed rows)."""
+    from conftest import load_benchmark
+    old, threads = torch.get_default_dtype(), torch.get_num_threads()
+    try:
+        load_benchmark(name).main(["--quick", "--layers", "3", "--plot", ""])
+    finally:
+        torch.set_default_dtype(old)
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.match(r"\| [123] \|", line)]
+    assert len(rows) == 3 and all("nan" not in r for r in rows), out
+    if name == "rpca":
+        assert out.count("| forward") == 2, out
