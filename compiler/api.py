@@ -62,10 +62,11 @@ def compile_source(text: str, file: str = "<string>", overrides=None) -> str:
 def _caller_level() -> int:
     """warnings.warn's stacklevel for the first frame outside dpc's own files (the user's call of dpc.load,
     dpc.compile_source, ...), counted from compile_source."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: compiler/, backends/, ...
+    # the dpc package's own folder, whatever it is called: compiler/ in a checkout installed editable, dpc/ in
+    # site-packages or a copied package
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frame, level = sys._getframe(2), 3
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-            os.path.join(here, "compiler") + os.sep):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
 

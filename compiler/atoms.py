@@ -19,7 +19,7 @@ import sympy as sp
 from sympy import Basic, HadamardPower, HadamardProduct, MatrixExpr
 
 from dpc.declare import Fuzz, Pullback, declare, declare_macro, helper
-from dpc.declare import ATOMS  # noqa: F401 - name -> declaration, the checker's table
+from dpc.declare import ATOMS, BY_CLASS  # noqa: F401 - name -> declaration, the checker's table
 
 Shape = tuple
 
@@ -1337,6 +1337,11 @@ declare("analytic", Analytic, signature="analytic(D)", doc="ALISTA's analytic we
 # stay, they are the constraint; topk keeps its k in every layer)
 THRESHOLD_ATOMS = (Soft, SoftPos, Hard, SoftSS, BlockSoft, RowSoft, SVT)
 LINEARISED_ATOMS = THRESHOLD_ATOMS + (Clamp, Relu, ProjBall, ProjL1Ball, TopK)
+
+
+def names_of(classes) -> str:
+    """The declared names of atom classes, for messages: 'soft/softpos/hard/...'."""
+    return "/".join(BY_CLASS[c].name for c in classes)
 
 
 # ==================================================================================================

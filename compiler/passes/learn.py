@@ -111,8 +111,9 @@ def _learn_weights(program: Program, directive: Directive, item) -> Program:
     step, count = map_thresholds(program, lambda atom, index: _linearise(
         program, directive, atom, variables, index, learned, lines, tying, taken), atoms.LINEARISED_ATOMS)
     if not count:
-        raise fail(program, "learn weights found no soft/softss/softpos/hard threshold or clamp/relu projection "
-                   "in the update to linearise",
+        raise fail(program, f"learn weights found no threshold ({atoms.names_of(atoms.THRESHOLD_ATOMS)}) or "
+                   f"projection ({atoms.names_of(atoms.LINEARISED_ATOMS[len(atoms.THRESHOLD_ATOMS):])}) in the "
+                   "update to linearise",
                    directive.span, "learn the params by name instead, e.g. learn D, lam")
     tied = tying.finish(program, directive, learned)
     return with_learned(program, step, tied, learned).noted(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Identity, MatAdd, MatMul
 
-from dpc import algebra
+from dpc import algebra, atoms
 from dpc.ir import Directive, Program, make_symbol
 from dpc.passes.thresholds import Tying, fail, inline_temps, map_thresholds, weight, weight_tying, with_learned
 from dpc.printing import math
@@ -57,7 +57,7 @@ def learn_coupled(program: Program, directive: Directive, item) -> Program:
 
     step, count = map_thresholds(program, couple)
     if not count:
-        raise fail(program, "learn weights coupled found no soft/softss/softpos/hard threshold in the update",
+        raise fail(program, f"learn weights coupled found no threshold ({atoms.names_of(atoms.THRESHOLD_ATOMS)}) in the update",
                    directive.span)
     tied = tying.finish(program, directive, learned)
     return with_learned(program, step, tied, learned).noted(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import MatAdd, MatMul
 
-from dpc import algebra
+from dpc import algebra, atoms
 from dpc.ir import Directive, Program
 from dpc.passes.thresholds import Tying, fail, inline_temps, map_thresholds, weight, weight_tying, with_learned
 from dpc.printing import math
@@ -51,7 +51,7 @@ def learn_stepsizes(program: Program, directive: Directive, item) -> Program:
 
     step, count = map_thresholds(program, learn_step)
     if not count:
-        raise fail(program, "learn stepsizes found no soft/softss/softpos/hard threshold in the update",
+        raise fail(program, f"learn stepsizes found no threshold ({atoms.names_of(atoms.THRESHOLD_ATOMS)}) in the update",
                    directive.span)
     tied = tying.finish(program, directive, learned)
     per = Tying.sharing(learned, tied) if tied is not False else f"one copy per layer: {len(learned)} numbers a layer"
