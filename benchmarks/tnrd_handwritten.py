@@ -238,7 +238,8 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--budget", type=float, default=None, help="stop training after this many seconds")
+    parser.add_argument("--budget", type=float, default=None, help="stop training once this many seconds have passed "
+                        "(checked at each progress line, so the last stretch may overrun)")
     parser.add_argument("--bench", action="store_true", help="only time forward+backward")
     parser.add_argument("--bench-reps", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="2 stages, 3x3, 20 steps on 16^2 patches")
