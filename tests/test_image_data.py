@@ -101,3 +101,17 @@ def test_metrics_clip_and_match_the_definition(D):
     assert abs(D.psnr(clean, est) - 10 * np.log10(255.0 ** 2 / mse)) < 1e-10
     assert D.ssim(clean, clean) == pytest.approx(1.0)
     assert D.ssim(clean, est) < D.ssim(clean, clean + rng.normal(0, 2, clean.shape)) < 1.0
+
+
+def test_baselines_script_quick_run(capsys):
+    """benchmarks/denoise_baselines.py --quick (64 x 64 crops, 7 TV weights, no BM3D): the table is printed and
+    the tuned TV denoises (every image's PSNR above the noisy one's)."""
+    from conftest import load_benchmark
+    baselines = load_benchmark("denoise_baselines")
+    (result,) = baselines.main(["--quick", "--sigmas", "25"])
+    out = capsys.readouterr().out
+    assert "| **average** |" in out and "TV (tuned)" in out
+    assert not result["tv_weight_at_grid_edge"]
+    for row in result["images"].values():
+        assert row["tv"][0] > row["noisy"][0] + 2.0
+        assert row["tv_oracle"][0] >= row["tv"][0] - 1e-12
