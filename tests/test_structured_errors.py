@@ -251,3 +251,21 @@ def test_a_learned_hyper_in_a_step_beside_opnorm_of_a_sum_compiles():
             t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
             y, z, t = z_next + (t - 1) / t_next * (z_next - z), z_next, t_next
             np.testing.assert_allclose(out[k][j].detach().numpy(), z, rtol=1e-10, atol=1e-12)
+
+
+def test_admm_on_a_matrix_var_splits_with_matrix_variables():
+    # (the 20,000-program run, program 18081) w and u were declared vectors (K's rows only): the later layers
+    # solved with the right-hand side transposed, a crash; they have the matrix var's columns now
+    cls = build("network N\ndims d, n, k\ninput X : R[d, n]\nparam Phi : R[d, k]\nhyper lam = 0.1\nvar E : R[k, n]\n"
+                "minimize sqnorm(X - Phi @ E) + lam * norm1(E)\nderive admm\nunroll 5\n")
+    rng = np.random.default_rng(7)
+    Phi, X = rng.standard_normal((5, 3)), rng.standard_normal((2, 5, 4))
+    out = cls(Phi=torch.tensor(Phi))(torch.tensor(X), trace=True)
+    A = 2 * Phi.T @ Phi + np.eye(3)
+    for b in range(2):
+        w = u = np.zeros((3, 4))
+        for k in range(5):
+            E = np.linalg.solve(A, 2 * Phi.T @ X[b] + w - u)
+            w_next = _soft(E + u, 0.1)
+            u, w = u + E - w_next, w_next
+            np.testing.assert_allclose(out[k][b].detach().numpy(), E, rtol=1e-10, atol=1e-12)

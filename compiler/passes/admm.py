@@ -60,8 +60,8 @@ def derive_admm(program: Program, directive: Directive) -> Program:
                    directive.span, f"add a ridge term to the objective: + 0.5*sqnorm({z.name}) (any c*sqnorm({z.name}), c > 0, makes "
                    "it so)")
     it = Iteration(p, directive, z)
-    w = it.state("w", f"split variable, = {math(K @ z)}", start=0, shape=(c.K_rows,))
-    u = it.state("u", "scaled dual variable", start=0, shape=(c.K_rows,))
+    w = it.state("w", f"split variable, = {math(K @ z)}", start=0, shape=c.K_shape)
+    u = it.state("u", "scaled dual variable", start=0, shape=c.K_shape)
     system = (c.hessian + rho * K.T @ K) if c.hessian is not None else rho * K.T @ K
     rhs = rho * K.T @ (w - u) - (c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape))
     it.program, z_value, how = solve_or_divide(it.program, directive, system, rhs, "A",
@@ -75,7 +75,7 @@ def derive_admm(program: Program, directive: Directive) -> Program:
     except NoProx as e:  # pragma: no cover - split_composite admits norm1 only
         raise DpcError(e.reason, directive.span).with_source(it.program.source) from None
     z_next = it.temp(f"{z.name}_next", z_value)
-    w_next = it.temp(f"{w.name}_next", prox(K @ z_next + u), shape=(c.K_rows,))
+    w_next = it.temp(f"{w.name}_next", prox(K @ z_next + u), shape=c.K_shape)
     it.assign(z, z_next)
     it.assign(w, w_next)
     it.assign(u, u + K @ z_next - w_next)

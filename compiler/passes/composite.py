@@ -96,8 +96,10 @@ def split_composite(program: Program, directive: Directive) -> Composite:
         return Composite(program, var, smooth, hessian, bias, K, str(K.shape[0]),
                          Penalty(NORMS[type(atom)], weight, term), K_shape=operator[1], operator=True)
     rows = K.shape[0]
+    # K @ Z of a matrix var Z is a matrix: the split and dual variables have its columns too
+    shape = (str(rows),) if var.shape[1] == 1 else (str(rows), str(var.shape[1]))
     return Composite(program, var, smooth, hessian, bias, K, str(rows),
-                     Penalty(NORMS[type(atom)], weight, term), K_shape=(str(rows),))
+                     Penalty(NORMS[type(atom)], weight, term), K_shape=shape)
 
 
 def _operator(program, argument, var):
