@@ -67,6 +67,7 @@ class Decl:
     per_layer: bool = False
     note: str = ""
     spd: bool = False  # a let the derivation knows is symmetric positive definite (factored by Cholesky)
+    init: str = ""  # a param's filter initialisation when none is given (`param K : R[k, s, s] = dct`)
 
     @property
     def symbol(self):

@@ -128,8 +128,13 @@ def _lower(node: ast.Expr, env: _Env):
     if isinstance(node, ast.Name):
         return _name(node, env)
     if isinstance(node, ast.Neg):
-        expr, shape = _lower(node.operand, env)
-        return -expr, shape
+        # a chain of minus signs (----x) negates once or not at all: sympy's negation of a matrix expression
+        # re-canonicalises the whole of it, so 3,000 of them one by one took 12 s (quadratic)
+        count, inner = 0, node
+        while isinstance(inner, ast.Neg):
+            count, inner = count + 1, inner.operand
+        expr, shape = _lower(inner, env)
+        return (-expr if count % 2 else expr), shape
     if isinstance(node, ast.BinOp):
         return _checked_number(node, *_binop(node, env))
     if isinstance(node, ast.Transpose):
@@ -449,6 +454,36 @@ def _readable(env: _Env) -> str:
     return " and ".join([", ".join(kinds[:-1]), kinds[-1]]) if len(kinds) > 1 else (kinds[0] if kinds else "numbers")
 
 
+PARAM_INITS = {"dct": "the 2-D DCT-II basis without its constant element (zero-mean filters, as TNRD)",
+               "random": "zero-mean random filters of unit norm (torch's generator)"}
+
+
+def _param_init(name: str, shape: tuple[str, ...], s: ast.DeclStmt) -> str:
+    """`param K : R[k, s, s] = dct | random`: the filter initialisation the constructor builds when K is not
+    given. The word, checked against the param's shape."""
+    node = s.value
+    if not isinstance(node, ast.Name) or node.id not in PARAM_INITS:
+        word = node.id if isinstance(node, ast.Name) else None
+        close = difflib.get_close_matches(word, list(PARAM_INITS), n=1) if word else []
+        from dpc.grammar.unparse import unparse
+        hint = (f"write `{close[0]}` in place of `{word}`" if close else
+                f"write `dct` (or `random`) in place of `{unparse(node)}`, or drop `= {unparse(node)}` and give "
+                f"{name} to the constructor")
+        raise DpcError(f"a param's initial value is a word, one of {', '.join(PARAM_INITS)} (or a tensor given to "
+                       f"the constructor)", node.span, hint)
+    if node.id == "dct" and len(shape) != 3 or node.id == "random" and len(shape) not in (2, 3):
+        want = "a filter bank R[k, s, s]" if node.id == "dct" else "a filter bank R[k, s, s] or one kernel R[s, s]"
+        raise DpcError(f"`= {node.id}` builds {want}, but {name} is {show_shape(shape)}",
+                       s.type.span if s.type else node.span,
+                       f"drop `= {node.id}` and give {name} to the constructor")
+    if node.id == "dct" and all(d.isdigit() for d in shape) and int(shape[0]) > int(shape[1]) * int(shape[2]) - 1:
+        most = int(shape[1]) * int(shape[2]) - 1
+        raise DpcError(f"the DCT basis of {shape[1]} x {shape[2]} filters has {most} zero-mean elements, not "
+                       f"{shape[0]}", s.type.span if s.type else node.span,
+                       f"write R[{most}, {shape[1]}, {shape[2]}]")
+    return node.id
+
+
 def lower_expr(program: Program, node: ast.Expr, kinds=("param", "hyper", "let", "weight"),
                where: str = "here", extra: dict | None = None, what: str | None = None):
     """Lower one AST expression against a program's declarations; used by passes for their arguments.
@@ -623,7 +658,8 @@ class _Lowering:
             self._declare(Decl(name, kind, shape, None, s.name.span), s.name)
         elif kind == "param":
             shape = self.check_type(s.type)
-            self._declare(Decl(name, kind, shape, None, s.name.span), s.name)
+            init = _param_init(name, shape, s) if s.value is not None else ""
+            self._declare(Decl(name, kind, shape, None, s.name.span, init=init), s.name)
         elif kind == "hyper":
             value, shape = _lower(s.value, self.env(("hyper",), f"in the default of {name}"))
             if shape != () or value.free_symbols:

@@ -411,6 +411,8 @@ def program_lines(p: Program, latex: bool = False) -> list[tuple[tuple, str]]:
             continue
         if d.value is not None:
             head += f" = {st.math(d.value)}"
+        if d.init:
+            head += f" = {d.init}"
         if d.trainable:
             head += f"    {st.comment} learned" + (", one copy per layer" if d.per_layer else "")
         out.append((("decl", d.name), head))

@@ -8,6 +8,7 @@ import sympy as sp
 from dpc import atoms, graph
 from dpc.backends.torch.code import Code, Lines, fstring_text
 from dpc.backends.torch.printer import TorchPrinter
+from dpc.lower import PARAM_INITS
 from dpc.printing import math
 from dpc.requirements import RELATIONS, all_requirements
 
@@ -15,9 +16,10 @@ from dpc.requirements import RELATIONS, all_requirements
 def write_init(code: Code, out: Lines):
     plan, p = code.plan, code.p
     params, hypers, like = p.of_kind("param"), p.of_kind("hyper"), plan.like
-    args = [d.name for d in params]
+    args = [f"{d.name}=None" if d.init else d.name for d in params]
     args += [f"{d.name}={_number(d.value)}" for d in hypers]
     args += plan.unbound_dims()
+    args += [f"{dim}=None" for dim in plan.init_dims()]  # the sizes of a param built by its initialisation
     args += [f"{dim}=None" for dim in plan.call_dims()]  # read from the inputs; given, it is checked there
     if p.layers:
         args.append(f"steps={p.layers}")
@@ -29,7 +31,12 @@ def write_init(code: Code, out: Lines):
     out("super().__init__()", 2)
     bound: dict[str, str] = {}
     for d in params:
-        _param_check(out, d, bound)
+        if not d.init:
+            _param_check(out, d, bound)
+    for d in params:  # after the given ones: their dims are bound
+        if d.init:
+            _param_init(code, out, d, bound, next((q.name for q in params if not q.init), None))
+            _param_check(out, d, bound, keywords=set(plan.init_dims()))
     for dim in plan.unbound_dims():
         out(f"{dim} = int({dim})", 2)
         bound[dim] = dim
@@ -172,7 +179,27 @@ class _Caution:
         self.req = req
 
 
-def _param_check(out: Lines, d, bound: dict[str, str]):
+def _param_init(code: Code, out: Lines, d, bound: dict[str, str], like: str | None):
+    """`param K : R[k, s, s] = dct | random`, K not given: built from its sizes (keywords, or dims bound by
+    the params given), in the default dtype or that of the first param given."""
+    name, shape = d.name, d.shape
+    missing = [dim for dim in dict.fromkeys(shape) if not dim.isdigit() and dim not in bound]
+    sizes = [dim if dim.isdigit() or dim in bound else f"int({dim})" for dim in shape]
+    out(f"if {name} is None:  # not given: {name} = {d.init}", 2)
+    if missing:
+        cond = " or ".join(f"{dim} is None" for dim in missing)
+        text = (f"give {name}, or its size{'s' if len(missing) > 1 else ''} {' and '.join(missing)} to build it "
+                f"(param {name} = {d.init}: {PARAM_INITS[d.init]})")
+        out(f"if {cond}:", 3)
+        out(f"raise ValueError({text!r})", 4)
+    if d.init == "dct":
+        value = f"{code.use('_dct_filters')}({', '.join(sizes)})"
+    else:
+        value = f"{code.use('_random_filters')}(({', '.join(sizes)},))"
+    out(f"{name} = {value}" + (f".to({like})" if like else ""), 3)
+
+
+def _param_check(out: Lines, d, bound: dict[str, str], keywords: set[str] = frozenset()):
     name, shape = d.name, d.shape
     # a copy: training a learned param must not write into the caller's tensor
     out(f"{name} = torch.as_tensor({name}).detach().clone()", 2)
@@ -191,6 +218,9 @@ def _param_check(out: Lines, d, bound: dict[str, str]):
             out(f'raise ValueError(f"dim {dim} is {{{dim}}} (from {bound[dim]}) but {name}.shape[{axis}] '
                 f'is {{{here}}}")', 3)
         else:
+            if dim in keywords:  # given beside the tensor: it must agree
+                out(f"if {dim} is not None and int({dim}) != {here}:", 2)
+                out(f'raise ValueError(f"{dim} is {{{dim}}} but {name}.shape[{axis}] is {{{here}}}")', 3)
             out(f"{dim} = {here}", 2)
             bound[dim] = f"{name}.shape[{axis}]"
 

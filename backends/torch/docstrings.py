@@ -7,6 +7,7 @@ import textwrap
 from dpc import __version__
 from dpc.backends.torch.code import listing
 from dpc.backends.torch.plan import Plan
+from dpc.lower import PARAM_INITS
 from dpc.printing import format_step, math
 
 
@@ -41,13 +42,19 @@ def class_docstring(plan: Plan, source_name: str) -> str:
     p = plan.program
     lines = [f"{p.name}, compiled by dpc from {source_name}.", "", "Args:"]
     for d in p.of_kind("param"):
-        lines.append(f"    {d.name}: tensor of shape ({', '.join(d.shape)})"
+        built = (f", or None (default): built from its sizes as `= {d.init}`, {PARAM_INITS[d.init]}"
+                 if d.init else "")
+        lines.append(f"    {d.name}: tensor of shape ({', '.join(d.shape)}){built}"
                      f"{', learned' if d.trainable else ''}{_per_layer_arg(plan, d)}")
     for d in p.of_kind("hyper"):
         lines.append(f"    {d.name}: float, default {math(d.value)}{', learned' if d.trainable else ''}"
                      f"{_per_layer_arg(plan, d)}")
     for dim in plan.unbound_dims():
         lines.append(f"    {dim}: int, the size {dim}")
+    for dim in plan.init_dims():
+        lines.append(f"    {dim}: int or None (default): the size {dim}, to build "
+                     f"{listing([d.name for d in p.of_kind('param') if d.init and dim in d.shape])} with when not "
+                     "given; given with it, checked")
     for dim in plan.call_dims():
         lines.append(f"    {dim}: int or None (default): the size {dim}, read from the inputs at every call; "
                      "given, forward checks it")

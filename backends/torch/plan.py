@@ -143,6 +143,13 @@ class Plan:
         return [dim for dim in self.p.dims if dim not in bound and dim in used and not dim.isdigit()
                 and dim not in call]
 
+    def init_dims(self) -> list[str]:
+        """Dims that only params with a filter initialisation (`param K : R[k, s, s] = dct`) hold: optional
+        constructor keywords, the sizes to build K with when K is not given (checked against K when it is)."""
+        fixed = {dim for d in self.p.of_kind("param") if not d.init for dim in d.shape}
+        held = {dim for d in self.p.of_kind("param") if d.init for dim in d.shape}
+        return [dim for dim in self.p.dims if dim in held and dim not in fixed and not dim.isdigit()]
+
     def call_dims(self) -> list[str]:
         """Dims no param binds that an input's shape holds (the h, w of an image input): forward reads them
         from the inputs at every call, so one network runs on any size. Not one that a learned weight's shape

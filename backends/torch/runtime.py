@@ -310,3 +310,30 @@ def namespace(*names) -> dict:
     for used in ordered_helpers(names):
         exec(used.source, out)  # noqa: S102 - the compiler's own declared source, never user text
     return out
+
+DCT_FILTERS = helper("_dct_filters", '''
+def _dct_filters(k, s0, s1):
+    """`param K : R[k, s0, s1] = dct`: the first k elements of the orthonormal 2-D DCT-II basis of s0 x s1
+    patches without its constant element, the lowest frequencies (i + j) first, then the lower i: every filter
+    has zero mean and unit norm (TNRD's initialisation). In the default dtype, on the cpu."""
+    if not 1 <= k <= s0 * s1 - 1:
+        raise ValueError(f"the DCT basis of {s0} x {s1} filters has {s0 * s1 - 1} zero-mean elements, not {k}")
+    def basis(n):  # rows: the 1-D DCT-II basis vectors, orthonormal
+        i = torch.arange(n, dtype=torch.float64)
+        c = torch.cos(torch.pi * (2 * i[None, :] + 1) * i[:, None] / (2 * n)) * (2.0 / n) ** 0.5
+        c[0] = c[0] / 2 ** 0.5
+        return c
+    c0, c1 = basis(s0), basis(s1)
+    order = sorted(((i, j) for i in range(s0) for j in range(s1) if (i, j) != (0, 0)), key=lambda ij: (ij[0] + ij[1], ij[0]))
+    return torch.stack([torch.outer(c0[i], c1[j]) for i, j in order[:k]]).to(torch.get_default_dtype())
+''')
+
+RANDOM_FILTERS = helper("_random_filters", '''
+def _random_filters(shape):
+    """`param K : R[k, s0, s1] = random` (or R[s0, s1]): filters drawn from torch's generator (torch.manual_seed
+    makes them reproducible), each minus its mean and over its norm: zero mean, unit norm. In the default
+    dtype, on the cpu."""
+    K = torch.randn(shape, dtype=torch.float64)
+    K = K - K.mean(dim=(-2, -1), keepdim=True)
+    return (K / torch.linalg.vector_norm(K, dim=(-2, -1), keepdim=True)).to(torch.get_default_dtype())
+''')
