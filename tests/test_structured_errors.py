@@ -269,3 +269,16 @@ def test_admm_on_a_matrix_var_splits_with_matrix_variables():
             w_next = _soft(E + u, 0.1)
             u, w = u + E - w_next, w_next
             np.testing.assert_allclose(out[k][b].detach().numpy(), E, rtol=1e-10, atol=1e-12)
+
+
+def test_a_chain_of_minus_signs_negates_once_or_not_at_all():
+    # (the 20,000-program run, program 10039: 3,000 minus signs took 12 s to lower, one sympy negation of the
+    # whole expression each) the chain is counted: an odd one negates once
+    cls = build("network N\ndims n\ninput x : R[n]\nvar z : R[n] = 0\nupdate z <- " + "-" * 3001 + "x + "
+                + "-" * 3000 + "z / 2\nunroll 3\n")
+    x = np.random.default_rng(8).standard_normal((2, 4))
+    out = cls(n=4)(torch.tensor(x), trace=True)
+    z = np.zeros((2, 4))
+    for k in range(3):
+        z = -x + z / 2
+        np.testing.assert_allclose(out[k].numpy(), z, rtol=1e-12, atol=1e-12)
