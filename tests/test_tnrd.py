@@ -163,3 +163,12 @@ def test_learn_K_lam_untied_gives_each_stage_its_own_parameters_with_gradients()
     down = loss()
     fd = (up - down) / (2 * eps)
     assert abs(fd - float(net.K[t].grad[idx])) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_integer_sizes_need_no_keywords_and_one_random_kernel():
+    net = build(BANK.format(init="dct").replace("R[k, s, s]", "R[8, 3, 3]"))()
+    assert np.abs(net.K.detach().numpy() - numpy_dct_bank(8, 3)).max() < 1e-14
+    torch.manual_seed(0)
+    one = build(BANK.format(init="random").replace("R[k, s, s]", "R[s, s]"))(s=4)
+    assert one.K.shape == (4, 4) and abs(float(one.K.sum())) < 1e-14 and abs(float(one.K.norm()) - 1) < 1e-14
+    assert one(torch.rand(2, 6, 7)).shape == (2, 6, 7)
