@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import dpc
+from conftest import EXAMPLES
 from test_ecosystem import perturbed
 
 LASSO = """network {name}
@@ -27,7 +28,7 @@ backward {backward}
 learn lam
 output z
 """
-ADMM = open(dpc.__file__.replace("compiler/__init__.py", "examples/admm_net.dp")).read()
+ADMM = (EXAMPLES / "admm_net.dp").read_text()
 M, N = 12, 24
 # lam = 1, tol = 1e-5, max = 2000: every sample of every batch here stops before max, each at its own iteration,
 # and backward implicit's adjoint converges: the cells are the fixed point's (a warning that one did not is an
@@ -48,9 +49,9 @@ def nets(tmp_path_factory):
         # the ONNX fallback for a solve: k conjugate-gradient steps, matrix products only (k = n: the exact
         # solve in exact arithmetic)
         "admm_cg": ADMM.replace("derive admm(rho = rho)", "derive admm(rho = rho, solve = cg(iters = 8))"),
-        "kmeans": open(dpc.__file__.replace("compiler/__init__.py", "examples/kmeansnet.dp")).read(),
+        "kmeans": (EXAMPLES / "kmeansnet.dp").read_text(),
         # a gated recurrent cell (tied W, S, theta and the gates), 4 steps
-        "sc2net": open(dpc.__file__.replace("compiler/__init__.py", "examples/sc2net.dp")).read(),
+        "sc2net": (EXAMPLES / "sc2net.dp").read_text(),
     }
     rng = np.random.default_rng(0)
     D = rng.standard_normal((M, N)) / np.sqrt(M)

@@ -271,7 +271,8 @@ def plan_module(p: Program) -> Plan:
     """The plan of a fully compiled program's module. Raises DpcError for what the module cannot hold."""
     _refuse_per_sample_matrices(p)
     trainable_deps = graph.depends_on_trainable(p)
-    ns = Namespace(d.name for d in p.decls)
+    # dims are names too: forward reads the ones only inputs fix into locals (N, k = X.shape[1], X.shape[2])
+    ns = Namespace([d.name for d in p.decls] + list(p.dims))
     loop = ns.fresh("k")
     per_layer = tuple(d.name for d in p.decls if d.per_layer)
     # a per-layer weight that one batched product reads whole (batch products) is one tensor with a leading
