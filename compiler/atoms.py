@@ -1705,6 +1705,9 @@ def _conv(K, u, pad):
     (..., k, h, w); one kernel K (s, s) gives (..., h, w)."""
     s0, s1 = K.shape[-2], K.shape[-1]
     h, w = u.shape[-2], u.shape[-1]
+    if pad != "constant" and (h <= s0 // 2 or w <= s1 // 2):  # reflect/circular borders come from inside the image
+        raise ValueError(f"images of {h} x {w} are too small for {s0} x {s1} filters with {pad} padding: h must be "
+                         f"above {s0 // 2} and w above {s1 // 2}")
     x = F.pad(u.reshape(-1, 1, h, w), ((s1 - 1) // 2, s1 // 2, (s0 - 1) // 2, s0 // 2), mode=pad)
     out = F.conv2d(x, K.reshape(-1, 1, s0, s1))
     return out.reshape(u.shape[:-2] + out.shape[1:] if K.dim() == 3 else u.shape)

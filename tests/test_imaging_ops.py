@@ -256,3 +256,15 @@ def test_tv1d_with_diff_equals_numpy_pdhg_with_a_dense_difference_matrix_on_two_
             z_next = (z - tau * y @ D + tau * x) / (1 + tau)
             zbar, z = 2 * z_next - z, z_next
             np.testing.assert_allclose(trace[k].numpy(), z, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("pad", ["reflect", "circular"])
+def test_an_image_smaller_than_half_the_filter_is_a_clear_error(pad):
+    """Reflect and circular borders are taken from inside the image: an image of width 1 under 4 x 4 filters
+    (found by the fuzzer as torch's 'Padding size should be less than ...') is a ValueError naming the sizes;
+    zero padding has no such limit."""
+    K = torch.randn(2, 4, 4)
+    with pytest.raises(ValueError, match=r"images of 5 x 1 are too small for 4 x 4 filters .* w above 2"):
+        H["_conv"](K, torch.randn(3, 5, 1), PADS[pad])
+    assert H["_conv"](K, torch.randn(3, 5, 1), "constant").shape == (3, 2, 5, 1)
+    assert H["_conv"](K, torch.randn(3, 3, 3), PADS[pad]).shape == (3, 2, 3, 3)
