@@ -669,3 +669,19 @@ def test_the_generator_writes_matrix_programs_that_equal_the_reference():
     failing = {i: r for i, r in results.items() if r.outcome not in fuzz.PASSING}
     assert not failing, "\n\n".join(f"{r.outcome}: {r.message}\n{chosen[i]}" for i, r in failing.items())
     assert sum(r.outcome == "ok" and r.verified for r in results.values()) >= 6, results
+
+
+def test_a_runtime_helpers_refusal_of_the_sizes_is_rejected_and_forwards_shape_check_is_not():
+    """The judge calls a generated module's own `raise ValueError` in a runtime helper (conv's reflect border
+    on an image below half the filter: program 458 of a seed-20 run) a refusal of the input, and forward's
+    checks of the inputs' shapes (which the judge's inputs always meet) a failure: told apart by the frame."""
+    torch = pytest.importorskip("torch")
+    from dpc.api import compile_source
+    from dpc.fuzz.check import _raised_in, _refuses, load_class
+    text = (EXAMPLES / "tnrd.dp").read_text().replace("R[k, s, s] = dct", "R[3, 4, 4] = dct")
+    source = compile_source(text, "tnrd.dp")
+    net = load_class(source)()
+    for image, where in ((torch.zeros(2, 5, 1), "_conv"), (torch.zeros(2, 5), "forward")):
+        with pytest.raises(ValueError) as caught:
+            net(image.double())
+        assert _refuses(caught.value, source) and _raised_in(caught.value) == where

@@ -150,6 +150,14 @@ def _refuses(e: BaseException, source: str) -> bool:
     return 0 < tb.tb_lineno <= len(lines) and lines[tb.tb_lineno - 1].strip().startswith("raise ValueError")
 
 
+def _raised_in(e: BaseException) -> str:
+    """The name of the function whose frame raised e."""
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_name
+
+
 def load_class(source: str):
     namespace = {"__name__": "dpc_fuzz_generated"}
     exec(compile(source, "<dpc:fuzz>", "exec"), namespace)
@@ -347,6 +355,10 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
         if _is_singular(e):  # torch refuses a singular system: fine where the problem is singular
             return _singular_verdict(e, hooks, program, net, inputs, params, hypers, per_layer_values, steps,
                                      sizes, rng, source)
+        if _refuses(e, source) and _raised_in(e) != "forward":  # a runtime helper's own check of the sizes
+            # drawn (conv's reflect border needs images above half the filter): a clear refusal, not a crash;
+            # forward's own checks of the inputs' shapes stay failures (the inputs have the declared shapes)
+            return Result("rejected", f"the module refuses the input: {exc_line(e)}", traceback.format_exc(limit=-3))
         return Result("run_fail", exc_line(e), traceback.format_exc(limit=-3) + "\n" + source)
     layers = steps if steps is not None else 1
     if getattr(program, "until", None) is not None and isinstance(traced, (list, tuple)) \
