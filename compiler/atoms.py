@@ -648,49 +648,60 @@ class _svt(torch.autograd.Function):
     difference (f_i - f_j)/(s_i - s_j) (1 where both s exceed t, 0 where neither does: its limit at equal
     values), F2_ij = (f_i + f_j)/(s_i + s_j) (0 where both are 0), plus, for a non-square matrix, the part
     outside U's (V's) columns scaled by f/s (0 where s <= t). The Jacobian of a prox is symmetric, so this
-    one formula is both its JVP and its VJP. t gets -(sum of P_ii where s_i > t)."""
+    one formula is both its JVP and its VJP. t gets -(sum of P_ii where s_i > t).
+    Each line of backward is a kernel call that costs a few microseconds of Python at small sizes, where
+    torch's own SVD backward runs in C++: the products are torch.bmm on a (batch, m, n) input (matmul's
+    reshapes cost as much as the product of a 10 x 10 matrix), and the part outside U's (V's) columns is
+    folded into M and one addcmul."""
 
     @staticmethod
     def forward(ctx, A, t):
         t = torch.as_tensor(t, dtype=A.dtype, device=A.device)
         U, s, Vh = torch.linalg.svd(A, full_matrices=False)
         f = torch.relu(s - t)
-        ctx.save_for_backward(U, s, Vh, f, t)
-        return (U * f.unsqueeze(-2)) @ Vh
+        ctx.save_for_backward(U, s, Vh, f)
+        ctx.t_shape = t.shape
+        mm = torch.bmm if A.dim() == 3 else torch.matmul
+        return mm(U * f.unsqueeze(-2), Vh)
 
     @staticmethod
     def backward(ctx, G):
-        U, s, Vh, f, t = ctx.saved_tensors
-        above = s > t
+        U, s, Vh, f = ctx.saved_tensors
+        mm = torch.bmm if G.dim() == 3 else torch.matmul
+        above = f > 0  # s > t (s - t is never rounded to 0 when s != t)
         m, n = G.shape[-2], G.shape[-1]
         if m >= n:  # P = U^T G V, keeping the product the part outside V's columns reuses
-            GV = G @ Vh.mT
-            P = U.mT @ GV
+            GV = mm(G, Vh.mT)
+            P = mm(U.mT, GV)
         else:
-            UtG = U.mT @ G
-            P = UtG @ Vh.mT
-        si, sj, fi, fj = s.unsqueeze(-1), s.unsqueeze(-2), f.unsqueeze(-1), f.unsqueeze(-2)
+            UtG = mm(U.mT, G)
+            P = mm(UtG, Vh.mT)
+        si, sj, fi, fj, ai = s.unsqueeze(-1), s.unsqueeze(-2), f.unsqueeze(-1), f.unsqueeze(-2), above.unsqueeze(-1)
         # F1: where exactly one of s_i, s_j exceeds t, s_i != s_j and the divided difference is taken; where
         # both do or neither does, its limit (1 or 0), also for s_i = s_j (where the division, discarded, is
         # 0/0: torch.where keeps the other value)
-        same = above.unsqueeze(-1) == above.unsqueeze(-2)
-        f1 = torch.where(same, above.to(s.dtype).unsqueeze(-1), (fi - fj) / (si - sj))
-        # F2: s_i + s_j = 0 only where both are 0; there F2 is 0
-        total = si + sj
-        f2 = torch.where(total == 0, 0.0, (fi + fj) / total)
-        M = torch.addcmul((f1 + f2) * P, f1 - f2, P.mT) / 2  # F1 * sym(P) + F2 * skew(P)
-        # for a non-square matrix, the part outside U's (V's) columns, scaled by f/s (0 where s <= t):
-        # (G - U U^T G) V diag(f/s) V^T, or U diag(f/s) U^T (G - G V V^T); each shares its products with P
+        f1 = torch.where(ai == above.unsqueeze(-2), ai, (fi - fj) / (si - sj))
+        # F2: s_i + s_j = 0 only where both are 0, and then f_i + f_j = 0: the clamp makes that 0/0 a 0
+        f2 = (fi + fj) / (si + sj).clamp_min(torch.finfo(s.dtype).tiny)
+        plus, minus = f1 + f2, f1 - f2  # M = F1 * sym(P) + F2 * skew(P) = (plus * P + minus * P^T) / 2
+        if m != n:
+            # the part outside U's (V's) columns, (G - U U^T G) V diag(r) V^T with r = f/s (0 where s <= t),
+            # is G V diag(r) V^T - U (P diag(r)) V^T (m > n; U diag(r) U^T G - U (diag(r) P) V^T for m < n):
+            # its second term enters M as -2 r in plus
+            r = torch.where(above, f / s, 0.0)
+            plus = torch.sub(plus, r.unsqueeze(-2 if m > n else -1), alpha=2)
+        M = torch.addcmul(plus * P, minus, P.mT) / 2
         if m > n:
-            dA = (U @ M + (GV - U @ P) * (f / s.masked_fill(~above, 1)).unsqueeze(-2)) @ Vh
+            dA = mm(torch.addcmul(mm(U, M), GV, r.unsqueeze(-2)), Vh)
         elif m < n:
-            dA = U @ (M @ Vh + (f / s.masked_fill(~above, 1)).unsqueeze(-1) * (UtG - P @ Vh))
+            dA = mm(U, torch.addcmul(mm(M, Vh), r.unsqueeze(-1), UtG))
         else:
-            dA = U @ M @ Vh
+            dA = mm(mm(U, M), Vh)
         grad_t = None
         if ctx.needs_input_grad[1]:
-            grad_t = -(torch.diagonal(P, dim1=-2, dim2=-1) * above).sum(-1)
-            grad_t = grad_t.sum() if t.dim() == 0 else grad_t.sum_to_size(t.shape)
+            grad_t = torch.diagonal(P, dim1=-2, dim2=-1) * above
+            # a threshold per sample, (batch, 1), gets its own sum; a number, the sum of all
+            grad_t = -(grad_t.sum() if len(ctx.t_shape) == 0 else grad_t.sum(-1, keepdim=True).sum_to_size(ctx.t_shape))
         return dA, grad_t
 ''')
 

@@ -192,6 +192,17 @@ def test_svt_gradient_is_the_derivative(shape):
     assert torch.autograd.gradcheck(lambda A, t: svt.apply(A, t), (A, t))
 
 
+@pytest.mark.parametrize("shape", [(3, 4, 4), (3, 5, 3), (3, 3, 5)])
+def test_svt_gradient_with_a_threshold_per_sample(shape):
+    """A threshold of shape (batch, 1) (a per-sample scalar in an update) gets one gradient per sample
+    (backward summed it to (batch,), which does not expand to (batch, 1)); gradcheck in A and t."""
+    svt = _helper("_svt")
+    gen = torch.Generator().manual_seed(2)
+    A = torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = (0.3 + torch.rand(shape[0], 1, generator=gen, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda A, t: svt.apply(A, t), (A, t))
+
+
 def test_rowsoft_equals_its_numpy_reference_and_has_finite_gradients():
     from dpc import atoms
     fn = _helper("_blocksoft")  # rowsoft's torch rule: the block soft threshold of every row
