@@ -129,3 +129,51 @@ def test_the_plan_is_deterministic_and_writing_does_not_change_it(name):
     first = write_module(plan, f"{name}.dp")
     assert write_module(plan, f"{name}.dp") == first == write_module(plan_module(program), f"{name}.dp")
     assert str(plan) == str(plan_module(program))
+
+
+SHARED = """\
+network Nest
+dims n
+input x : R[n]
+param W : R[n, n]
+var z : R[n] = x
+update z <- soft(W @ z + x, 0.1) + tanh(soft(W @ z + x, 0.1)) + exp(2) * tanh(W.T @ W @ z) - exp(2) * (W.T @ W @ z) / 9
+unroll 3
+output z
+"""
+
+
+def test_a_layer_computes_a_repeated_atom_call_or_matrix_product_once():
+    program = program_of(text=SHARED)
+    plan = plan_module(program)
+    # the largest repeated call first: W @ z + x, only inside it, is not named; exp(2) (literals) never is
+    assert plan.shared == ("soft_Wzx", "WTWz")
+    assert [(n, str(e)) for n, e in plan.step.lets] == [("soft_Wzx", "Soft(W*z + x, 1/10)"), ("WTWz", "W.T*W*z")]
+    assert "shared in a layer:    soft_Wzx, WTWz" in str(plan)
+    source = write_module(plan, "nest.dp")
+    assert source.count("_soft(") == 2 and source.count("torch.tanh(soft_Wzx)") == 1  # the helper's def + one call
+    namespace = {}
+    exec(compile(source, "nest.py", "exec"), namespace)  # noqa: S102 - the module just generated
+    rng = np.random.default_rng(5)
+    W, x = rng.standard_normal((7, 7)) / 4, rng.standard_normal((3, 7))
+    got = namespace["Nest"](W=torch.tensor(W))(torch.tensor(x), trace=True)
+    z, want = x, []  # numpy, written out
+    for _ in range(3):
+        v = z @ W.T + x
+        s = np.sign(v) * np.maximum(np.abs(v) - 0.1, 0)
+        p = z @ W.T @ W
+        z = s + np.tanh(s) + np.exp(2) * np.tanh(p) - np.exp(2) * p / 9
+        want.append(z)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.detach().numpy(), w, rtol=0, atol=1e-12)
+
+
+def test_the_folded_first_layer_shares_too_and_examples_without_repeats_are_unchanged():
+    plan = plan_module(program_of("admm_net"))  # Dd @ z_next: in w's soft and in u's update
+    assert plan.shared == ("Ddz_next",)
+    for step in (plan.first, plan.step):
+        assert [n for n, _ in step.lets][:2] == ["z_next", "Ddz_next"]
+    source = write_module(plan, "admm_net.dp")
+    assert source.count("F.linear(z_next, self.Dd)") == 2  # once in the first layer, once in the loop
+    for name in ("lista", "sc2net", "lasso_deq", "tv2d"):
+        assert plan_module(program_of(name)).shared == ()

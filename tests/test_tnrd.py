@@ -172,3 +172,14 @@ def test_integer_sizes_need_no_keywords_and_one_random_kernel():
     one = build(BANK.format(init="random").replace("R[k, s, s]", "R[s, s]"))(s=4)
     assert one.K.shape == (4, 4) and abs(float(one.K.sum())) < 1e-14 and abs(float(one.K.norm()) - 1) < 1e-14
     assert one(torch.rand(2, 6, 7)).shape == (2, 6, 7)
+
+
+def test_each_stage_computes_conv_K_u_once():
+    """rho'(conv(K, u)) reads the filter responses in its numerator and its denominator: the plan names them
+    once a stage (plan.shared), so forward's loop calls _conv once and _conv_t once."""
+    from dpc.api import compile_source
+    source = compile_source(TNRD_TEXT, "tnrd.dp")
+    forward = source[source.index("    def forward("):source.index("    def objective(")]
+    loop = forward[forward.index("for k1 in range(steps):"):]
+    assert loop.count("_conv(") == 1 and loop.count("_conv_t(") == 1
+    assert "conv_Ku = _conv(K[k1], u, 'reflect')" in loop

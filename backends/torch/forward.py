@@ -177,6 +177,7 @@ def _fixed_point(code: Code, out: Lines, printer: TorchPrinter, like: str):
 
 def _layer_printer(code: Code, step: Step, layer: str, extra: dict[str, str]) -> TorchPrinter:
     names = code.plan.names(layer, in_forward=True)
+    names.update({name: name for name in code.plan.shared})  # locals of the layer (plan.batched knows which)
     names.update(extra)
     return TorchPrinter(names, code.plan.batched(step) | set(extra), keepdim=True,
                         like=code.p.of_kind("input")[0].name)

@@ -4,6 +4,7 @@ new name comes from the namespace given, in the order found, so the same program
   hoist_vectors      tied weights applied to an input (SC2Net's U_i @ x + b_i): once, before the layers
   all_layer_products all_layers(W @ x) of the batch-products pass: every layer's in one batched product
   hoist_let_products a per-layer let's matrix product that reads nothing per layer (ADMM-Net's Dd.T @ Dd)
+  share_repeated     an atom call or matrix product a layer computes twice (TNRD's conv(K, u) in rho'): once
 """
 from __future__ import annotations
 
@@ -119,3 +120,131 @@ def hoist_name(expr, inputs) -> str:
         return "_".join(hoist_name(a, inputs) for a in expr.args)
     names = graph.names_in(expr)
     return "".join(sorted(names - inputs)) + "".join(sorted(names & inputs))
+
+
+def share_repeated(ns, steps: list[Step | None], memo: dict | None = None):
+    """Each layer's repeated expensive subexpressions computed once: an atom or operator call (conv(K, u)
+    in TNRD's influence rho'(z) = z / (1 + (z/b)^2) is read twice) or a product of two or more matrices that
+    occurs more than once in the layer's equations becomes a temporary of the step, computed just before
+    the first equation that reads it. Not a value of literals, a symbol or a transpose (a view): nothing
+    that costs less than a name. The largest repeated one is named first, so one inside it that occurs only
+    there stays inside its definition. Returns (the steps, the names made); `memo` (expr -> name) gives the
+    same subexpression the same name in the first layer and the later ones."""
+    memo = {} if memo is None else memo
+    out, made = [], []
+    for step in steps:
+        if step is None:
+            out.append(None)
+            continue
+        step, names = _share_in_step(ns, step, memo)
+        out.append(step)
+        made += [n for n in names if n not in made]
+    return out, made
+
+
+def _shared_key(node):
+    """The subexpression a node computes that is worth a name, or None: an atom call, or the matrices of a
+    product of two or more (a scalar times them: the product without the scalar)."""
+    from dpc.declare import of
+    if not getattr(node, "free_symbols", None) or isinstance(node, (sp.Symbol, sp.MatrixSymbol, sp.Transpose)):
+        return None
+    if isinstance(node, sp.MatMul):
+        _, mats = node.as_coeff_matrices()
+        matrices = [m for m in mats if getattr(m, "is_Matrix", False)]
+        if len(matrices) >= 2 and len(matrices) == len(mats):
+            return sp.MatMul(*matrices) if len(matrices) != len(node.args) else node
+        return None
+    return node if of(node) is not None else None
+
+
+def _nodes(expr):
+    out = [expr]
+    for a in expr.args:
+        out += _nodes(a)
+    return out
+
+
+def _share_in_step(ns, step: Step, memo: dict):
+    lets, assigns = list(step.lets), list(step.assigns)
+    new: list = []  # (name, expr, symbol), in the order named
+    while True:
+        counts: dict = {}
+        for _, e in lets + assigns + [(n, d) for n, d, _ in new]:
+            for node in _nodes(e):
+                key = _shared_key(node)
+                if key is not None:
+                    counts[key] = counts.get(key, 0) + 1
+        repeated = [k for k, c in counts.items() if c >= 2]
+        if not repeated:
+            break
+        key = max(repeated, key=lambda k: len(_nodes(k)))  # the first found of the largest
+        if key not in memo:
+            memo[key] = ns.fresh(_shared_name(key))
+        name = memo[key]
+        symbol = _temporary(name, key)
+
+        def swap(e, key=key, symbol=symbol):
+            if e == key:
+                return symbol
+            if isinstance(e, sp.MatMul) and e != key and _shared_key(e) == key:  # c * (A @ B): c * T
+                coeff, _ = e.as_coeff_matrices()
+                return coeff * symbol
+            if not e.args:
+                return e
+            args = [swap(a) for a in e.args]
+            return e if all(a is b for a, b in zip(args, e.args)) else e.func(*args)
+
+        lets = [(n, swap(e)) for n, e in lets]
+        assigns = [(n, swap(e)) for n, e in assigns]
+        new = [(n, swap(d), s) for n, d, s in new] + [(name, key, symbol)]
+    if not new:
+        return step, []
+    # each temporary just before the first equation that reads it, what it reads first
+    defs = {n: d for n, d, _ in new}
+    ordered: list = []
+
+    def place(names):
+        for n in sorted(names & defs.keys() - {m for m, _ in ordered}, key=list(defs).index):
+            place(graph.names_in(defs[n]))
+            if n not in {m for m, _ in ordered}:
+                ordered.append((n, defs[n]))
+
+    for n, e in lets:
+        place(graph.names_in(e))
+        ordered.append((n, e))
+    for _, e in assigns:
+        place(graph.names_in(e))
+    return Step(tuple(ordered), tuple(assigns)), [n for n, _, _ in new]
+
+
+def _temporary(name, expr):
+    """The symbol of a temporary holding expr: a scalar, a vector or matrix, or an image stack (rank 3)."""
+    from dpc.ir import ImageSymbol
+    if not getattr(expr, "is_Matrix", False):
+        return sp.Symbol(name, real=True)
+    if atoms.tensor_rank(expr) == 3:
+        return ImageSymbol(name, *expr.shape)
+    return sp.MatrixSymbol(name, *expr.shape)
+
+
+def _shared_name(expr) -> str:
+    """conv_Ku for conv(K, u), WTWz for W.T @ W @ z: the atom's name (none for a product), then the names
+    read in order (a transpose marked T), shortened to the atom's name where that grows past 12 characters."""
+    from dpc.declare import of
+    words: list[str] = []
+
+    def visit(node):  # not into a symbol's shape
+        if isinstance(node, (sp.Symbol, sp.MatrixSymbol)):
+            words.extend([node.name] if node.name not in words else [])
+        else:
+            for a in node.args:
+                visit(a)
+
+    visit(expr)
+    read = "".join(words)
+    if isinstance(expr, sp.MatMul):
+        read = "".join(f"{m.arg.name}T" if isinstance(m, sp.Transpose) and hasattr(m.arg, "name")
+                       else getattr(m, "name", "M") for m in expr.args)
+        return read if len(read) <= 12 else "product"
+    atom = of(expr).name
+    return f"{atom}_{read}" if read and len(atom) + len(read) < 12 else atom

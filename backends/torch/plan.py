@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from dpc import atoms, graph
-from dpc.backends.torch.hoist import all_layer_products, hoist_let_products, hoist_vectors, read_whole
+from dpc.backends.torch.hoist import (all_layer_products, hoist_let_products, hoist_vectors, read_whole,
+                                      share_repeated)
 from dpc.backends.torch.names import Namespace
 from dpc.errors import DpcError
 from dpc.ir import Program, Step
@@ -119,6 +120,7 @@ class Plan:
     constrained: dict = field(default_factory=dict)  # learned hyper -> Constrained
     constrain: str = ""                 # the constructor keyword (and attribute) that turns them off
     learned_checks: LearnedChecks | None = None  # requirements on learned values, checked in forward
+    shared: tuple[str, ...] = ()        # temporaries a layer computes once where its equations repeat them
 
     def storage(self, name: str) -> str:
         """The attribute that holds a value's parameter: its raw one where it is constrained."""
@@ -251,6 +253,7 @@ class Plan:
         row("hoisted", [f"{n} = {math(e)}" for n, e in self.hoisted + self.let_products])
         row("batched over layers", [f"{n}[k] = {math(sp.MatMul(*mv))}" for n, mv in self.all_layers.items()])
         row("copies taken once", self.copies)
+        row("shared in a layer", self.shared)
         if self.fixed_point is not None:
             fp = self.fixed_point
             lines.append(f"  until change <= {math(fp.tol)}{', backward implicit' if fp.implicit else ''}")
@@ -335,9 +338,11 @@ def plan_module(p: Program) -> Plan:
         read |= graph.names_in(p.decl(name).value)
     copies = tuple(n for n in per_layer if n in read)  # not those read only as one batched product
     layer_let_values, let_products = hoist_let_products(p, ns, list(layer_lets), varying)
+    trace = ns.fresh(f"{p.output}s")
+    (first, step), shared = share_repeated(ns, [first, step])  # named last: no other name moves
     return Plan(kind="unrolled", starts=starts, first=first, step=step, hoisted=tuple(hoisted),
                 all_layers=all_layers, let_products=tuple(let_products), layer_let_values=layer_let_values,
-                copies=copies, trace=ns.fresh(f"{p.output}s"), **common)
+                copies=copies, trace=trace, shared=tuple(shared), **common)
 
 
 def _plan_fixed_point(p: Program, ns, common: dict, step: Step, hoisted, output_expr) -> Plan:
@@ -360,8 +365,10 @@ def _plan_fixed_point(p: Program, ns, common: dict, step: Step, hoisted, output_
                        or p.span_of_directive("backward")).with_source(p.source)
     fixed_point = FixedPoint(p.until, implicit, iterate, carried, ns.fresh("info"), ns.fresh("report"),
                              ns.fresh("history"), ns.fresh("last_info"))
+    trace = ns.fresh(f"{p.output}s")
+    (step,), shared = share_repeated(ns, [step])  # named last: no other name moves
     return Plan(kind="fixed point", starts=tuple(names), first=None, step=step, hoisted=tuple(hoisted),
-                trace=ns.fresh(f"{p.output}s"), fixed_point=fixed_point, **common)
+                trace=trace, fixed_point=fixed_point, shared=tuple(shared), **common)
 
 
 def _learned_checks(p: Program, ns, kept: list, per_layer: set) -> LearnedChecks | None:
