@@ -176,8 +176,10 @@ def test_svt_equals_its_numpy_reference_and_has_finite_gradients_at_repeated_sin
     svt = _helper("_svt")
     for A in _matrices():
         a = torch.tensor(A[None], requires_grad=True)
-        out = svt.apply(a, 0.7)
+        out = svt(a, 0.7)
         np.testing.assert_allclose(out[0].detach().numpy(), np_svt(A, 0.7), atol=1e-12)
+        with torch.no_grad():  # without a gradient wanted, svt runs without its autograd.Function
+            np.testing.assert_allclose(svt(a, 0.7)[0].numpy(), np_svt(A, 0.7), atol=1e-12)
         np.testing.assert_allclose(atoms.SVT.reference(np, A, 0.7), np_svt(A, 0.7), atol=1e-12)
         out.square().sum().backward()
         assert torch.isfinite(a.grad).all()
@@ -189,7 +191,7 @@ def test_svt_gradient_is_the_derivative(shape):
     svt = _helper("_svt")
     A = torch.randn(*shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
     t = torch.tensor(0.6, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda A, t: svt.apply(A, t), (A, t))
+    assert torch.autograd.gradcheck(svt, (A, t))
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 4), (3, 5, 3), (3, 3, 5)])
@@ -200,7 +202,7 @@ def test_svt_gradient_with_a_threshold_per_sample(shape):
     gen = torch.Generator().manual_seed(2)
     A = torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
     t = (0.3 + torch.rand(shape[0], 1, generator=gen, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda A, t: svt.apply(A, t), (A, t))
+    assert torch.autograd.gradcheck(svt, (A, t))
 
 
 def test_rowsoft_equals_its_numpy_reference_and_has_finite_gradients():

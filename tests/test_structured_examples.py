@@ -227,7 +227,7 @@ def test_svt_backward_equals_autograd_through_the_svd_where_singular_values_are_
     G = torch.tensor(rng.standard_normal(shape))
     s = torch.linalg.svdvals(A.detach())
     t = torch.tensor(float(s.median()), requires_grad=True)  # about half the singular values below t
-    svt.apply(A, t).mul(G).sum().backward()
+    svt(A, t).mul(G).sum().backward()
     dA, dt = A.grad.clone(), t.grad.clone()
     A.grad, t.grad = None, None
     U, s, Vh = torch.linalg.svd(A, full_matrices=False)
