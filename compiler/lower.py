@@ -367,6 +367,9 @@ def _eye(node: ast.Call, env: _Env):
     size = arg.id if isinstance(arg, ast.Name) else arg.text
     if isinstance(arg, ast.Name) and size not in env.dims:
         raise _err(f"eye({size}): '{size}' is not a declared dim", arg)
+    if isinstance(arg, ast.Number) and (not size.isdigit() or int(size) == 0):  # eye(2.5), eye(1e-30), eye(0)
+        raise _err(f"eye({size}): a size is a declared dim or a whole number of at least 1", arg,
+                   "write a declared dim, e.g. eye(n)")
     return Identity(dim_symbol(size)), (size, size)
 
 

@@ -191,6 +191,15 @@ def test_declaration_with_an_undeclared_dim_has_no_follow_on_errors():
     assert message.count("error:") == 1
 
 
+@pytest.mark.parametrize("size", ["1e-30", "2.5", "0"])
+def test_eye_of_a_size_that_is_not_a_whole_number_is_a_located_error(size):
+    """eye(1e-30) reached sympy's Identity and crashed (fuzz seed 82)."""
+    message = _error(f"network N\ndims n\ninput x : R[n]\nvar z : R[n] = 0\nupdate z <- eye({size}) @ x\n"
+                     "unroll 1\n")
+    assert f"prog.dp:5:17: error: eye({size}): a size is a declared dim or a whole number" in message
+    assert "hint: write a declared dim, e.g. eye(n)" in message and "internal error" not in message
+
+
 def test_an_undeclared_dim_is_reported_once_where_first_used():
     message = _error("network N\ndims m\ninput x : R[k]\nparam D : R[k, k]\nvar z : R[k] = 0\n"
                      "update z <- D.T @ x\nunroll 1\n")
