@@ -10,11 +10,13 @@ run in turn within every round.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
 import sys
 import time
 
-from perf_common import machine_line
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from perf_common import machine_line  # noqa: E402
 
 
 def timed(candidates, rounds, calls):
@@ -66,5 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
     sys.exit(main())

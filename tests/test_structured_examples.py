@@ -254,3 +254,15 @@ def test_benchmark_script_smoke(name, capsys):
     assert len(rows) == 3 and all("nan" not in r for r in rows), out
     if name == "rpca":
         assert out.count("| forward") == 2, out
+
+
+def test_svt_overhead_script_smoke(capsys):
+    """benchmarks/svt_overhead.py (docs/structured.md's RPCA speed section) runs and prints its two tables."""
+    from conftest import load_benchmark
+    threads = torch.get_num_threads()
+    try:
+        load_benchmark("svt_overhead").main(["--rounds", "1", "--calls", "1", "--batch", "2", "--m", "5", "--n", "3"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "| U M |" in out and "| _svt (the same lines called directly) |" in out
