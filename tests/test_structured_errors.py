@@ -282,3 +282,28 @@ def test_a_chain_of_minus_signs_negates_once_or_not_at_all():
     for k in range(3):
         z = -x + z / 2
         np.testing.assert_allclose(out[k].numpy(), z, rtol=1e-12, atol=1e-12)
+
+
+def test_a_per_layer_joint_lipschitz_bound_with_a_gram_inside_max_compiles_and_equals_numpy():
+    """Fuzz seed 83, program 601: learn lam untied makes the joint bound max(..., opnorm(2*lam*D.T @ D + eye)
+    + ...) a per-layer let; naming D.T @ D before the layers rebuilt the max, whose re-canonicalisation
+    crashed in sympy ('Mix of Matrix and Scalar symbols')."""
+    import numpy as np
+    import torch
+    from conftest import build
+    text = ("network P\ndims S, r, q\ninput M : R[S, r]\nparam D : R[S, q]\ninput B : R[q, r]\nhyper lam = 2.0\n"
+            "var U : R[q, r] = 1E-2\nvar Z : R[S, r] = .5\n"
+            "minimize lam * sqnorm(D @ U - Z - M) + 0.5 * sqnorm(U - B) + lam / 2 * norm1(Z)\n"
+            "derive proxgrad\nunroll 4\nlearn lam untied\noutput U\n")
+    rng = np.random.default_rng(0)
+    D, M, B = rng.standard_normal((5, 3)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3, 4))
+    out = build(text)(D=torch.tensor(D))(torch.tensor(M), torch.tensor(B)).detach().numpy()
+    lam, n2 = 2.0, lambda A: np.linalg.norm(A, 2)
+    L = max(2 * lam + n2(2 * lam * D), n2(2 * lam * D.T @ D + np.eye(3)) + n2(2 * lam * D.T))
+    for b in range(2):
+        U, Z = np.full((3, 4), 0.01), np.full((5, 4), 0.5)
+        for _ in range(4):
+            R = D @ U - Z - M[b]
+            U, V = U - (U - B[b] + 2 * lam * D.T @ R) / L, Z + 2 * lam * R / L
+            Z = np.sign(V) * np.maximum(np.abs(V) - lam / 2 / L, 0)
+        assert np.abs(out[b] - U).max() < 1e-10

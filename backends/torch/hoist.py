@@ -95,7 +95,10 @@ def hoist_let_products(p: Program, ns, layer_lets: list[str], varying: set[str])
         if not e.args:
             return e
         new = [visit(a) for a in e.args]
-        return e if all(a is b for a, b in zip(new, e.args)) else e.func(*new)
+        if all(a is b for a, b in zip(new, e.args)):
+            return e
+        # Max/Min re-canonicalise their arguments (factor_terms), which fails on a matrix inside opnorm(...)
+        return e.func(*new, evaluate=False) if isinstance(e, (sp.Max, sp.Min)) else e.func(*new)
 
     values = {name: visit(p.decl(name).value) for name in layer_lets}
     return values, [(name, product) for product, name in found.items()]

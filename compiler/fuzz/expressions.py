@@ -455,12 +455,12 @@ class Expressions:
             (0.5, lambda: self.call("softmax", sub(), Node(ATOM, f"axis = {self.pick('01')}"))),
             (self.mistake(0.03), lambda: self.call("softmax", sub(), Node(ATOM, self.pick(["axis = 2", "dim = 1"])))),
         ]
-        inner = [(n, s) for n, s in self.of(ctx, rank=2)]
+        if a == b:  # a square matrix from a vector
+            opts2.append((0.3, lambda: self.call("diag", self.vec(a, ctx, depth - 1))))
         mids = {s[1] for n, s in self.mat_options(a, None, ctx)} & {s[0] for n, s in self.mat_options(b, None, ctx)}
         if mids:
             def mm():
                 e = self.pick(sorted(mids))
                 return self.bin("@", self.mat(a, e, ctx, depth - 1), self.T(self.mat(b, e, ctx, depth - 1)))
             opts2.append((1, mm))
-        del inner
         return self.maybe_paren(self.weighted(opts2)())
