@@ -13,8 +13,8 @@ The script
 3. evaluates on image_data's 256 x 256 test crops with the same noisy images as the baselines
    (image_data.noisy_test_images): PSNR and SSIM per test image and on average for the noisy image, the
    untrained network, the trained network, TV (benchmarks/denoise_baselines.py's tv_denoise with the weight
-   tune_tv picks on the training images) and BM3D (the `bm3d` package, told the true sigma; its results are
-   cached in OUT/bm3d_cache.json by sigma and crop size, so a rerun costs seconds);
+   tune_tv picks on the training images) and BM3D (the `bm3d` package, told the true sigma; its scores are
+   cached in runs/bm3d_cache.json by sigma, crop size and bm3d version, so a rerun costs seconds);
 4. prints a markdown table, the wall times and the machine, writes OUT/denoise_sigma<S>.json, and saves a
    figure (docs/img/denoise_sigma<S>.png): noisy / TV / TNRD / clean crops of two test images and, if the
    module has `influence_curves` (learn influence), the learned influence functions of a few filters per
@@ -69,8 +69,10 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--test-size", type=int, default=D.TEST_SIZE, help="test crop size (default 256)")
     ap.add_argument("--no-bm3d", action="store_true", help="leave BM3D out")
+    ap.add_argument("--bm3d-cache", default=str(ROOT / "runs" / "bm3d_cache.json"),
+                    help="BM3D's scores, kept by sigma, crop size and bm3d version (default runs/bm3d_cache.json)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "denoise"),
-                    help="folder for the results json, the BM3D cache and checkpoints (default runs/denoise)")
+                    help="folder for the results json and checkpoints (default runs/denoise)")
     ap.add_argument("--figure", default=None,
                     help="the figure's path (default docs/img/denoise_sigma<S>.png; OUT/... with --quick)")
     ap.add_argument("--checkpoint-every", type=int, default=0,
@@ -328,7 +330,7 @@ def main(argv=None):
                ("TV (tuned)", tv)]
     bm3d_scores, bm3d_s = None, 0.0
     if not args.no_bm3d:
-        bm3d_scores, bm3d_s = bm3d_baseline(args.sigma, clean, noisy, out / "bm3d_cache.json", log)
+        bm3d_scores, bm3d_s = bm3d_baseline(args.sigma, clean, noisy, pathlib.Path(args.bm3d_cache), log)
         columns.append(("BM3D", bm3d_scores))
 
     log(f"\nsigma = {args.sigma:g}, {len(names)} test crops of {args.test_size} x {args.test_size}: "
