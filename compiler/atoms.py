@@ -1908,3 +1908,317 @@ declare("convT", ConvT, syntax=False, signature="convT(K, v)", options={"pad": P
         derivative=Pullback(lambda e, w: Conv(e.args[0], w, e.args[2])), curvature=None, convexity="affine",
         monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None,
         linear=Linear(adjoint=lambda e, w: Conv(e.args[0], w, e.args[2]), opnorm=_conv_norm, operand=1))
+
+
+# ==================================================================================================
+# Solves with operators (issue 20, item 3): the u-step of derive admm / hqs on an objective with operators
+# solves (c0 I + sum_i c_i A_i^T A_i) x = b matrix-free (passes/operator_solve.py): by the FFT when every A_i
+# is a circular convolution (a circulant system), else by conjugate gradients on the operator (OperatorCG).
+# ==================================================================================================
+
+CIRCULANT_SOLVE = helper("_circulant_solve", '''
+def _circulant_solve(b, c0, filters, weights):
+    """x with (c0 I + sum_i weights[i] conv(K_i).T conv(K_i)) x = b for images b (..., h, w), every conv circular
+    (_conv with pad 'circular'): the system is diagonal in the Fourier basis, its symbol c0 + sum_i weights[i]
+    sum_k |FFT(K_ik)|^2 (each filter zero-padded to h x w; where a filter sits, its centre convention, changes
+    the phase of its FFT, not its modulus). One rfft2 of b, a division, one irfft2. Where the symbol is 0 (at
+    most eps times its largest value: no term reaches that frequency) x takes 0 there, the least-norm solution."""
+    h, w = b.shape[-2], b.shape[-1]
+    symbol = c0 + torch.zeros(h, w // 2 + 1, dtype=b.dtype, device=b.device)
+    for K, c in zip(filters, weights):
+        if K.shape[-2] > h or K.shape[-1] > w:
+            raise ValueError(f"images of {h} x {w} are too small for the FFT solve with {K.shape[-2]} x "
+                             f"{K.shape[-1]} filters: h and w must be at least the filter size")
+        G = torch.fft.rfft2(K, s=(h, w))
+        symbol = symbol + c * (G.real.square() + G.imag.square()).reshape(-1, h, w // 2 + 1).sum(0)
+    keep = symbol > torch.finfo(symbol.dtype).eps * symbol.abs().amax()
+    inverse = torch.where(keep, 1 / torch.where(keep, symbol, 1), 0)
+    return torch.fft.irfft2(torch.fft.rfft2(b) * inverse, s=(h, w))
+''')
+
+
+class CirculantSolve(MatrixExpr):
+    """circsolve(b, c0, K_1, c_1, ..., K_n, c_n): x with (c0 I + sum_i c_i conv(K_i, ., circular).T conv(K_i, .,
+    circular)) x = b, by the FFT. No syntax: passes/operator_solve.py builds it for a circulant u-step."""
+
+    def __new__(cls, rhs, c0, *terms):
+        return Basic.__new__(cls, sp.sympify(rhs), sp.sympify(c0), *(sp.sympify(t) for t in terms))
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    rank = 2
+
+
+def _circulant_solve_reference(np, b, c0, *terms):
+    """numpy.fft: the symbol of each conv(K_k, ., circular).T conv(K_k, ., circular) is |fft2(K_k, (h, w))|^2."""
+    h, w = b.shape
+    symbol = c0 + np.zeros((h, w))
+    for K, c in zip(terms[::2], terms[1::2]):
+        for f in _filters(np, np.asarray(K)):
+            symbol = symbol + c * np.abs(np.fft.fft2(f, s=(h, w))) ** 2
+    keep = symbol > np.finfo(np.float64).eps * np.abs(symbol).max()
+    inverse = np.where(keep, 1 / np.where(keep, symbol, 1), 0)
+    return np.real(np.fft.ifft2(np.fft.fft2(b) * inverse))
+
+
+def _circulant_solve_torch(pr, e):
+    b, c0, *terms = e.args
+    tuple_of = lambda items: f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"  # noqa: E731
+    filters, weights = tuple_of([pr(K) for K in terms[::2]]), tuple_of([pr(c) for c in terms[1::2]])
+    return f"{pr.use(CIRCULANT_SOLVE)}({pr(b)}, {pr(c0)}, {filters}, {weights})"
+
+
+declare("circsolve", CirculantSolve, syntax=False, signature="circsolve(b, c0, K, c, ...)",
+        doc="x with (c0 I + sum_i c_i conv(K_i).T conv(K_i)) x = b, every conv circular, by the FFT",
+        shape=None, reference=_circulant_solve_reference, torch=_circulant_solve_torch, latex=None,
+        derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(),
+        prox=None, fuzz=None)
+
+
+class OperatorCG(MatrixExpr):
+    """cg(A, b, x0, k) with A a linear map applied matrix-free: args (A(p), p, b, x0, k), A(p) the map written
+    on the placeholder symbol p (c0 p + sum_i c_i A_i.T(A_i(p)), from the operators' declared adjoints). No
+    syntax: derive admm / hqs build it for a u-step with operators that is not circulant, warm-started at the
+    previous u. The reference evaluator binds p (reference.py), the torch printer writes A as a lambda."""
+
+    def __new__(cls, body, placeholder, rhs, start, iters):
+        return Basic.__new__(cls, body, placeholder, sp.sympify(rhs), sp.sympify(start), sp.sympify(iters))
+
+    @property
+    def shape(self):
+        return self.args[2].shape
+
+    @property
+    def rank(self):
+        return tensor_rank(self.args[2])
+
+
+def _operator_cg_reference(np, apply, b, x0, iters):
+    """The same steps as _cg_reference, A @ p replaced by apply(p)."""
+    x = np.zeros_like(b) + x0
+    r = b - apply(x)
+    p, rs = r, float((r * r).sum())
+    for _ in range(int(iters)):
+        Ap = apply(p)
+        curvature = float((p * Ap).sum())
+        alpha = rs / curvature if curvature > 0 else 0.0
+        x, r = x + alpha * p, r - alpha * Ap
+        rs_next = float((r * r).sum())
+        p = r + (rs_next / rs if rs > 0 else 0.0) * p
+        rs = rs_next
+    return x
+
+
+OperatorCG.reference = staticmethod(_operator_cg_reference)
+
+
+# ==================================================================================================
+# Learned nonlinearities (issue 20, item 4; passes/learn_rbf.py): `learn influence` and `learn shrink` replace an
+# elementwise function by phi(z) = sum_j W[c, j] exp(-(z - mu_j)^2 / (2 gamma^2)), M centres mu_j equally spaced
+# on [-r, r], gamma their spacing 2r / (M - 1) (TNRD's radial basis functions), one row of W per channel c of z
+# (channels: axis -3 of an image stack; one row for anything else). W starts at the least-squares fit of the
+# function it replaces, sampled on a fine grid of [-r, r] (rbffit, computed in the constructor).
+# ==================================================================================================
+
+RBF_RADIUS = 5  # the generated code sums the 2 * RBF_RADIUS centres nearest to each z
+
+
+def rbf_tail_bound(radius: int = RBF_RADIUS) -> float:
+    """How far the sum over the 2 * radius centres nearest to z can be from the full sum, per unit of max|W|:
+    every centre left out is at least `radius` spacings (gamma) from z on either side, so the tail is at most
+    2 * sum_{d >= radius} exp(-d^2 / 2) (7.5e-6 for radius 5)."""
+    import math as _m
+    return 2 * sum(_m.exp(-d * d / 2) for d in range(radius, radius + 40))
+
+
+def rbf_fit_points(rbfs: int) -> int:
+    """The fine grid a fit samples the replaced function on: 20 points per spacing of the centres."""
+    return 20 * (int(rbfs) - 1) + 1
+
+
+RBF_PARTS = helper("_rbf_parts", '''
+def _rbf_parts(z, W, r):
+    """What _rbf's sum and its backward read: each z's 10 nearest centres (j = n - 4 .. n + 5, n = floor(t),
+    t = (z + r) / gamma the position of z in units of the spacing, clamped to [-5, M + 4]), their weights
+    (..., 10), their distances t - j and Gaussians exp(-(t - j)^2 / 2), and where t was not clamped. W (c, M):
+    c = 1 applies its one row to every entry of z, c > 1 row i to channel i (axis -3) of z."""
+    R = 5
+    c, M = W.shape
+    step = 2.0 * r / (M - 1)
+    t = (z + r) / step
+    tc = t.clamp(-R, M - 1 + R)
+    n = tc.detach().floor()
+    offsets = torch.arange(1 - R, R + 1, dtype=z.dtype, device=z.device)
+    distance = (tc - n).unsqueeze(-1) - offsets
+    terms = torch.exp(-0.5 * distance.square())
+    width = M + 4 * R  # a row of W padded by 2R zeros each side: centre j at j + 2R
+    first = n.long().clamp(-R, M - 1 + R) + (R + 1)  # the window's first centre, padded; the clamp keeps NaNs in range
+    if c > 1:
+        if z.dim() < 3 or z.shape[-3] != c:
+            raise ValueError(f"W has {c} rows (one per channel) but z has shape {tuple(z.shape)}: channels on axis -3")
+        first = first + torch.arange(c, device=z.device).view(c, 1, 1) * width
+    index = first.unsqueeze(-1) + torch.arange(2 * R, device=z.device)
+    weights = torch.take(F.pad(W, (2 * R, 2 * R)), index)
+    inside = (t > -R) & (t < M - 1 + R)
+    return weights, distance, terms, index, inside, step
+''')
+
+RBF_FUNCTION = helper("_RBFLocal", '''
+class _RBFLocal(torch.autograd.Function):
+    """_rbf with a written-out backward: the gradient in z is the same 10 terms times their slopes, that in W
+    one index_add_ of grad * terms into the centres' rows (no gather's index bookkeeping); recomputes the
+    parts from z and W (saves nothing 10 times z's size)."""
+
+    @staticmethod
+    def forward(z, W, r):
+        weights, _, terms, _, _, _ = _rbf_parts(z, W, r)
+        return (weights * terms).sum(-1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, W, r = inputs
+        ctx.save_for_backward(z, W)
+        ctx.r = r
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, W = ctx.saved_tensors
+        weights, distance, terms, index, inside, step = _rbf_parts(z, W, ctx.r)
+        grad_z = grad_W = None
+        if ctx.needs_input_grad[0]:  # d/dz exp(-(t - j)^2 / 2) = -(t - j) exp(...) / gamma
+            grad_z = torch.where(inside, grad * (weights * terms * distance).sum(-1) / -step, 0)
+        if ctx.needs_input_grad[1]:
+            c, M = W.shape
+            flat = torch.zeros(c * (M + 20), dtype=W.dtype, device=W.device)
+            flat.index_add_(0, index.reshape(-1), (grad.unsqueeze(-1) * terms).reshape(-1))
+            grad_W = flat.view(c, M + 20)[:, 10:10 + M]
+        return grad_z, grad_W, None
+''', needs=("_rbf_parts",))
+
+RBF = helper("_rbf", '''
+def _rbf(z, W, r):
+    """phi(z) = sum_j W[., j] exp(-(z - mu_j)^2 / (2 gamma^2)), M = W.shape[-1] centres mu_j equally spaced on
+    [-r, r], gamma = 2r / (M - 1), summed over the 10 centres nearest each z: the centres left out are at least
+    5 gamma away, so the result is within 7.5e-6 max|W| of the full sum. W (c, M): one row for all of z, or row i
+    for channel i (axis -3)."""
+    if torch.is_grad_enabled() and (z.requires_grad or W.requires_grad):
+        return _RBFLocal.apply(z, W, r)
+    weights, _, terms, _, _, _ = _rbf_parts(z, W, r)
+    return (weights * terms).sum(-1)
+''', needs=("_RBFLocal", "_rbf_parts"))
+
+
+class Rbf(VectorAtom):
+    """rbf(z, W, r): the learned function of `learn influence` / `learn shrink`, entrywise in z (see above)."""
+
+
+def _rbf_reference(np, z, W, r):
+    """numpy: the full sum over all M centres, each channel's row of W on its block of rows of z."""
+    W = np.asarray(W, dtype=float)
+    W = W.reshape(-1, W.shape[-1])
+    c, M = W.shape
+    mu = np.linspace(-float(r), float(r), M)
+    gamma = 2.0 * float(r) / (M - 1)
+    zz = np.asarray(z, dtype=float).reshape(c, -1)
+    out = (W[:, None, :] * np.exp(-(zz[..., None] - mu) ** 2 / (2 * gamma ** 2))).sum(-1)
+    return out.reshape(np.shape(z))
+
+
+declare("rbf", Rbf, syntax=False, signature="rbf(z, W, r)",
+        doc="sum_j W[c, j] exp(-(z - mu_j)^2 / (2 gamma^2)), entrywise, M = W's columns centres on [-r, r], gamma "
+            "their spacing, row c of W for channel c of z (learn influence, learn shrink)",
+        shape=lambda args: args[0], reference=_rbf_reference, torch=RBF,
+        latex=lambda printer, expr, exp=None: rf"\varphi_{{{printer._print(expr.args[1])}}}\left({printer._print(expr.args[0])}\right)",
+        derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign=None, requires=(),
+        prox=None, fuzz=None)  # no syntax: the fuzzer's programs cannot call it; `learn influence/shrink` build it
+
+
+class RbfGrid(MatrixExpr):
+    """rbfgrid(r, m): the vector of m points equally spaced on [-r, r] that a fit samples a function on."""
+
+    def __new__(cls, r, m):
+        return Basic.__new__(cls, sp.sympify(r), sp.sympify(m))
+
+    @property
+    def shape(self):
+        return (self.args[1], sp.Integer(1))
+
+    rank = 1
+
+
+declare("rbfgrid", RbfGrid, syntax=False, signature="rbfgrid(r, m)",
+        doc="m points equally spaced on [-r, r] (a vector), where an RBF fit samples the function it replaces",
+        shape=lambda args: (str(args[1]),),
+        reference=lambda np, r, m: np.linspace(-float(r), float(r), int(m)).reshape(-1, 1),
+        torch=lambda pr, e: f"torch.linspace({-float(e.args[0])!r}, {float(e.args[0])!r}, {int(e.args[1])}, "
+                            f"dtype=torch.float64)",
+        latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign=None,
+        requires=(), prox=None, fuzz=None)
+
+
+RBF_FIT = helper("_rbf_fit", '''
+def _rbf_fit(values, r, rbfs, rows):
+    """The least-squares RBF weights (rows, rbfs) (every row the same, float64) of the function sampled as
+    `values` on len(values) points equally spaced on [-r, r]: torch.linalg.lstsq in float64; and the fit's
+    largest error on those points."""
+    values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    z = torch.linspace(-r, r, values.numel(), dtype=torch.float64)
+    centres = torch.linspace(-r, r, rbfs, dtype=torch.float64)
+    A = torch.exp(-0.5 * ((z[:, None] - centres) / (2.0 * r / (rbfs - 1))).square())
+    w = torch.linalg.lstsq(A, values[:, None], driver="gelsd" if A.device.type == "cpu" else None).solution[:, 0]
+    return w.expand(int(rows), rbfs).clone(), float((A @ w - values).abs().max())
+''')
+
+
+class RbfFit(MatrixExpr):
+    """rbffit(g, r, M, c, kind): the (c, M) weights of learn influence (kind 0) or learn shrink (kind 1), each row
+    the least-squares fit of the values g (a function sampled on rbfgrid(r, len(g))) by M RBFs on [-r, r]."""
+
+    def __new__(cls, g, r, M, c, kind):
+        return Basic.__new__(cls, *(sp.sympify(a) for a in (g, r, M, c, kind)))
+
+    @property
+    def shape(self):
+        return (self.args[3], self.args[2])
+
+    rank = 2
+
+
+def _rbf_fit_reference(np, g, r, M, c, kind):
+    g = np.asarray(g, dtype=float).reshape(-1)
+    z = np.linspace(-float(r), float(r), g.size)
+    mu = np.linspace(-float(r), float(r), int(M))
+    A = np.exp(-0.5 * ((z[:, None] - mu) / (2.0 * float(r) / (int(M) - 1))) ** 2)
+    w = np.linalg.lstsq(A, g, rcond=None)[0]
+    return np.tile(w, (int(c), 1))
+
+
+declare("rbffit", RbfFit, syntax=False, signature="rbffit(g, r, M, c, kind)",
+        doc="the least-squares weights (c, M) of M RBFs on [-r, r] fitted to g, sampled on rbfgrid(r, len(g))",
+        shape=lambda args: (str(args[3]), str(args[2])), reference=_rbf_fit_reference,
+        torch=lambda pr, e: f"{pr.helpers.add('_rbf_fit') or '_rbf_fit'}({pr(e.args[0])}, {float(e.args[1])!r}, "
+                            f"{int(e.args[2])}, {pr(e.args[3])})[0]",
+        latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None, sign=None,
+        requires=(), prox=None, fuzz=None)
+
+
+RBF_CURVES = helper("_rbf_curves", '''
+def _rbf_curves(module, names, r, z, shrink):
+    """The learned functions of a module sampled for plotting: z (n,) (default: 1001 points of [-1.2 r, 1.2 r],
+    float64) and, per weight name, values (layers, rows, n) in float64: phi(z) for learn influence, the
+    shrinkage z - psi(z) for learn shrink; a weight shared by the layers is repeated. One name gives the pair
+    (z, values); several a dict name -> (z, values)."""
+    z = torch.linspace(-1.2 * r, 1.2 * r, 1001, dtype=torch.float64) if z is None else torch.as_tensor(z, dtype=torch.float64).reshape(-1)
+    curves = {}
+    with torch.no_grad():
+        for name in names:
+            W = getattr(module, name)
+            copies = [p for p in W] if isinstance(W, nn.ParameterList) else [W] * getattr(module, "steps", 1)
+            values = torch.stack([_rbf(z.to(p.device).expand(p.shape[0], z.numel()), p.double(), r) if p.shape[0] == 1
+                                  else _rbf(z.to(p.device).expand(p.shape[0], 1, z.numel()), p.double(), r)[:, 0]
+                                  for p in copies]).cpu()
+            curves[name] = (z, z - values if shrink else values)
+    return curves[names[0]] if len(names) == 1 else curves
+''', needs=("_rbf",))

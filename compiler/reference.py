@@ -140,6 +140,11 @@ def compile_expr(expr):
         body, dim = compile_expr(body), compile_expr(dim)
         name = index.name
         return lambda env: rule(lambda j: body({**env, name: j}), int(dim(env)))
+    if isinstance(expr, atoms.OperatorCG):  # its map is written on a placeholder: bound to each CG direction
+        body, placeholder, *rest = expr.args
+        body, name = compile_expr(body), placeholder.name
+        rest = tuple(compile_expr(a) for a in rest)
+        return lambda env: rule(lambda p: body({**env, name: p}), *(a(env) for a in rest))
     args = tuple(compile_expr(a) for a in expr.args)
     return lambda env: rule(*(a(env) for a in args))
 

@@ -357,6 +357,27 @@ class TorchPrinter:
         x0 = "0" if is_zero_matrix(start) else self(start)
         return f"_cg({self(matrix)}, {self(rhs)}, {x0}, {int(iters)})", CALL
 
+    def _OperatorCG(self, e):
+        """_cg_op(lambda p: A(p), b, x0, k, axes): the map written on a lambda's argument, a name no binding uses."""
+        body, placeholder, rhs, start, iters = e.args
+        self.helpers.add("_cg_op")
+        taken = set(self.names.values())
+        local = next(n for n in ("p", "v", "q", "p_cg", "v_cg") if n not in taken)
+        saved = self.names.get(placeholder.name)
+        self.names[placeholder.name] = local
+        self.batched.add(placeholder.name)
+        try:
+            code = self(body)
+        finally:
+            self.batched.discard(placeholder.name)
+            if saved is None:
+                self.names.pop(placeholder.name)
+            else:
+                self.names[placeholder.name] = saved
+        x0 = "0" if is_zero_matrix(start) else self(start)
+        axes = atoms.tensor_rank(rhs)
+        return f"_cg_op(lambda {local}: {code}, {self(rhs)}, {x0}, {int(iters)}, {axes})", CALL
+
     def _IndexSum(self, e):
         from dpc.backends.torch.indexed import print_index_sum
         return print_index_sum(self, e)

@@ -270,6 +270,29 @@ def _cg(A, b, x, iters):
 ''')
 
 
+# conjugate gradients on a linear map applied matrix-free (the IR node atoms.OperatorCG: a u-step with operators)
+CG_OP = helper("_cg_op", '''
+def _cg_op(A, b, x, iters, axes):
+    """iters steps of conjugate gradients for A(x) = b per sample, A a symmetric positive (semi)definite linear
+    map given as a function (operators and their adjoints, never a matrix), b (batch, ...) with `axes`
+    per-sample axes, from x (0: from zero). Where the residual is already 0 a step does not move x (no 0/0)."""
+    dims = tuple(range(-axes, 0))
+    x = b * 0 + x
+    r = b - A(x)
+    p = r
+    rs = (r * r).sum(dims, keepdim=True)
+    for _ in range(iters):
+        Ap = A(p)
+        curvature = (p * Ap).sum(dims, keepdim=True)
+        alpha = torch.where(curvature > 0, rs / torch.where(curvature > 0, curvature, 1), 0)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rs_next = (r * r).sum(dims, keepdim=True)
+        p = r + torch.where(rs > 0, rs_next / torch.where(rs > 0, rs, 1), 0) * p
+        rs = rs_next
+    return x
+''')
+
 OPNORM_ESTIMATE = helper("_opnorm_estimate", '''
 def _opnorm_estimate(A, cache, key, iters=2):
     """opnorm(A) for the forward check of a requirement on a learned matrix: exact (an SVD) on the first call

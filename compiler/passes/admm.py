@@ -16,42 +16,30 @@ import sympy as sp
 
 from dpc import atoms
 from dpc.errors import DpcError
-from dpc.grammar import ast
-from dpc.literals import MAX_UNROLL
 from dpc.ir import Directive, Program
 from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_composite
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, positive_scalar
 from dpc.passes.prox import NoProx, build_prox
+from dpc.passes.operator_solve import FFT, OperatorSystem, operator_solve, solve_option, system_requirements
 from dpc.passes.splitting import fail, hessian_requirements
 from dpc.printing import math
 
 
-def _cg_iterations(program: Program, directive: Directive, key: str) -> int:
-    """`solve = cg(iters = k)`: k conjugate-gradient steps instead of a direct solve."""
-    node = directive.kwarg(key)
-    hint = "write solve = cg(iters = 10), or leave solve out for a direct solve (factored once)"
-    if not (isinstance(node, ast.Call) and node.func == "cg" and not node.args
-            and [k for k, _ in node.kwargs] == ["iters"]):
-        raise fail(program, "derive admm's solve must be cg(iters = k)", node.span, hint)
-    value = node.kwargs[0][1]
-    if not (isinstance(value, ast.Number) and value.text.isdigit() and 1 <= int(value.text) <= MAX_UNROLL):
-        raise fail(program, f"cg's iters must be an integer from 1 to {MAX_UNROLL}", value.span, hint)
-    return int(value.text)
-
-
-@derive_method("admm", Option("rho", positive_scalar, sp.Integer(1)), Option("solve", _cg_iterations))
+@derive_method("admm", Option("rho", positive_scalar, sp.Integer(1)), Option("solve", solve_option))
 def derive_admm(program: Program, directive: Directive) -> Program:
     c = split_composite(program, directive)
     p, z, K = c.program, c.var, c.K
-    if c.operator:  # its z-step solves with H + rho*K.T@K: no matrix-free solve yet (issue 20, item 3)
-        raise fail(p, f"derive admm: the {z.name}-step would solve a linear system with the operator "
-                   f"{math(K)}, and dpc has no matrix-free solve for it yet", directive.span,
-                   f"write `derive pdhg` in place of `{directive.label()}`: it applies {math(K)} and its adjoint only")
     rho = option(p, directive, "rho")
     p = p.requiring(rho, "positive", "the ADMM penalty rho", directive.span).requiring(
         c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",
         p.span_of_term(c.penalty.term) or directive.span)
+    if c.operator or c.system is not None:  # operators in the z-step: a matrix-free solve (passes/operator_solve.py)
+        return _admm_with_operators(p, directive, c, rho)
+    if option(p, directive, "solve") == FFT:
+        raise fail(p, f"derive admm: solve = fft needs a circulant {z.name}-step system (every operator a circular "
+                   f"convolution), but it is the matrix H + rho*K.T@K", directive.kwarg("solve").span,
+                   "write solve = cg(iters = 10), or leave solve out for a direct solve (factored once)")
     psd, eye = positive_semidefinite(p, c.hessian)
     p = hessian_requirements(p, c.hessian, directive.span, f"it keeps the {z.name}-step's matrix positive definite")
     if not psd or not (eye or K.is_Identity):
@@ -86,3 +74,43 @@ def derive_admm(program: Program, directive: Directive) -> Program:
         f"split {w.name} = {math(K @ z)}, scaled dual {u.name}; both start at 0; rho = {math(rho)}",
         f"{z.name}-step: {how}")
 
+
+
+def _admm_with_operators(p: Program, directive: Directive, c, rho) -> Program:
+    """ADMM whose z-step system H + rho*K.T K holds operators (conv, grad2d, diff): solved matrix-free, by the
+    FFT when it is circulant, else by conjugate gradients (passes/operator_solve.py)."""
+    z, K = c.var, c.K
+    system = c.hessian_system() or OperatorSystem(z)
+    if system.dense is not None and not positive_semidefinite(p, system.dense)[0]:
+        raise fail(p, f"derive admm: cannot show that the {z.name}-step's system is positive semidefinite "
+                   f"(H = {math(system.dense)})", directive.span)
+    p = hessian_requirements(p, system.dense, directive.span, f"it keeps the {z.name}-step's system semidefinite")
+    if c.operator:
+        split = OperatorSystem(z, grams=((rho, K),))
+    elif K.is_Identity:
+        split = OperatorSystem(z, eye=rho)
+    else:
+        split = OperatorSystem(z, dense=rho * K.T @ K)
+    system = system.plus(split)
+    p = system_requirements(p, directive, system, f"the {z.name}-step's system")
+    it = Iteration(p, directive, z)
+    w = it.state("w", f"split variable, = {math(c.apply(z))}", start=0, shape=c.K_shape)
+    u = it.state("u", "scaled dual variable", start=0, shape=c.K_shape)
+    rhs = rho * c.adjoint(w - u)
+    if c.bias is not None:
+        rhs = rhs - c.bias
+    it.program, z_value, how = operator_solve(it.program, directive, system, rhs)
+    try:
+        prox, prox_text = build_prox([c.penalty], None, 1 / rho)
+    except NoProx as e:  # pragma: no cover - split_composite admits norm1 only
+        raise DpcError(e.reason, directive.span).with_source(it.program.source) from None
+    z_next = it.temp(f"{z.name}_next", z_value)
+    w_next = it.temp(f"{w.name}_next", prox(c.apply(z_next) + u), shape=c.K_shape)
+    it.assign(z, z_next)
+    it.assign(w, w_next)
+    it.assign(u, u + c.apply(z_next) - w_next)
+    return it.done(
+        f"f({z.name}) = {math(c.smooth)}    (quadratic)",
+        f"g(v) = {math(c.penalty.term)} at v = {math(c.apply(z))}    (prox: {prox_text})",
+        f"split {w.name} = {math(c.apply(z))}, scaled dual {u.name}; both start at 0; rho = {math(rho)}",
+        f"{z.name}-step: {how}")

@@ -33,6 +33,18 @@ class Composite:
     penalty: Penalty          # g(v) = penalty.weight * norm1(v)
     K_shape: tuple = ()       # the shape of K z as declared (R[2, h, w] for grad2d(u))
     operator: bool = False    # K is a declared linear operator (diff, grad2d, conv): K is then K(z) itself
+    system: object = None     # f's Hessian with operators in it (passes/operator_solve.OperatorSystem), hessian None
+
+    def hessian_system(self):
+        """f's Hessian as an OperatorSystem (a dense or c*eye hessian too), None when f is linear."""
+        from dpc.passes.composite import identity_multiple
+        from dpc.passes.operator_solve import OperatorSystem
+        if self.system is not None:
+            return self.system
+        if self.hessian is None:
+            return None
+        c = identity_multiple(self.hessian)
+        return OperatorSystem(self.var, eye=c) if c is not None else OperatorSystem(self.var, dense=self.hessian)
 
     def apply(self, x):
         """K x: a product, or the operator's atom on x."""
@@ -84,22 +96,32 @@ def split_composite(program: Program, directive: Directive) -> Composite:
         if c.var == var.name:
             raise fail(program, f"{what} does not handle a constraint on {var.name} yet", c.span,
                        "write it as a penalty, or use derive proxgrad")
+    system = None
     try:
         grad = algebra.gradient(smooth, var)
-        coeffs, bias = algebra.affine_parts(grad, [var])
+        try:
+            coeffs, bias = algebra.affine_parts(grad, [var])
+        except algebra.NotAffine:  # operators in f (0.5*sqnorm(conv(k, u) - f)): its Hessian as an operator system
+            from dpc.passes.operator_solve import NotOperatorQuadratic, quadratic_parts
+            try:
+                system, bias = quadratic_parts(grad, var)
+            except NotOperatorQuadratic as e:
+                raise algebra.NotAffine(e.term) from None
+            coeffs = {}
     except (algebra.NotDifferentiable, algebra.NotAffine) as e:
         raise fail(program, f"{what} needs a quadratic smooth part (its {var.name}-step is a linear solve), "
                    f"but {math(e.term)} is not", _span_containing(program, e.term) or directive.span,
-                   "smooth terms are sqnorm(...) of affine expressions and inner products") from None
+                   "smooth terms are sqnorm(...) of affine expressions, inner products, and sqnorm of an operator "
+                   "(conv, grad2d, diff) of the var plus a constant") from None
     hessian = coeffs.get(var)
     if operator:
         return Composite(program, var, smooth, hessian, bias, K, str(K.shape[0]),
-                         Penalty(NORMS[type(atom)], weight, term), K_shape=operator[1], operator=True)
+                         Penalty(NORMS[type(atom)], weight, term), K_shape=operator[1], operator=True, system=system)
     rows = K.shape[0]
     # K @ Z of a matrix var Z is a matrix: the split and dual variables have its columns too
     shape = (str(rows),) if var.shape[1] == 1 else (str(rows), str(var.shape[1]))
     return Composite(program, var, smooth, hessian, bias, K, str(rows),
-                     Penalty(NORMS[type(atom)], weight, term), K_shape=shape)
+                     Penalty(NORMS[type(atom)], weight, term), K_shape=shape, system=system)
 
 
 def _operator(program, argument, var):
