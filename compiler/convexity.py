@@ -135,6 +135,11 @@ class Curvature:
         atom = declare.of(expr)
         if atom is None:
             return None
+        if atom.linear is not None:  # an operator (conv(K, u)): linear in its operand when nothing else reads a var
+            i = atom.linear.operand
+            if any(self.reads(a) for j, a in enumerate(expr.args) if j != i):
+                return None
+            return compose(atom.convexity, atom.monotone, self.of(expr.args[i]))
         if any(self.reads(a) for a in expr.args[1:]):  # thresholds, widths: constants of the call
             return None
         if isinstance(expr, atoms.Solve):

@@ -132,4 +132,4 @@ def test_a_test_declaration_is_gone_after_its_test():
     with pytest.raises(DpcError) as err:
         compile_program(PROGRAM.format(T=2), "hb.dp")
     assert "unknown derive method 'heavyball'" in err.value.format()
-    assert methods("derive") == ["admm", "closed", "fista", "gd", "pdhg", "proxgrad"]
+    assert methods("derive") == ["admm", "closed", "fista", "gd", "hqs", "pdhg", "proxgrad"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from dpc.passes import admm, closed, fista, gd, pdhg, proxgrad  # noqa: F401  (each declares its derive method)
+from dpc.passes import admm, closed, fista, gd, hqs, pdhg, proxgrad  # noqa: F401  (each declares its derive method)
 from dpc.passes.adapt_gates import adapt_gates
 from dpc.passes.adapt_support import adapt_support
 from dpc.passes.backward import backward

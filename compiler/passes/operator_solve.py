@@ -80,7 +80,7 @@ class OperatorSystem:
         return None
 
     def text(self) -> str:
-        parts = [] if self.eye == 0 else [f"{math(self.eye)}*eye"]
+        parts = [] if self.eye == 0 else ["eye"] if self.eye == 1 else [f"{math(self.eye)}*eye"]
         if self.dense is not None:
             parts.append(math(self.dense))
         for c, op in self.grams:

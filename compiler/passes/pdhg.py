@@ -18,6 +18,7 @@ from dpc.ir import Decl, Directive, Program
 from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_composite
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, extrapolate, positive_scalar
+from dpc.passes.operator_solve import OperatorSystem, operator_solve, system_requirements
 from dpc.passes.splitting import fail, hessian_requirements
 from dpc.printing import math
 
@@ -40,7 +41,12 @@ def derive_pdhg(program: Program, directive: Directive) -> Program:
     y_next = it.temp(f"{y.name}_next", atoms.Clamp(y + sigma * c.apply(zbar), -a, a), shape=c.K_shape)
     v = z - tau * c.adjoint(y_next)
     bias = c.bias if c.bias is not None else sp.ZeroMatrix(*z.shape)
-    if c.hessian is None:
+    if c.system is not None:  # operators in f: eye + tau*H solved matrix-free (passes/operator_solve.py)
+        system = OperatorSystem(z, eye=sp.Integer(1)).plus(c.system.scaled(tau))
+        it.program = system_requirements(it.program, directive, system, "the prox of tau*f")
+        it.program, z_value, how = operator_solve(it.program, directive, system, v - tau * bias)
+        how = "eye + tau*H: " + how
+    elif c.hessian is None:
         z_value, how = v - tau * bias, "f is linear: prox_{tau f}(v) = v - tau*b"
     else:
         it.program, z_value, how = solve_or_divide(it.program, directive, sp.Identity(z.shape[0]) + tau * c.hessian,
