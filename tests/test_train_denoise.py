@@ -56,7 +56,7 @@ def test_quick_run_end_to_end_trained_beats_untrained(tmp_path):
     assert min(gains) > 0.2, gains
     assert np.mean(gains) > 0.5, gains
     assert scores["untrained"]["camera"][0] > scores["noisy"]["camera"][0]  # the untrained TNRD denoises a bit
-    assert result["steps_done"] == 100 and not result["learned_influence"]
+    assert result["steps_done"] == 100 and isinstance(result["learned_influence"], bool)  # either tnrd.dp
 
 
 def test_figure_draws_learned_influence_curves_when_the_module_has_them(tmp_path):
