@@ -236,6 +236,7 @@ class Directive:
     args: tuple = ()                # AST expressions
     kwargs: tuple = ()              # (name, AST expression, span)
     items: tuple = ()               # learn: tuples of (word, span)
+    item_options: tuple = ()        # learn: per item, (args, ((name, AST expression, span), ...)) in parentheses
     count: int | None = None        # unroll
     span: Span = field(default=NO_SPAN, compare=False)
     name_span: Span = field(default=NO_SPAN, compare=False)
@@ -253,7 +254,13 @@ class Directive:
         if self.kind == "unroll" and self.count is not None:
             return f"unroll {self.count}"
         if self.kind == "learn":
-            return "learn " + ", ".join(" ".join(w for w, _ in item) for item in self.items)
+            from dpc.grammar.unparse import unparse
+            def said(i, item):
+                args, kwargs = self.item_options[i] if i < len(self.item_options) else ((), ())
+                parts = [unparse(a) for a in args] + [f"{k} = {unparse(v)}" for k, v, _ in kwargs]
+                words = [w for w, _ in item]
+                return " ".join([words[0] + (f"({', '.join(parts)})" if parts else ""), *words[1:]])
+            return "learn " + ", ".join(said(i, item) for i, item in enumerate(self.items))
         if self.kind == "output":
             return f"output {self.name or unparse(self.args[0])}"
         head = f"{self.kind} {self.target} -> {self.name}" if self.kind == "relax" else f"{self.kind} {self.name}"

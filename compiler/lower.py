@@ -830,6 +830,8 @@ class _Lowering:
             args=s.args,
             kwargs=tuple((k.id, v, k.span) for k, v in s.kwargs),
             items=tuple(tuple((w.id, w.span) for w in item) for item in s.items),
+            item_options=tuple((args, tuple((k.id, v, k.span) for k, v in kwargs))
+                               for args, kwargs in s.item_options),
             count=s.count,
             span=s.span,
             name_span=s.name.span if s.name is not None else s.span,

@@ -181,6 +181,7 @@ class DirectiveStmt(Stmt):
     args: tuple[Expr, ...] = ()
     kwargs: tuple[tuple[Ident, Expr], ...] = ()
     items: tuple[tuple[Ident, ...], ...] = ()
+    item_options: tuple = ()  # learn: per item, (args, kwargs) of the parentheses after its first word
     count: int | None = None
 
 

@@ -193,10 +193,13 @@ class _ToAst(Transformer_NonRecursive):  # iterative: a sum of 1000 terms is a t
         return self._directive("backward", meta, ch, name=self._id(ch[0]))
 
     def learn(self, meta, ch):
-        return self._directive("learn", meta, ch, items=tuple(ch))
+        # each item: its words, and the options in parentheses after its first word (learn influence(rbfs = 63))
+        return self._directive("learn", meta, ch, items=tuple(words for words, _ in ch),
+                               item_options=tuple(options for _, options in ch))
 
     def learn_item(self, meta, ch):
-        return tuple(self._id(t) for t in ch)
+        options = next((c for c in ch if isinstance(c, tuple)), ((), ()))
+        return tuple(self._id(t) for t in ch if not isinstance(t, tuple)), options
 
     def output(self, meta, ch):
         # `output z` names a var (name is set, as before); `output x - D.T @ u` is an expression (args)

@@ -22,7 +22,7 @@ STATEMENTS = ("minimize", "subject", "update", "derive", "relax", "adapt", "unro
 # `s in SET` (dpc.lower.SETS) and `relax SET -> ...`; a set name is an ordinary name elsewhere.
 SETS = ("nonneg", "box", "onehot", "simplex", "binary", "ball", "l1ball", "sparse")
 # The words of a learn list that are forms or tying, not names (dpc.passes.learn; `except`: thresholds.EXCEPT).
-LEARN_WORDS = ("weights", "stepsizes", "coupled", "tied", "untied", "except")
+LEARN_WORDS = ("weights", "stepsizes", "coupled", "influence", "shrink", "tied", "untied", "except")
 
 _NAME = r"[A-Za-z_][A-Za-z_0-9]*"
 
@@ -76,6 +76,9 @@ class DpLexer(RegexLexer):
             (r"\r?\n", Whitespace, "#pop"),
             (words(LEARN_WORDS, suffix=r"\b"), Keyword.Pseudo),
             (_NAME, Name.Variable),
-            (r",", Punctuation),
+            (r"([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+", Number.Float),
+            (r"[0-9]+", Number.Integer),  # learn influence(rbfs = 63, range = 310)
+            (r"=", Operator),
+            (r"[(),]", Punctuation),
         ],
     }

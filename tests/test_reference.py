@@ -262,7 +262,11 @@ def test_example_modules_agree_with_reference(path: pathlib.Path):
             got = net(*args, trace=True)
         want = evaluate(program, inputs, params, weights=weights, trace=True, dims=dims)
         assert len(got) == len(want)
-        assert all(close(g.numpy(), w) for g, w in zip(got, want)), path.name
+        # learned RBF functions (tnrd.dp's learn influence): the module sums the 10 centres nearest each value,
+        # the reference all of them, within 7.5e-6 max|W| of each other: 1e-5 of the values there
+        rbf = any(isinstance(d.value, atoms.RbfFit) for d in program.of_kind("weight"))
+        assert all(close(g.numpy(), w, 1e-5 * max(1.0, np.abs(w).max()) if rbf else TOL)
+                   for g, w in zip(got, want)), path.name
     read = {s.name for s in program.objective.free_symbols} if program.objective is not None else set()
     if program.objective is not None and {d.name for d in program.states} & read == {program.output}:
         states = {program.output: got[-1].numpy()}

@@ -96,7 +96,17 @@ def write_init(code: Code, out: Lines):
     _lets(code, out, printer)
     if p.of_kind("weight"):
         out("# learned weights, initialised to their values in the algorithm", 2)
+    fit_errors: dict[str, list[str]] = {}
     for w in p.of_kind("weight"):
+        if isinstance(w.value, atoms.RbfFit):  # learn influence / shrink: the fit runs here, from the hypers' values
+            target, r, rbfs, rows, kind = w.value.args
+            out(f"{w.name}_target = {code.expr(printer, target, w)}  # the function {w.name} replaces, on its grid", 2)
+            out(f"{w.name}, {w.name}_fit_error = {code.use('_rbf_fit')}({w.name}_target, {float(r)!r}, {int(rbfs)}, "
+                f"{code.expr(printer, rows, w)})", 2)
+            tensor = f"{w.name}.to({scalar})"
+            fit_errors.setdefault(_RBF_ATTRIBUTE[int(kind)], []).append(w.name)
+            out(f"self.{w.name} = {_per_layer(code, w.name, tensor) if w.per_layer else f'nn.Parameter({tensor})'}", 2)
+            continue
         value = code.expr(printer, w.value, w)
         tensor = value
         if not graph.names_in(w.value) & plan.init_tensors and not isinstance(w.value, atoms.InitialValue):
@@ -106,6 +116,11 @@ def write_init(code: Code, out: Lines):
         else:
             tensor = tensor if tensor.isidentifier() else f"({tensor})"  # 2 * C / tau: clone the whole value
             out(f"self.{w.name} = nn.Parameter({tensor}.clone())", 2)
+    for attribute, names in fit_errors.items():  # the initial fits' largest errors on their grids
+        out(f"self.{attribute} = {{{', '.join(f'{n!r}: {n}_fit_error' for n in names)}}}", 2)
+
+
+_RBF_ATTRIBUTE = {0: "influence_fit_error", 1: "shrink_fit_error"}  # learn influence, learn shrink (RbfFit's kind)
 
 
 def _lets(code: Code, out: Lines, printer: TorchPrinter):

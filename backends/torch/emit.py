@@ -64,6 +64,7 @@ def _write_class(code: Code, out: Lines, source_name: str):
     if p.objective is not None:
         out()
         write_objective(code, out)
+    _write_curves(code, out)
     out()
     out("def extra_repr(self):", 1)
     call = set(code.plan.call_dims())  # read from the inputs at every call: not the module's
@@ -76,3 +77,27 @@ def _write_class(code: Code, out: Lines, source_name: str):
         out("def __repr__(self):", 1)
         out(f'"""print(net): every per-layer nn.ParameterList on one line, not a line per layer."""', 2)
         out(f"return {code.use('_module_repr')}(self)", 2)
+
+
+def _write_curves(code: Code, out: Lines):
+    """learn influence / learn shrink: influence_curves(z=None) / shrink_curves(z=None), the learned functions
+    sampled for plotting (atoms' _rbf_curves)."""
+    from dpc import atoms
+    forms = {}
+    for w in code.p.of_kind("weight"):
+        if isinstance(w.value, atoms.RbfFit):
+            forms.setdefault(int(w.value.args[4]), []).append((w.name, float(w.value.args[1])))
+    for kind, weights in sorted(forms.items()):
+        method = ("influence_curves", "shrink_curves")[kind]
+        what = "phi(z) of each learned influence function" if kind == 0 else "the learned shrinkage z - psi(z)"
+        ranges = {r for _, r in weights}
+        out()
+        out(f"def {method}(self, z=None):", 1)
+        out(f'"""For plotting: z (n,) (default: 1001 points of [-1.2 range, 1.2 range]) and {what}, values '
+            f'(layers, rows, n), float64; {"several weights: a dict name -> (z, values)" if len(weights) > 1 else "one weight: the pair (z, values)"}."""', 2)
+        if len(ranges) == 1:
+            out(f"return {code.use('_rbf_curves')}(self, {tuple(n for n, _ in weights)!r}, {ranges.pop()!r}, z, "
+                f"{kind == 1})", 2)
+        else:
+            parts = ", ".join(f"{n!r}: {code.use('_rbf_curves')}(self, ({n!r},), {r!r}, z, {kind == 1})" for n, r in weights)
+            out(f"return {{{parts}}}", 2)

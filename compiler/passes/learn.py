@@ -24,6 +24,7 @@ import sympy as sp
 from dpc import algebra, atoms
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.learn_coupled import learn_coupled
+from dpc.passes.learn_rbf import learn_influence, learn_shrink
 from dpc.passes.learn_stepsizes import learn_stepsizes
 from dpc.passes.solves import close_solves, open_solves
 from dpc.passes.thresholds import TYING, Tying, fail, inline_temps, map_thresholds, weight, weight_tying, with_learned
@@ -33,9 +34,12 @@ def learn(program: Program, directive: Directive) -> Program:
     name_tying = _name_tying(program, directive.items)
     for item in directive.items:
         form = LEARN_FORMS.get(item[0][0])
+        _no_options(program, directive, item)
         if form is not None:
-            learned = [d.name for d in program.of_kind("weight")]
-            if learned:  # linearising an update a second time would learn copies of the learned weights
+            # linearising an update a second time would learn copies of the learned weights; learned
+            # nonlinearities (learn influence, shrink: RBF weights) linearise nothing
+            learned = [d.name for d in program.of_kind("weight") if not isinstance(d.value, atoms.RbfFit)]
+            if learned and item[0][0] not in RBF_FORMS:  # linearising an update a second time would learn copies of the learned weights
                 raise fail(program, f"learn {item[0][0]}: the update's weights are already learned "
                            f"({', '.join(learned)})", item[0][1],
                            "say learn weights (or stepsizes, or coupled) once")
@@ -43,6 +47,16 @@ def learn(program: Program, directive: Directive) -> Program:
         else:
             program = _learn_name(program, *item[0], name_tying.get(id(item)))
     return program
+
+
+def _no_options(program: Program, directive: Directive, item) -> None:
+    """Only learn influence and learn shrink take options in parentheses."""
+    index = directive.items.index(item)
+    args, kwargs = directive.item_options[index] if index < len(directive.item_options) else ((), ())
+    if (args or kwargs) and item[0][0] not in RBF_FORMS:
+        where = args[0].span if args else kwargs[0][2]
+        raise fail(program, f"learn {item[0][0]} takes no options in parentheses", where,
+                   f"write learn {' '.join(w for w, _ in item)}")
 
 
 def _name_tying(program: Program, items) -> dict[int, bool | None]:
@@ -187,4 +201,6 @@ def _multiplied_on_the_right(term, v) -> bool:
 
 
 # `learn FORM ...`: the first word picks the form; any other first word names a param or hyper.
-LEARN_FORMS = {"weights": _learn_weights, "stepsizes": learn_stepsizes}
+LEARN_FORMS = {"weights": _learn_weights, "stepsizes": learn_stepsizes, "influence": learn_influence,
+               "shrink": learn_shrink}
+RBF_FORMS = ("influence", "shrink")  # learned nonlinearities (passes/learn_rbf.py), options in parentheses
