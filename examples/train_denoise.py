@@ -20,7 +20,8 @@ The script
    module has `influence_curves` (learn influence), the learned influence functions of a few filters per
    stage; otherwise the last stage's learned filters.
 
-    python examples/train_denoise.py                       # the recipe: sigma 25, 1600 steps (about 25 min)
+    python examples/train_denoise.py                       # the recipe: sigma 25, 1600 steps
+    python examples/train_denoise.py --budget 1740         # ... stopped after 29 minutes of training
     python examples/train_denoise.py --steps 400           # a shorter run
     python examples/train_denoise.py --sigma 50 --no-bm3d
     python examples/train_denoise.py --quick --no-bm3d     # tiny sizes, seconds (the tests run it)
