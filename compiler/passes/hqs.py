@@ -24,7 +24,7 @@ from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, positive_scalar
 from dpc.passes.operator_solve import OperatorSystem, operator_solve, solve_option, system_requirements
 from dpc.passes.prox import NoProx, build_prox
-from dpc.passes.splitting import fail, hessian_requirements
+from dpc.passes.splitting import fail, hessian_requirements, splitting_methods
 from dpc.printing import math
 
 
@@ -54,9 +54,10 @@ def derive_hqs(program: Program, directive: Directive) -> Program:
     system = system.plus(split)
     with_operators = bool(system.grams)
     if system.dense is not None and identity_multiple(system.dense) is None:
+        admm = splitting_methods(program, directive, ("admm",))
         raise fail(p, f"derive hqs: the {z.name}-step would solve with the dense matrix "
-                   f"{math(system.dense)} + ..., which changes with the layer", directive.span,
-                   f"write `derive admm(rho = 1)` in place of `{directive.label()}`: its matrix is factored once")
+                   f"{math(system.dense.subs(atoms.LAYER, sp.Symbol('t')))}, which changes with the layer t", directive.span,
+                   f"write `{admm[0]}` in place of `{directive.label()}`: its matrix is factored once" if admm else None)
     p = system_requirements(p, directive, system, f"the {z.name}-step's system")
     try:
         prox, prox_text = build_prox([c.penalty], None, 1 / beta)

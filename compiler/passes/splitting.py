@@ -131,15 +131,15 @@ def _no_prox(program, term, var, directive=None):
                 program.span_of_term(term) or _span_containing(program, term), hint)
 
 
-def splitting_methods(program, directive) -> list[str]:
-    """The directives `derive pdhg` and `derive admm(rho = 1)`, each that derives this program (f(z) + g(K z)
-    with a quadratic f), for a hint in place of `directive`."""
+def splitting_methods(program, directive, names=("pdhg", "admm")) -> list[str]:
+    """The directives `derive pdhg` and `derive admm(rho = 1)` (of `names`), each that derives this program
+    (f(z) + g(K z) with a quadratic f), for a hint in place of `directive`."""
     from dpc.grammar import ast
     from dpc.passes.derive import METHODS
     found = []
     rho = (("rho", ast.Number(directive.span, "1"), directive.span),)
     for name, kwargs in (("pdhg", ()), ("admm", rho)):
-        if name not in METHODS or name == directive.name:
+        if name not in METHODS or name == directive.name or name not in names:
             continue
         candidate = Directive("derive", name, kwargs=kwargs, span=directive.span, name_span=directive.name_span)
         try:
