@@ -2040,62 +2040,95 @@ def rbf_fit_points(rbfs: int) -> int:
 
 RBF_PARTS = helper("_rbf_parts", '''
 def _rbf_parts(z, W, r):
-    """What _rbf's sum and its backward read: each z's 10 nearest centres (j = n - 4 .. n + 5, n = floor(t),
-    t = (z + r) / gamma the position of z in units of the spacing, clamped to [-5, M + 4]), their weights
-    (..., 10), their distances t - j and Gaussians exp(-(t - j)^2 / 2), and where t was not clamped. W (c, M):
-    c = 1 applies its one row to every entry of z, c > 1 row i to channel i (axis -3) of z."""
-    R = 5
+    """Where each z sits among the M = W.shape[-1] centres, in units of their spacing gamma = 2r / (M - 1): t = (z + r)
+    / gamma clamped to [-5, M + 4], its integer part n and fraction f in [0, 1), the row `first` of _rbf_tables that
+    holds its window of the 10 nearest centres (n - 4 .. n + 5), whether t was clamped. W (c, M): c = 1 applies its
+    one row to all of z, c > 1 row i to channel i (axis -3) of z."""
     c, M = W.shape
     step = 2.0 * r / (M - 1)
     t = (z + r) / step
-    tc = t.clamp(-R, M - 1 + R)
+    tc = t.clamp(-5, M + 4)
     n = tc.detach().floor()
-    offsets = torch.arange(1 - R, R + 1, dtype=z.dtype, device=z.device)
-    distance = (tc - n).unsqueeze(-1) - offsets
-    terms = torch.exp(-0.5 * distance.square())
-    width = M + 4 * R  # a row of W padded by 2R zeros each side: centre j at j + 2R
-    first = n.long().clamp(-R, M - 1 + R) + (R + 1)  # the window's first centre, padded; the clamp keeps NaNs in range
+    first = n.long().clamp(-5, M + 4) + 6  # the clamp keeps a NaN's index in range (its value stays NaN)
     if c > 1:
         if z.dim() < 3 or z.shape[-3] != c:
             raise ValueError(f"W has {c} rows (one per channel) but z has shape {tuple(z.shape)}: channels on axis -3")
-        first = first + torch.arange(c, device=z.device).view(c, 1, 1) * width
-    index = first.unsqueeze(-1) + torch.arange(2 * R, device=z.device)
-    weights = torch.take(F.pad(W, (2 * R, 2 * R)), index)
-    inside = (t > -R) & (t < M - 1 + R)
-    return weights, distance, terms, index, inside, step
+        first = first + torch.arange(c, device=z.device).view(c, 1, 1) * (M + 11)
+    return tc - n, first, t != tc, step
 ''')
+
+RBF_TABLES = helper("_rbf_tables", '''
+def _rbf_tables(W):
+    """tables[i, m] = exp(-(i - 4)^2 / 2) W[centre m - 10 + i] (0 past the ends), i = 0 .. 9, m = 0 .. M + 10 per
+    row of W (c (M + 11) columns): window m's i-th centre and its Gaussian's constant factor, so that with t = n + f,
+    exp(-(t - centre)^2 / 2) = exp(-f^2 / 2 - 4 f) exp(f)^i exp(-(i - 4)^2 / 2), the sum over a window is
+    exp(-f^2 / 2 - 4 f) times a polynomial in exp(f) (Horner: 10 gathers and multiply-adds on z-sized tensors)."""
+    offsets = torch.arange(-4, 6, dtype=W.dtype, device=W.device)
+    windows = F.pad(W, (10, 10)).unfold(-1, 10, 1) * torch.exp(-0.5 * offsets.square())  # (c, M + 11, 10)
+    return windows.reshape(-1, 10).t().contiguous(), offsets
+''')
+
+RBF_EVAL = helper("_rbf_eval", '''
+def _rbf_eval(z, W, r, slope):
+    """phi(z) by the 10 nearest centres (see _rbf_tables), and with slope its derivative in z (0 where clamped)."""
+    f, first, clamped, step = _rbf_parts(z, W, r)
+    tables, offsets = _rbf_tables(W)
+    q = f.exp()
+    acc = torch.take(tables[9], first)
+    dacc = acc * offsets[9] if slope else None
+    for i in range(8, -1, -1):
+        entry = torch.take(tables[i], first)
+        acc = torch.addcmul(entry, acc, q)
+        if slope:
+            dacc = torch.addcmul(entry * offsets[i], dacc, q)
+    scale = torch.exp(f * (-0.5 * f - 4))
+    phi = scale * acc
+    if not slope:
+        return phi, None
+    return phi, torch.where(clamped, 0, scale * (dacc - f * acc) / step)
+''', needs=("_rbf_parts", "_rbf_tables"))
 
 RBF_FUNCTION = helper("_RBFLocal", '''
 class _RBFLocal(torch.autograd.Function):
-    """_rbf with a written-out backward: the gradient in z is the same 10 terms times their slopes, that in W
-    one index_add_ of grad * terms into the centres' rows (no gather's index bookkeeping); recomputes the
-    parts from z and W (saves nothing 10 times z's size)."""
+    """_rbf with a written-out backward: phi's slope in z comes out of forward's Horner loop (a second polynomial,
+    one z-sized tensor saved); the gradient in W is 10 index_add_ of grad * each centre's Gaussian into the
+    tables' rows, folded back onto W (no gather's index bookkeeping, nothing 10 times z's size)."""
 
     @staticmethod
-    def forward(z, W, r):
-        weights, _, terms, _, _, _ = _rbf_parts(z, W, r)
-        return (weights * terms).sum(-1)
+    def forward(z, W, r, slope):
+        return _rbf_eval(z, W, r, slope)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        z, W, r = inputs
-        ctx.save_for_backward(z, W)
+        z, W, r, slope = inputs
+        ctx.mark_non_differentiable(output[1]) if output[1] is not None else None
+        ctx.save_for_backward(z, W, output[1])
         ctx.r = r
 
     @staticmethod
-    def backward(ctx, grad):
-        z, W = ctx.saved_tensors
-        weights, distance, terms, index, inside, step = _rbf_parts(z, W, ctx.r)
+    def backward(ctx, grad, _):
+        z, W, dphi = ctx.saved_tensors
         grad_z = grad_W = None
-        if ctx.needs_input_grad[0]:  # d/dz exp(-(t - j)^2 / 2) = -(t - j) exp(...) / gamma
-            grad_z = torch.where(inside, grad * (weights * terms * distance).sum(-1) / -step, 0)
+        if ctx.needs_input_grad[0]:
+            grad_z = grad * dphi
         if ctx.needs_input_grad[1]:
             c, M = W.shape
-            flat = torch.zeros(c * (M + 20), dtype=W.dtype, device=W.device)
-            flat.index_add_(0, index.reshape(-1), (grad.unsqueeze(-1) * terms).reshape(-1))
-            grad_W = flat.view(c, M + 20)[:, 10:10 + M]
-        return grad_z, grad_W, None
-''', needs=("_rbf_parts",))
+            f, first, _, _ = _rbf_parts(z, W, ctx.r)
+            q, index = f.exp(), first.reshape(-1)
+            term = grad * torch.exp(f * (-0.5 * f - 4))
+            rows = torch.zeros(10, c * (M + 11), dtype=W.dtype, device=W.device)
+            for i in range(10):  # rows[i, m]: the gradient of tables[i, m]
+                rows[i].index_add_(0, index, term.reshape(-1))
+                if i < 9:
+                    term = term * q
+            offsets = torch.arange(-4, 6, dtype=W.dtype, device=W.device)
+            windows = (rows.t() * torch.exp(-0.5 * offsets.square())).reshape(c, M + 11, 10)
+            padded = torch.zeros(c, M + 20, dtype=W.dtype, device=W.device)
+            for i in range(10):  # window m's i-th entry is padded centre m + i
+                padded[:, i:i + M + 11] += windows[:, :, i]
+            grad_W = padded[:, 10:10 + M]
+        return grad_z, grad_W, None, None
+''', needs=("_rbf_parts", "_rbf_eval"))
 
 RBF = helper("_rbf", '''
 def _rbf(z, W, r):
@@ -2104,10 +2137,9 @@ def _rbf(z, W, r):
     5 gamma away, so the result is within 7.5e-6 max|W| of the full sum. W (c, M): one row for all of z, or row i
     for channel i (axis -3)."""
     if torch.is_grad_enabled() and (z.requires_grad or W.requires_grad):
-        return _RBFLocal.apply(z, W, r)
-    weights, _, terms, _, _, _ = _rbf_parts(z, W, r)
-    return (weights * terms).sum(-1)
-''', needs=("_RBFLocal", "_rbf_parts"))
+        return _RBFLocal.apply(z, W, r, z.requires_grad)[0]
+    return _rbf_eval(z, W, r, False)[0]
+''', needs=("_RBFLocal", "_rbf_eval"))
 
 
 class Rbf(VectorAtom):
