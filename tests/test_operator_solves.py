@@ -288,7 +288,9 @@ SIZES = [(2, 9, 11), (3, 16, 12)]
 def test_deconv_compile_dynamic_and_export(tmp_path):
     torch.manual_seed(0)
     k = torch.rand(5, 5, dtype=torch.float64)
-    net = build(tmp_path, deconv_text(learn=True), "deconv.dp")(k=k / k.sum(), D=torch.tensor(derivative_filters()))
+    net = build(tmp_path, deconv_text(learn=True), "deconv.dp")(k=k / k.sum(), D=torch.tensor(derivative_filters()),
+                                                                steps=3)
+    assert len([p for p in net.parameters() if p.requires_grad]) == 3  # learn shrink untied: psi per stage
     net = net.double()
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager", dynamic=True)
     for size in SIZES:
@@ -317,3 +319,10 @@ def test_train_deconv_quick_runs():
                          timeout=600, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| **average** |" in out.stdout and "learned shrinkage - untrained HQS" in out.stdout
+
+
+def test_fft_vs_cg_benchmark_quick_runs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fft_vs_cg
+    rows = fft_vs_cg.main(["--quick"])
+    assert len(rows) == 2 and all(isinstance(r[2], int) for r in rows)  # CG reached the FFT solution's accuracy

@@ -98,6 +98,24 @@ def write_init(code: Code, out: Lines):
         out("# learned weights, initialised to their values in the algorithm", 2)
     fit_errors: dict[str, list[str]] = {}
     for w in p.of_kind("weight"):
+        if isinstance(w.value, atoms.RbfFit) and w.value.has(atoms.LAYER) and w.per_layer:
+            # the function replaced changes with the layer (derive hqs's threshold lam/beta_t): one fit per layer
+            target, r, rbfs, rows, kind = w.value.args
+            printer.names[atoms.LAYER.name] = "(layer + 1)"
+            try:
+                fit = (f"{code.use('_rbf_fit')}({code.expr(printer, target, w)}, {float(r)!r}, {int(rbfs)}, "
+                       f"{code.expr(printer, rows, w)})")
+            finally:
+                printer.names.pop(atoms.LAYER.name)
+            out(f"{w.name}_fits = [{fit} for layer in range(steps)]  # the function {w.name} replaces at each layer", 2)
+            out(f"{w.name}_fit_error = max(e for _, e in {w.name}_fits)", 2)
+            fit_errors.setdefault(_RBF_ATTRIBUTE[int(kind)], []).append(w.name)
+            tensor = f"torch.stack([f for f, _ in {w.name}_fits]).to({scalar})"
+            if w.name in plan.stacked:
+                out(f"self.{w.name} = nn.Parameter({tensor})", 2)
+            else:
+                out(f"self.{w.name} = nn.ParameterList(nn.Parameter(f.clone()) for f in {tensor})", 2)
+            continue
         if isinstance(w.value, atoms.RbfFit):  # learn influence / shrink: the fit runs here, from the hypers' values
             target, r, rbfs, rows, kind = w.value.args
             out(f"{w.name}_target = {code.expr(printer, target, w)}  # the function {w.name} replaces, on its grid", 2)
