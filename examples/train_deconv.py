@@ -210,7 +210,7 @@ def main(argv=None):
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if step % 50 == 0 or step == args.steps - 1:
                 bar.set_postfix(mse=f"{np.mean(losses[-50:]):.2f}")
     trained_s = time.time() - t0

@@ -8,7 +8,9 @@ With the split w = K z and the scaled dual u (Boyd et al. 2011, section 3.1.1):
 
 for grad f(z) = H z + b; each line reads the values the lines above it just computed. w and u start
 at 0. The matrix H + r K.T K is a let: built (and factored) once at construction when it holds no
-learned value. rho defaults to 1.
+learned value. rho defaults to 1. With operators in f or K (conv, grad2d, diff) the z-step system is solved
+matrix-free (passes/operator_solve.py): by the FFT when every operator is a circular convolution, else by
+conjugate gradients (`solve = cg(iters = k)`, 20 steps by default).
 """
 from __future__ import annotations
 
