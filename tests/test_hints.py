@@ -129,6 +129,16 @@ HINTS = [
     ("learn weights with no threshold", LASSO.replace("lam * norm1(z)", "lam * sqnorm(z)").replace(
         "derive proxgrad(step = 1/L)", "derive gd(step = 1/(L + 2*lam))") + "learn weights\n", "e.g. learn D, lam",
      "learn weights", "learn D, lam"),
+    ("learn influence with no convT(K, E(conv(K, u)))", LASSO + "learn influence\n",
+     "delete the line `learn influence`", "learn influence\n", ""),
+    ("learn shrink with no threshold", LASSO.replace("lam * norm1(z)", "lam * sqnorm(z)").replace(
+        "derive proxgrad(step = 1/L)", "derive gd(step = 1/(L + 2*lam))") + "learn D, shrink untied\n",
+     "write `learn D` in place of `learn D, shrink untied`", "learn D, shrink untied", "learn D"),
+    ("learn shrink options not named", LASSO + "learn shrink(31)\n", "write learn shrink(rbfs = 63, range = 310)",
+     "learn shrink(31)", "learn shrink(rbfs = 63, range = 310)"),
+    ("learn shrink unknown option", LASSO + "learn shrink(width = 2)\n", "write learn shrink(rbfs = 63, range = 310)",
+     "learn shrink(width = 2)", "learn shrink(rbfs = 63, range = 310)"),
+    ("options after a learned name", LASSO + "learn D(rbfs = 3)\n", "write learn D", "learn D(rbfs = 3)", "learn D"),
     ("learn weights coupled with two inputs", LASSO.replace("input x : R[m]", "input x : R[m]\ninput y : R[n]").replace(
         "lam * norm1(z)", "lam * norm1(z) - y @ z") + "learn weights coupled\n", "use learn weights untied",
      "learn weights coupled", "learn weights untied"),

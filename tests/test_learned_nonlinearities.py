@@ -19,6 +19,7 @@ torch.set_default_dtype(torch.float64)
 TNRD_TEXT = (EXAMPLES / "tnrd.dp").read_text()
 ANALYTIC_TEXT = TNRD_TEXT.replace("learn  K, lam untied, influence untied", "learn  K, lam untied")
 A, B, LAM = 0.008, 50.0, 0.05
+LEARN_LINE = TNRD_TEXT.splitlines().index("learn  K, lam untied, influence untied") + 1
 
 
 def numpy_dct_bank(k, s):
@@ -305,15 +306,15 @@ def test_explain_shows_the_replacement_the_grid_the_weights_and_the_fit_error():
 
 
 @pytest.mark.parametrize("edit, where, message, hint", [
-    (("learn  K, lam untied, influence untied", "learn  K, lam untied, shrink untied"), "29:23",
+    (("learn  K, lam untied, influence untied", "learn  K, lam untied, shrink untied"), f"{LEARN_LINE}:23",
      "learn shrink found no soft or hard threshold", "write `learn K, lam untied` in place of"),
-    (("learn  K, lam untied, influence untied", "learn  K, lam untied, influence(rbfs = 1)"), "29:40",
+    (("learn  K, lam untied, influence untied", "learn  K, lam untied, influence(rbfs = 1)"), f"{LEARN_LINE}:40",
      "rbfs must be an integer of at least 2", "e.g. rbfs = 63"),
-    (("learn  K, lam untied, influence untied", "learn  K, lam untied, influence(width = 3)"), "29:33",
+    (("learn  K, lam untied, influence untied", "learn  K, lam untied, influence(width = 3)"), f"{LEARN_LINE}:33",
      "learn influence has no option 'width'", "write learn influence(rbfs = 63, range = 310)"),
-    (("learn  K, lam untied, influence untied", "learn  K(rbfs = 3), lam untied"), "29:10",
+    (("learn  K, lam untied, influence untied", "learn  K(rbfs = 3), lam untied"), f"{LEARN_LINE}:10",
      "learn K takes no options in parentheses", "write learn K"),
-    (("a*b^2/2*sum(log1p(square(conv(K, u)/b)))", "a*sqnorm(u)"), "29:23",
+    (("a*b^2/2*sum(log1p(square(conv(K, u)/b)))", "a*sqnorm(u)"), f"{LEARN_LINE}:23",
      "learn influence found no operator adjoint", "write `learn K, lam untied` in place of"),
 ])
 def test_mistakes_are_located_errors_with_a_hint(tmp_path, edit, where, message, hint):
