@@ -10,7 +10,7 @@ The script
    the test kernels with seed 1, so no test kernel is a training one;
 3. tunes lam of the classical HQS on blurred training patches (a grid, the best mean PSNR) and starts the
    learned network from the same lam;
-4. trains on the CPU: Adam (learning rate 1e-3, halved at 60 % and 80 % of the steps), batches of 8 patches of
+4. trains on the CPU: Adam (learning rate 1e-2, halved at 60 % and 80 % of the steps), batches of 8 patches of
    64 x 64 from image_data.train_patches(2000, 64, seed=0), all blurred (circularly) by one training kernel
    drawn per batch, white noise of sigma (2.55 on [0, 255] by default) added fresh at every step, the mean
    squared error of the last stage; float32, one thread by default;
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=600, help="Adam steps")
     ap.add_argument("--batch", type=int, default=8, help="patches per batch")
     ap.add_argument("--patch", type=int, default=64, help="patch size")
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+XX
     ap.add_argument("--kernels", type=int, default=24, help="training kernels")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--test-size", type=int, default=data.TEST_SIZE, help="test crop size")
