@@ -55,7 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=600, help="Adam steps")
     ap.add_argument("--batch", type=int, default=8, help="patches per batch")
     ap.add_argument("--patch", type=int, default=64, help="patch size")
-XX
+    ap.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (the RBF weights are of the size "
+                    "of the thresholds, up to 20)")
     ap.add_argument("--kernels", type=int, default=24, help="training kernels")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--test-size", type=int, default=data.TEST_SIZE, help="test crop size")
