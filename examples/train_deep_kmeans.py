@@ -26,13 +26,19 @@ Recipe (the defaults), per seed:
     (no gradient). `--loss kmeans` uses the layer's relaxed k-means objective,
     `layer.objective(z, s)`, in place of the KL (TELL's loss; it did not help, docs/kmeans.md);
     `--tau-end` anneals tau over the epochs (it did not help either);
+    the merge fix (`--reseat`, part of the end-to-end method, label-free): at the start of each of the
+    first 25 epochs, if one cluster (argmax of s over all images) holds more than 1.5 times the mean
+    share N/K, it is taken to hold two groups: it is split in two along its principal direction and
+    the two other clusters whose merge costs least (Ward) are merged, which frees the slot
+    (`reseat_merged`; a merged start is a k-means solution, so k-means restarts keep it);
  4. clusters = argmax of s.
 
 Baselines, on the same seeds: KMeans(10, n_init=10) on the pixels; SpectralClustering
 (nearest-neighbour affinity, 10 neighbours); the two-step pipeline (step 2 above: the same
 autoencoder trained alone, then k-means on its codes); and, by default (`--no-equal-epochs` drops it),
 the two-step pipeline at equal training: the same autoencoder trained alone for 150 + 50 epochs (as
-many as end to end trains it in all), then k-means the same way. Scores: ACC (clusters matched to
+many as end to end trains it in all), then k-means the same way; and end to end without the merge fix
+(the same run; rerun only on the seeds where the fix moved, identical elsewhere). Scores: ACC (clusters matched to
 classes by the Hungarian algorithm), NMI, ARI, mean +- std over seeds, and wall time per seed
 (the autoencoder methods include their pretraining). The plot (deep_kmeans.png) shows, for the
 first seed, a 2-D t-SNE of the end-to-end codes coloured by cluster and the ten centroids
@@ -66,6 +72,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 LAYER_PROGRAM = HERE / "kmeansnet_tell.dp"
 METHODS = ("k-means (pixels)", "spectral (pixels)", "two-step (AE, then k-means)", "end to end (AE + layer)")
 EQUAL = "two-step, equal epochs"  # --equal-epochs: the autoencoder alone for pretrain + end-to-end epochs
+NOFIX = "end to end, no merge fix"  # --reseat: the same end-to-end run without reseat_merged (rerun only where it moved)
 
 
 def load_data():
@@ -161,19 +168,94 @@ def clustering_loss(layer, z, s, loss="kl"):
     return (p * (p.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).sum(-1).mean()
 
 
+def split_in_two(z, iters=10):
+    """Two halves of a set of unit codes: the sides of its principal direction, refined by spherical 2-means.
+
+    -> a boolean mask (True: the first half). Deterministic, no random restarts."""
+    centred = z - z.mean(0)
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    first = centred @ direction > 0
+    for _ in range(iters):
+        if first.all() or not first.any():
+            break
+        means = F.normalize(torch.stack([z[first].mean(0), z[~first].mean(0)]), dim=-1)
+        new = (z @ means.T).argmax(-1) == 0
+        if torch.equal(new, first):
+            break
+        first = new
+    return first
+
+
+def reseat_merged(z, C, s, max_share=1.5):
+    """The merge fix: if one cluster holds too much of the data, split it and merge the two cheapest clusters.
+
+    z: the codes of the whole data set, C: the centroids, s: the layer's output on z. A cluster whose
+    share (argmax of s) exceeds max_share times the mean share N/K is taken to hold two groups: it is
+    split in two along its principal direction (split_in_two), and the slot this needs is freed by
+    merging the two other clusters whose merge raises the k-means objective least (Ward's cost,
+    n_a n_b / (n_a + n_b) * |m_a - m_b|^2 on the unit codes). The labels are not used.
+    -> (new centroids, (big, a, b): the cluster split, and the pair merged into a; the second half goes
+    to b) or (C, None) when no cluster is too large."""
+    with torch.no_grad():
+        u = F.normalize(z, dim=-1)
+        labels = s.argmax(-1)
+        K = C.shape[0]
+        sizes = torch.bincount(labels, minlength=K)
+        big = int(sizes.argmax())
+        if sizes[big] <= max_share * len(u) / K:
+            return C, None
+        members = u[labels == big]
+        first = split_in_two(members)
+        if first.all() or not first.any():
+            return C, None
+        means = torch.stack([u[labels == j].mean(0) if sizes[j] else C[j] for j in range(K)])
+        best, pair = None, None
+        for a in range(K):
+            for b in range(a + 1, K):
+                if big in (a, b):
+                    continue
+                na, nb = float(sizes[a]), float(sizes[b])
+                cost = na * nb / max(na + nb, 1.0) * float((means[a] - means[b]).square().sum())
+                if best is None or cost < best:
+                    best, pair = cost, (a, b)
+        a, b = pair
+        new = C.clone()
+        scale = C.norm(dim=-1).mean()  # keep the centroids' norm (the cosine layer does not see it)
+        union = (labels == a) | (labels == b)
+        if union.any():  # two empty clusters merge for free: a keeps its centroid
+            new[a] = scale * F.normalize(u[union].mean(0), dim=-1)
+        new[big] = scale * F.normalize(members[first].mean(0), dim=-1)
+        new[b] = scale * F.normalize(members[~first].mean(0), dim=-1)
+        return new, (big, a, b)
+
+
 def train_end_to_end(ae, layer, x, epochs, gen, batch=128, lr=1e-4, lr_centroids=1e-3, lam=1.0, loss="kl",
-                     tau_end=None, tick=None):
+                     tau_end=None, reseat=None, reseat_epochs=None, reseats=None, tick=None):
     """Encoder, decoder and centroids together on reconstruction + lam * clustering loss; -> per-epoch losses.
 
-    tau_end: anneal the layer's temperature geometrically, epoch by epoch, from layer.tau to tau_end."""
+    tau_end: anneal the layer's temperature geometrically, epoch by epoch, from layer.tau to tau_end.
+    reseat: the merge fix (reseat_merged with max_share=reseat), checked at the start of each of the first
+    reseat_epochs epochs (default: the first half) on the codes of all of x; each move is appended to the
+    list reseats as (epoch, big, a, b), and the optimiser's state for the centroids is cleared."""
     model = nn.Sequential(ae.encoder, layer)  # image -> cluster probabilities
     optimiser = torch.optim.Adam([{"params": ae.parameters(), "lr": lr},
                                   {"params": layer.parameters(), "lr": lr_centroids}])
     history = []
     tau = layer.tau
+    reseat_epochs = epochs // 2 if reseat_epochs is None else reseat_epochs
     for epoch in range(epochs):
         if tau_end is not None:
             layer.tau = tau * (tau_end / tau) ** (epoch / max(1, epochs - 1))
+        if reseat is not None and epoch < reseat_epochs:
+            with torch.no_grad():
+                z_all = ae.encoder(x)
+                C, move = reseat_merged(z_all, layer.C, layer(z_all), reseat)
+            if move is not None:
+                with torch.no_grad():
+                    layer.C.copy_(C)
+                optimiser.state.pop(layer.C, None)  # Adam's moments for the old centroids
+                if reseats is not None:
+                    reseats.append((epoch, *move))
         total = 0.0
         for idx in batches(len(x), batch, gen):
             xb = x[idx]
@@ -220,14 +302,27 @@ def run_seed(X, y, seed, args, Layer, tick=None):
         times[EQUAL] = time.perf_counter() - t3 + times[METHODS[2]]
         t3 = time.perf_counter()
 
+    reseat = args.reseat or None
+    start = (copy.deepcopy(ae), gen.get_state()) if reseat else None
     layer = Layer(C=torch.as_tensor(km.cluster_centers_, dtype=torch.float32), tau=args.tau)
+    moves = []
     model, history = train_end_to_end(ae, layer, x, args.epochs, gen, lam=args.lam, loss=args.loss,
-                                      tau_end=args.tau_end, tick=tick)
+                                      tau_end=args.tau_end, reseat=reseat, reseats=moves, tick=tick)
     with torch.no_grad():
         clusters = model(x).argmax(-1).numpy()
     results[METHODS[3]] = scores(y, clusters)
     times[METHODS[3]] = time.perf_counter() - t3 + times[METHODS[2]]  # its pretraining included
-    return results, times, (ae, layer, clusters, history)
+    if reseat:  # the same run without the merge fix: identical unless the fix moved, so rerun only then
+        results[NOFIX], times[NOFIX] = results[METHODS[3]], times[METHODS[3]]
+        if moves:
+            t4 = time.perf_counter()
+            plain = Layer(C=torch.as_tensor(km.cluster_centers_, dtype=torch.float32), tau=args.tau)
+            plain_model, _ = train_end_to_end(start[0], plain, x, args.epochs, torch.Generator().set_state(start[1]),
+                                              lam=args.lam, loss=args.loss, tau_end=args.tau_end)
+            with torch.no_grad():
+                results[NOFIX] = scores(y, plain_model(x).argmax(-1).numpy())
+            times[NOFIX] = time.perf_counter() - t4 + times[METHODS[2]]
+    return results, times, (ae, layer, clusters, history, moves)
 
 
 def table(rows, times) -> str:
@@ -259,7 +354,7 @@ def plot(path, X, y, pieces, seed, projection="tsne"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    ae, layer, clusters, _ = pieces
+    ae, layer, clusters = pieces[:3]
     Z = codes(ae.encoder, torch.as_tensor(X))
     if projection == "tsne":
         from sklearn.manifold import TSNE
@@ -308,6 +403,10 @@ def main(argv=None):
     parser.add_argument("--equal-epochs", action=argparse.BooleanOptionalAction, default=True,
                         help="add the two-step pipeline with the autoencoder trained alone for pretrain + end-to-end "
                         "epochs (the same training length as end to end)")
+    parser.add_argument("--reseat", type=float, default=1.5,
+                        help="the merge fix: a cluster holding more than this many times the mean share N/K is split "
+                        "along its principal direction and the two cheapest clusters (Ward) merged, checked each epoch "
+                        "of the first half of end-to-end training (default 1.5; 0 turns it off)")
     parser.add_argument("--lam", type=float, default=1.0, help="weight of the clustering loss")
     parser.add_argument("--dim", type=int, default=16, help="code dimension")
     parser.add_argument("--loss", choices=("kl", "kmeans"), default="kl",
@@ -326,7 +425,7 @@ def main(argv=None):
     X, y = load_data()
     Layer = load_layer()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    methods = METHODS[:3] + (EQUAL,) * args.equal_epochs + METHODS[3:]
+    methods = METHODS[:3] + (EQUAL,) * args.equal_epochs + (NOFIX,) * bool(args.reseat) + METHODS[3:]
     rows = {m: [] for m in methods}
     times = {m: [] for m in methods}
     first = None
@@ -339,7 +438,8 @@ def main(argv=None):
                 rows[m].append(results[m])
                 times[m].append(seconds[m])
             bar.write(f"seed {seed}: " + " | ".join(
-                f"{m.split(' (')[0]} ACC={results[m]['ACC']:.3f} NMI={results[m]['NMI']:.3f}" for m in methods))
+                f"{m.split(' (')[0]} ACC={results[m]['ACC']:.3f} NMI={results[m]['NMI']:.3f}" for m in methods)
+                + "".join(f" | merge fix at epoch {e}: cluster {big} split, {a} and {b} merged" for e, big, a, b in pieces[4]))
     print(f"\ndigits (1797 images, 10 classes), {len(seeds)} seed(s) {seeds.start}..{seeds.stop - 1}, "
           f"mean ± std over seeds")
     print(table(rows, times))

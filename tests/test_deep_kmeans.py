@@ -115,3 +115,59 @@ def test_tau_annealing_ends_at_tau_end_and_the_default_keeps_tau(script):
     layer = script.load_layer()(C=torch.as_tensor(C, dtype=torch.float32), tau=0.2)
     script.train_end_to_end(ae, layer, x, 2, gen)
     assert layer.tau == 0.2
+
+
+def test_the_merge_fix_splits_a_merged_cluster_and_merges_a_split_one(script):
+    """Four groups on the unit sphere, clustered with two of them in one cluster and one cut in two:
+    reseat_merged splits the big cluster along its principal direction and merges the two halves."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(6)[:4] * 3.0
+    groups = np.repeat(np.arange(4), 50)
+    z = centres[groups] + 0.3 * rng.standard_normal((200, 6))
+    u = z / np.linalg.norm(z, axis=1, keepdims=True)
+    # the wrong clustering: groups 0 and 1 in cluster 0, group 3 cut in two (clusters 2 and 3) by its first noise axis
+    cut = u[:, 4] > np.median(u[groups == 3, 4])
+    wrong = np.where(groups <= 1, 0, np.where(groups == 2, 1, np.where(cut, 2, 3)))
+    C = np.stack([u[wrong == j].mean(0) for j in range(4)])
+    s = np.eye(4)[wrong]  # one-hot: the assignments
+    new, move = script.reseat_merged(torch.as_tensor(z), torch.as_tensor(C), torch.as_tensor(s), max_share=1.5)
+    assert move is not None
+    big, a, b = move
+    assert big == 0 and {a, b} == {2, 3}, move
+    # the new centroids' nearest-centroid clustering recovers the four groups exactly (up to names)
+    un = new / new.norm(dim=-1, keepdim=True)
+    labels = (torch.as_tensor(u) @ un.T).argmax(-1).numpy()
+    assert script.cluster_accuracy(groups, labels) == 1.0
+    # an independent check of the split: numpy's principal direction of cluster 0 separates groups 0 and 1
+    members = u[wrong == 0]
+    direction = np.linalg.svd(members - members.mean(0))[2][0]
+    side = (members - members.mean(0)) @ direction > 0
+    assert script.cluster_accuracy(groups[wrong == 0], side.astype(int)) == 1.0
+    # a balanced clustering is left alone
+    C_right = np.stack([u[groups == j].mean(0) for j in range(4)])
+    same, none = script.reseat_merged(torch.as_tensor(z), torch.as_tensor(C_right),
+                                      torch.as_tensor(np.eye(4)[groups]), max_share=1.5)
+    assert none is None and torch.equal(same, torch.as_tensor(C_right))
+
+
+def test_the_merge_fix_inside_training_moves_in_the_checked_epochs_and_keeps_the_centroids_finite(script):
+    """All images in one cluster, the other nine empty (merging two empty clusters costs nothing: that case
+    once gave NaN centroids)."""
+    torch.set_default_dtype(torch.float32)
+    X, _ = script.load_data()
+    x = torch.as_tensor(X[:300])
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    ae = script.AutoEncoder(dim=8, hidden=(32, 16))
+    script.pretrain(ae, x, 3, gen)
+    Z = script.codes(ae.encoder, x)
+    # a start with one centroid for almost everything: the other nine are the codes of single images, pushed away
+    C = np.concatenate([Z.mean(0, keepdims=True), -Z[:9]])
+    layer = script.load_layer()(C=torch.as_tensor(C, dtype=torch.float32), tau=0.2)
+    moves = []
+    script.train_end_to_end(ae, layer, x, 4, gen, reseat=1.5, reseat_epochs=2, reseats=moves)
+    assert 1 <= len(moves) <= 2 and all(m[0] < 2 for m in moves), moves
+    assert torch.isfinite(layer.C).all()
+    with torch.no_grad():
+        sizes = np.bincount(layer(ae.encoder(x)).argmax(-1).numpy(), minlength=10)
+    assert sizes.max() < 300, sizes  # the one cluster was split
