@@ -323,3 +323,17 @@ def test_mistakes_are_located_errors_with_a_hint(tmp_path, edit, where, message,
     done = _dpc("check", str(path))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"bad.dp:{where}:" in done.stderr and message in done.stderr and hint in done.stderr, done.stderr
+
+
+def test_the_fuzz_judge_compares_a_learned_influence_program_at_the_local_sums_tolerance():
+    """The fuzzer mutates examples/tnrd.dp: its module (10 nearest centres) and the reference (all of them) differ
+    by ~1e-6 of the output, so the judge compares such programs to RBF_RTOL, not RTOL (where they mismatch)."""
+    import dpc.fuzz.check as check
+    text = TNRD_TEXT.replace("influence untied", "influence(rbfs = 21, range = 40) tied")
+    assert check.classify(text, seed=0).outcome == "ok"
+    strict = check.RBF_RTOL
+    try:
+        check.RBF_RTOL = check.RTOL
+        assert check.classify(text, seed=0).outcome == "mismatch"
+    finally:
+        check.RBF_RTOL = strict
