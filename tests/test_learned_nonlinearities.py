@@ -337,3 +337,78 @@ def test_the_fuzz_judge_compares_a_learned_influence_program_at_the_local_sums_t
         assert check.classify(text, seed=0).outcome == "mismatch"
     finally:
         check.RBF_RTOL = strict
+
+
+SMOOTH_TV = """network SmoothTV
+dims h, w
+input f : R[h, w]
+hyper eps = 10
+var u : R[h, w] = f
+minimize 1/2*sqnorm(u - f) + eps^2/2*sum(log1p(square(grad2d(u)/eps)))
+derive gd(step = 0.1)
+unroll 4
+learn influence(rbfs = 41, range = 100) untied
+output u
+"""
+SMOOTH_1D = """network Smooth1
+dims n
+input f : R[n]
+var u : R[n] = f
+minimize 1/2*sqnorm(u - f) + sum(logcosh(diff(u)))
+derive gd(step = 0.2)
+unroll 3
+learn influence(rbfs = 41, range = 8) tied
+output u
+"""
+
+
+def numpy_grad2d(h, w):
+    """The dense forward differences of an h x w image, Neumann (the last difference each way is 0): (2hw, hw)."""
+    Dh = np.eye(h, k=1) - np.eye(h)
+    Dh[-1] = 0
+    Dw = np.eye(w, k=1) - np.eye(w)
+    Dw[-1] = 0
+    return np.vstack([np.kron(Dh, np.eye(w)), np.kron(np.eye(h), Dw)])
+
+
+@pytest.mark.parametrize("which", ["grad2d", "diff"])
+def test_learn_influence_of_grad2d_and_diff(which):
+    """grad2dT(E(grad2d(u))) gets one function per direction (phi : R[2, M]), diffT(E(diff(z))) one: untrained, the
+    network equals numpy gradient descent with the same weights summed over all centres, and is within the fit
+    error (propagated) of the analytic one."""
+    rng = np.random.default_rng(7)
+    if which == "grad2d":
+        h, w = 6, 7
+        net = build(SMOOTH_TV, "tv.dp")()
+        Dm = numpy_grad2d(h, w)
+        f = 30 * rng.standard_normal((2, h, w))
+        step, layers, r, E = 0.1, 4, 100.0, lambda z: z / (1 + (z / 10) ** 2)  # rho', |rho''| <= 1
+        W = [net.phi[t].detach().numpy() for t in range(layers)]
+        assert W[0].shape == (2, 41)
+        rows = lambda t: np.repeat(W[t], h * w, axis=0).reshape(2 * h * w, -1)  # noqa: E731  direction of each row
+    else:
+        n = 9
+        net = build(SMOOTH_1D, "d1.dp")()
+        Dm = np.eye(n - 1, n, k=1) - np.eye(n - 1, n)
+        f = rng.standard_normal((2, n))
+        step, layers, r, E = 0.2, 3, 8.0, np.tanh
+        W = [net.phi.detach().numpy()] * layers
+        assert W[0].shape == (1, 41)
+        rows = lambda t: np.repeat(W[t], Dm.shape[0], axis=0)  # noqa: E731
+    fit = net.influence_fit_error["phi"]
+    got = net(torch.tensor(f), trace=True)
+    norm_inf = np.abs(Dm.T).sum(1).max()
+    lipschitz = (1 - step) + step * (np.abs(Dm.T) @ np.abs(Dm)).sum(1).max()  # the exact stage's Jacobian, |E'| <= 1
+    for i in range(2):
+        u_rbf, u_exact, bound = f[i].ravel(), f[i].ravel(), 0.0
+        for t in range(layers):
+            z = Dm @ u_rbf
+            assert np.abs(z).max() < r  # the fit's error bounds phi - E on [-r, r] only
+            mu, gamma = np.linspace(-r, r, W[t].shape[1]), 2 * r / (W[t].shape[1] - 1)
+            phi = (rows(t) * np.exp(-(z[:, None] - mu) ** 2 / (2 * gamma ** 2))).sum(1)
+            u_rbf = u_rbf - step * (u_rbf - f[i].ravel()) - Dm.T @ phi
+            u_exact = u_exact - step * (u_exact - f[i].ravel()) - step * Dm.T @ E(Dm @ u_exact)
+            g = got[t][i].detach().numpy().ravel()
+            assert np.abs(g - u_rbf).max() < 1e-5 * np.abs(u_rbf).max(), (i, t)
+            bound = lipschitz * bound + norm_inf * fit
+            assert 1e-12 < np.abs(g - u_exact).max() <= bound, (i, t, np.abs(g - u_exact).max(), bound)

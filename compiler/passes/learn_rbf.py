@@ -2,7 +2,8 @@
 
 `learn influence(rbfs = 63, range = 310) [tied | untied]` (TNRD, Chen & Pock 2017): in the update, every
 operator adjoint applied to an elementwise function of that operator's output, c * convT(K, E(conv(K, u))) (the
-gradient of sum(rho(conv(K, u))) is convT(K, rho'(conv(K, u)))), becomes convT(K, rbf(conv(K, u), phi, range)):
+gradient of sum(rho(conv(K, u))) is convT(K, rho'(conv(K, u)))), becomes convT(K, rbf(conv(K, u), phi, range)),
+and likewise grad2dT(E(grad2d(u))) (one function per direction) and diffT(E(diff(z))) (one function):
 
     phi(z) = sum_j phi[c, j] exp(-(z - mu_j)^2 / (2 gamma^2)),  mu_j = -range + j gamma,  gamma = 2 range / (rbfs - 1)
 
@@ -103,6 +104,20 @@ def _summary(word, rbfs, r, m, learned, tied):
             f"{Tying.sharing(learned, tied)}; fit errors in net.{ATTRIBUTE[word]}"]
 
 
+# an adjoint -> (the operator whose output its elementwise function reads, where the adjoint's operand is):
+# convT(K, E(conv(K, u))), grad2dT(E(grad2d(u))), diffT(E(diff(z))); the other arguments must agree (K, pad)
+ADJOINTS = {atoms.ConvT: (atoms.Conv, 1), atoms.Grad2DT: (atoms.Grad2D, 0), atoms.DiffT: (atoms.Diff, 0)}
+
+
+def _channels(program, z) -> str:
+    """The rows of an influence weight: one per filter of conv(K, u) (K : R[k, s, s]), 2 for grad2d, else 1."""
+    if isinstance(z, atoms.Conv):
+        K = z.args[0]
+        shape = program.decl(K.name).shape if getattr(K, "name", None) and program.has(K.name) else ()
+        return shape[0] if len(shape) == 3 else "1"
+    return "2" if isinstance(z, atoms.Grad2D) else "1"
+
+
 def learn_influence(program, directive, item):
     word, span = item[0]
     rbfs, r = _options(program, directive, item)
@@ -114,13 +129,15 @@ def learn_influence(program, directive, item):
     learned, lines, taken = [], [], set()
 
     def replace_adjoint(coeff, adjoint):
-        """coeff * convT(K, E(conv(K, x))) -> sign * convT(K, rbf(conv(K, x), phi, r)), or None."""
-        K, V, pad = adjoint.args
+        """coeff * convT(K, E(conv(K, x))) -> sign * convT(K, rbf(conv(K, x), phi, r)) (or grad2dT, diffT), or None."""
+        forward, operand = ADJOINTS[type(adjoint)]
+        V = adjoint.args[operand]
         body = inline_temps(program, V)
-        convs = {c for c in body.atoms(atoms.Conv) if c.args[0] == K and c.args[2] == pad}
-        if len(convs) != 1:
+        same = lambda c: all(a == b for i, (a, b) in enumerate(zip(c.args, adjoint.args)) if i != operand)  # noqa: E731
+        found = {c for c in body.atoms(forward) if same(c)}
+        if len(found) != 1:
             return None
-        (z,) = convs
+        (z,) = found
         dummy = sp.MatrixSymbol("_z_", *z.shape)
         rest = body.xreplace({z: dummy})
         if {getattr(s, "name", None) for s in rest.free_symbols} & per_sample:
@@ -132,27 +149,31 @@ def learn_influence(program, directive, item):
         target = size * rest.xreplace({dummy: grid, **ones})
         if isinstance(target, sp.MatrixExpr):
             target = target.doit() if not target.has(atoms.Rbf) else target
-        channels = program.decl(K.name).shape[0] if getattr(K, "name", None) and len(program.decl(K.name).shape) == 3 \
-            else "1"
+        channels = _channels(program, z)
         suffix = "" if not learned else str(len(learned) + 1)
         value = atoms.RbfFit(target, _num(r), sp.Integer(rbfs), sp.Symbol(channels, integer=True, positive=True)
                              if not channels.isdigit() else sp.Integer(int(channels)), sp.Integer(KIND[word]))
         w = weight(program, "phi" + suffix, (channels, str(rbfs)), value, directive, tying, taken, also=("phi",))
         learned.append(w)
-        lines.append(f"{math(size)}*({math(body)}) in {math(adjoint.func(K, dummy, pad)).replace('_z_', '.')} "
-                     f"-> {w.name}({math(z)}), one function per filter (rows of {w.name})")
+        args = list(adjoint.args)
+        args[operand] = dummy
+        per = "one function per filter" if isinstance(z, atoms.Conv) else \
+            "one function per direction" if isinstance(z, atoms.Grad2D) else "one function"
+        lines.append(f"{math(size)}*({math(body)}) in {math(adjoint.func(*args)).replace('_z_', '.')} "
+                     f"-> {w.name}({math(z)}), {per} (rows of {w.name})")
         lines.append(f"{w.name}: fit error {_fit_error(program, target, r, rbfs)}")
-        new = adjoint.func(K, atoms.Rbf(z, make_symbol(w.name, w.shape), _num(r)), pad)
+        args[operand] = atoms.Rbf(z, make_symbol(w.name, w.shape), _num(r))
+        new = adjoint.func(*args)
         return new if sign == 1 else -new
 
     def visit(expr):
         if isinstance(expr, sp.MatMul):
             coeff, mats = expr.as_coeff_matrices()
-            if len(mats) == 1 and isinstance(mats[0], atoms.ConvT):
+            if len(mats) == 1 and isinstance(mats[0], tuple(ADJOINTS)):
                 new = replace_adjoint(coeff, mats[0])
                 if new is not None:
                     return new
-        if isinstance(expr, atoms.ConvT):
+        if isinstance(expr, tuple(ADJOINTS)):
             new = replace_adjoint(sp.Integer(1), expr)
             if new is not None:
                 return new
@@ -164,7 +185,8 @@ def learn_influence(program, directive, item):
     step = program.step.map(visit)
     if not learned:
         raise fail(program, "learn influence found no operator adjoint of an elementwise function of that "
-                   "operator's output, convT(K, E(conv(K, u))), in the update: nothing to replace", span,
+                   "operator's output (convT(K, E(conv(K, u))), grad2dT(E(grad2d(u))), diffT(E(diff(z)))) in the update: "
+                   "nothing to replace", span,
                    _drop_hint(directive, item))
     tied = tying.finish(program, directive, learned)
     return with_learned(program, step, tied, learned).noted(
