@@ -1871,26 +1871,58 @@ def _conv_build(K, u, pad=1):
 
 
 def _conv_norm(e):
-    """An upper bound on ||conv(K, ., pad)||: sqrt(sum_k ||K_k||_1^2) (Young's inequality on each filter),
-    times 2 for reflect (the padding repeats a pixel at most twice along each axis when the image has at least
-    s pixels each way)."""
+    """An upper bound on ||conv(K, ., pad)|| at every image size, from the symbol: S = sup over frequencies w of
+    sum_k |K_k^(w)|^2 (ConvSymbol). zero: the operator is a compression of the infinite convolution, whose norm is
+    sqrt(S); circular: its norm at h x w is the largest sqrt(sum_k |K_k^|^2) over the h x w DFT grid, at most
+    sqrt(S) and equal to it in the limit; reflect: u -> padded u copies each pixel at most twice along each axis,
+    so 2*sqrt(S), which a shift filter attains at every size (no bound read from the symbol alone is lower).
+    docs/imaging.md, "Operator norms"."""
     K, pad = e.args[0], int(e.args[2])
-    bound = sp.sqrt(L1RowNorms(K))
+    bound = sp.sqrt(ConvSymbol(K))
     return 2 * bound if PADS[pad] == "reflect" else bound
 
 
-class L1RowNorms(ScalarAtom):
-    """sum_k ||K_k||_1^2 of a filter bank (k, s, s): the square of conv's operator-norm bound."""
+CONV_SYMBOL = helper("_conv_symbol", '''
+def _conv_symbol(K):
+    """An upper bound on S = sup over frequencies w of sum_k |K_k^(w)|^2 for filters K (k, s0, s1) or one kernel
+    (s0, s1), within 1 % of S: P = sum_k |K_k^|^2 is the Fourier series of the filters' summed autocorrelation
+    (2 s - 1 lags each way), taken on an n x n grid (n a power of 2, at least 64 and 45 (s - 1)); its largest value
+    there (conv's exact opnorm^2 with circular padding on n x n images) is divided by 1 - 2 (pi (s - 1) / n)^2,
+    which covers the frequencies between grid points (P has degree s - 1 in each frequency: Bernstein's
+    inequality at P's maximum, where its gradient is 0)."""
+    s0, s1 = K.shape[-2], K.shape[-1]
+    d = max(s0, s1) - 1
+    n = 64
+    while n < 45 * d:
+        n = 2 * n
+    W = K.reshape(1, -1, s0, s1)
+    R = F.conv2d(W, W, padding=(s0 - 1, s1 - 1))[0, 0]  # sum_k sum_x K_k(x) K_k(x + t), t in (-s + 1, s - 1)
+    P = torch.fft.rfft2(R, s=(n, n)).abs()  # |sum_t R(t) e^(-i w (t + s - 1))| = P(w): P is real and >= 0
+    return P.amax() / (1 - 2 * (torch.pi * d / n) ** 2)
+''')
 
 
-def _l1_sq_reference(np, K):
-    return np.float64((np.abs(K.reshape(-1, K.shape[1], K.shape[1])).sum(axis=(1, 2)) ** 2).sum())
+class ConvSymbol(ScalarAtom):
+    """An upper bound (within 1 %) on sup_w sum_k |K_k^(w)|^2 of a filter bank (k, s, s) or one kernel (s, s):
+    the square of conv's operator norm with zero or circular padding at any image size (_conv_norm)."""
 
 
-declare("filternorm", L1RowNorms, syntax=False, signature="filternorm(K)",
-        doc="sum over the filters of K of their l1 norm squared (conv's operator-norm bound, squared)",
-        shape=lambda args: (), reference=_l1_sq_reference,
-        torch=lambda pr, e: f"{pr(e.args[0])}.abs().flatten(-2).sum(-1).square().sum()",
+def _conv_symbol_reference(np, K):
+    """numpy: each filter's 2-D DFT on the same n x n grid, |.|^2 summed over the filters, the same factor."""
+    s = K.shape[1]
+    filters = K.reshape(-1, s, s)
+    d = s - 1
+    n = 64
+    while n < 45 * d:
+        n *= 2
+    P = (np.abs(np.fft.fft2(filters, s=(n, n))) ** 2).sum(axis=0)
+    return np.float64(P.max() / (1 - 2 * (np.pi * d / n) ** 2))
+
+
+declare("convsymbol", ConvSymbol, syntax=False, signature="convsymbol(K)",
+        doc="sup over frequencies of sum_k |K_k^|^2, bounded within 1 % (conv's operator norm squared, zero or "
+            "circular padding, any image size)",
+        shape=lambda args: (), reference=_conv_symbol_reference, torch=CONV_SYMBOL,
         latex=None, derivative=None, curvature=None, convexity=None, monotone=None, scalar=None,
         sign="nonnegative", requires=(), prox=None, fuzz=None)
 

@@ -100,7 +100,7 @@ def test_grad2d_is_numpy_forward_differences_neumann():
     np.testing.assert_allclose(H["_diff"](torch.tensor(u[0])).numpy(), np.diff(u[0]), rtol=0, atol=1e-15)
 
 
-# --- operator norms: the declared bounds against a dense SVD ---------------------------------------------
+# --- operator norms: diff and grad2d against a dense SVD (conv: tests/test_operator_norms.py) ------------
 
 def test_opnorm_bounds_against_dense_svd():
     n = 9
@@ -112,17 +112,7 @@ def test_opnorm_bounds_against_dense_svd():
     sigma = np.linalg.norm(G, 2)
     exact = np.sqrt(4 + 2 * np.cos(np.pi / shape[0]) + 2 * np.cos(np.pi / shape[1]))  # the Neumann symbol
     assert abs(sigma - exact) < 1e-12 and sigma <= np.sqrt(8)
-    # conv's bound sqrt(sum_k ||K_k||_1^2) (x2 for reflect) is at least the dense norm, every boundary
-    K = np.random.default_rng(4).standard_normal((3, 3, 3))
-    bound = np.sqrt((np.abs(K).sum(axis=(1, 2)) ** 2).sum())
-    for pad in PADS:
-        C = _dense(lambda u: H["_conv"](torch.tensor(K), u[None], PADS[pad])[0], (7, 6))
-        sigma = np.linalg.norm(C, 2)
-        assert sigma <= bound * (2 if pad == "reflect" else 1)
-        if pad == "circular":  # exact from the symbol: max over the DFT grid of sqrt(sum_k |K_k^|^2)
-            grid = np.zeros((3, 7, 6))
-            grid[:, :3, :3] = K
-            assert abs(sigma - np.sqrt((np.abs(np.fft.fft2(grid)) ** 2).sum(0)).max()) < 1e-10
+    # conv's norm from its symbol, every boundary, sizes and filters: tests/test_operator_norms.py
 
 
 # --- examples/tv2d.dp: any image size, against an independent TV solution ---------------------------------
