@@ -3,6 +3,7 @@ hand-written PyTorch TNRD of benchmarks/tnrd_handwritten.py, same sizes, in ONE 
 Measures; asserts nothing.
 
     OMP_NUM_THREADS=1 python benchmarks/tnrd_speed.py                    # k=24, s=5, 5 stages, 8 x 48 x 48
+    OMP_NUM_THREADS=1 python benchmarks/tnrd_speed.py --analytic         # tnrd.dp without learn influence
     OMP_NUM_THREADS=1 python benchmarks/tnrd_speed.py --rounds 9 --reps 5
     python benchmarks/tnrd_speed.py --quick                              # small sizes, seconds (a smoke run)
 
@@ -56,8 +57,9 @@ class Lorentzian(H.TNRD):
 
 
 def build(args):
-    import dpc
-    Gen = dpc.load(args.program)
+    sys.path.insert(0, str(ROOT / "examples"))
+    from train_denoise import load_network
+    Gen = load_network(args.program, getattr(args, "analytic", False))
     a = 0.2 / args.size ** 2
     options = {"k": args.filters, "s": args.size, "steps": args.stages}
     if "a" in inspect.signature(Gen).parameters:
@@ -112,6 +114,8 @@ def fwd(net, x):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--program", default=str(ROOT / "examples" / "tnrd.dp"))
+    ap.add_argument("--analytic", action="store_true",
+                    help="the program without its `learn influence` (the analytic rho'), compared with `Lorentzian`")
     ap.add_argument("--filters", type=int, default=24)
     ap.add_argument("--size", type=int, default=5)
     ap.add_argument("--stages", type=int, default=5)

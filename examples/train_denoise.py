@@ -24,6 +24,7 @@ The script
     python examples/train_denoise.py --budget 1740         # ... stopped after 29 minutes of training
     python examples/train_denoise.py --steps 400           # a shorter run
     python examples/train_denoise.py --sigma 50 --no-bm3d
+    python examples/train_denoise.py --analytic            # without `learn influence`: the analytic rho'
     python examples/train_denoise.py --quick --no-bm3d     # tiny sizes, seconds (the tests run it)
 
 Measured numbers (commands, machine, wall times): docs/imaging.md, "Training the compiled TNRD".
@@ -55,6 +56,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--program", default=str(HERE / "tnrd.dp"),
                     help="the .dp program, or the .py that `dpc compile` wrote (default examples/tnrd.dp)")
+    ap.add_argument("--analytic", action="store_true",
+                    help="train the program without its `learn influence` (the analytic rho'; a temporary copy)")
     ap.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on [0, 255]")
     ap.add_argument("--filters", type=int, default=24, help="filters per stage (k)")
     ap.add_argument("--size", type=int, default=5, help="filter size s (s x s)")
@@ -90,10 +93,27 @@ def parse_args(argv=None):
     return args
 
 
-def load_network(program: str):
-    """The nn.Module class compiled from `program` (a .dp file, or a .py that dpc compile wrote)."""
+def load_network(program: str, analytic: bool = False):
+    """The nn.Module class compiled from `program` (a .dp file, or a .py that dpc compile wrote). analytic: the
+    program without `learn influence` (the `influence ...` item of its learn line deleted, in a temporary copy):
+    the influence functions stay the analytic rho' of its objective."""
     import dpc
-    return dpc.load(program)
+    if not analytic:
+        return dpc.load(program)
+    import re
+    import tempfile
+    text = pathlib.Path(program).read_text()
+    plain, count = re.subn(r"^(learn\b[^#\n]*?),\s*influence\b(\([^)]*\))?(\s+(untied|tied))?", r"\1", text,
+                           flags=re.MULTILINE)
+    if count == 0:  # a learn line of its own: `learn influence untied`
+        plain, count = re.subn(r"^learn\s+influence\b.*$", "", text, flags=re.MULTILINE)
+    if count != 1:
+        raise SystemExit(f"--analytic: {program} has no `learn ..., influence` item or `learn influence` line "
+                         "to delete")
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / pathlib.Path(program).name
+        path.write_text(plain)
+        return dpc.load(str(path))
 
 
 def lam_values(net):
@@ -293,7 +313,7 @@ def main(argv=None):
     log(f"Machine: {machine_line()}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    Net = load_network(args.program)
+    Net = load_network(args.program, args.analytic)
     torch.manual_seed(args.seed)
     options = {"k": args.filters, "s": args.size, "steps": args.stages}
     if "a" in inspect.signature(Net).parameters:  # tnrd.dp's a = 0.2 / s^2 (0.008 for s = 5), as the hand-written

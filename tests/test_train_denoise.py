@@ -80,10 +80,13 @@ def test_figure_draws_learned_influence_curves_when_the_module_has_them(tmp_path
         assert path.stat().st_size > 5_000
 
 
-def test_speed_benchmark_compares_equal_networks_and_runs():
+@pytest.mark.parametrize("analytic", [True, False], ids=["analytic", "as-written"])
+def test_speed_benchmark_compares_equal_networks_and_runs(analytic):
     speed = load_benchmark("tnrd_speed")
-    args = type("A", (), dict(program=str(EXAMPLES / "tnrd.dp"), filters=4, size=5, stages=2))()
+    args = type("A", (), dict(program=str(EXAMPLES / "tnrd.dp"), filters=4, size=5, stages=2, analytic=analytic))()
     gen, learned, hand = speed.build(args)
+    if analytic:
+        assert not learned
     with torch.no_grad():
         K0 = list(gen.K)[0].detach()
         for net in hand.values():
@@ -95,7 +98,7 @@ def test_speed_benchmark_compares_equal_networks_and_runs():
     assert speed.agreement(gen, hand[name], x) < (1e-3 if learned else 1e-12)
     threads = torch.get_num_threads()
     try:
-        result = speed.main(["--quick"])
+        result = speed.main(["--quick"] + (["--analytic"] if analytic else []))
     finally:
         torch.set_num_threads(threads)
     assert set(result) == {"forward+backward", "forward (no_grad)"}
