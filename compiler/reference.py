@@ -235,6 +235,47 @@ def _check_names(program: Program, kinds, given, what: str, required: bool = Fal
         raise ValueError(f"{what} {', '.join(missing)} not given")
 
 
+def _dct_filters(np, k, s0, s1):
+    """`param K : R[k, s0, s1] = dct`: the first k elements of the orthonormal 2-D DCT-II basis without its
+    constant one, lowest i + j first, then lowest i (docs/language.md, "Filter initialisations"); written here
+    from the definition c_i(x) = sqrt((1 if i == 0 else 2) / n) cos(pi i (x + 1/2) / n), not from the backend."""
+    def basis(n):
+        x = np.arange(n) + 0.5
+        return np.array([np.sqrt((1.0 if i == 0 else 2.0) / n) * np.cos(np.pi * i * x / n) for i in range(n)])
+    if not 1 <= k <= s0 * s1 - 1:
+        raise ValueError(f"the DCT basis of {s0} x {s1} filters has {s0 * s1 - 1} zero-mean elements, not {k}")
+    c0, c1 = basis(s0), basis(s1)
+    order = sorted([(i, j) for i in range(s0) for j in range(s1) if (i, j) != (0, 0)], key=lambda ij: (sum(ij), ij[0]))
+    return np.stack([np.outer(c0[i], c1[j]) for i, j in order[:k]])
+
+
+def _with_initial_params(program: Program, params, dims):
+    """params, plus the value of each `param K = dct` not given (its sizes from digits, dims= or the params
+    given). A `param K = random` not given is an error: the reference cannot draw torch's numbers, it takes the
+    module's value (net.K) in params=."""
+    np = _np()
+    params = dict(params or {})
+    sizes = dict(dims or {})
+    for d in program.of_kind("param"):
+        if d.name in params:
+            for dim, size in zip(d.shape, np.shape(params[d.name])):
+                if dim.isidentifier():
+                    sizes.setdefault(dim, int(size))
+    for d in program.of_kind("param"):
+        if d.name in params or not d.init:
+            continue
+        if d.init == "random":
+            raise ValueError(f"param {d.name} starts at random filters (= random): give the module's value "
+                             f"(net.{d.name}) in params=")
+        missing = [dim for dim in dict.fromkeys(d.shape) if not dim.isdigit() and dim not in sizes]
+        if missing:
+            raise ValueError(f"param {d.name} = {d.init} is built from its sizes: give {', '.join(missing)} in dims= "
+                             f"or {d.name} in params=")
+        k, s0, s1 = (int(dim) if dim.isdigit() else sizes[dim] for dim in d.shape)
+        params[d.name] = _dct_filters(np, k, s0, s1)
+    return params
+
+
 def _constants(program: Program, params, hypers, weights, dims, steps, kinds=("let", "weight")):
     """(env of everything fixed across samples, {per-layer weight: its value at every layer}).
 
@@ -374,7 +415,9 @@ def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, s
     copies of a param or hyper learned per layer (`learn rho untied`: shape (steps, *shape); missing, every
     copy is its value in params=/hypers=, which a var's start and the objective read);
     missing ones are computed from their initial-value expression (the same value for every
-    layer), except random inits (atoms.Xavier) which must be given. steps: layers to run
+    layer), except random inits (atoms.Xavier) which must be given. A `param K = dct` not in params= is
+    built (numpy, the same filters as the module's); a `param K = random` must be given (the module's net.K).
+    steps: layers to run
     (default program.layers). dims: {name: int} for dims no param or input fixes.
     Returns the output (program.output: a var, or an `output EXPR` read after every layer from that
     layer's states and copies) as an array (batch, *shape), or with trace=True the
@@ -383,6 +426,7 @@ def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, s
     np = _np()
     if program.step is None and not program.closed_form:
         raise ReferenceError("the program has neither an update nor a closed form (not compiled yet?)")
+    params = _with_initial_params(program, params, dims)
     _check_names(program, ("input",), inputs, "input", required=True)
     _check_names(program, ("param",), params, "param", required=True)
     _check_names(program, ("hyper",), hypers, "hyper")
@@ -414,6 +458,7 @@ def evaluate_objective(program: Program, inputs, states, params=None, hypers=Non
     np = _np()
     if program.objective is None:
         raise ReferenceError("the program has no objective")
+    params = _with_initial_params(program, params, dims)
     _check_names(program, ("input",), inputs, "input", required=True)
     _check_names(program, ("param",), params, "param", required=True)
     _check_names(program, ("hyper",), hypers, "hyper")
