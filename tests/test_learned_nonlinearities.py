@@ -412,3 +412,44 @@ def test_learn_influence_of_grad2d_and_diff(which):
             assert np.abs(g - u_rbf).max() < 1e-5 * np.abs(u_rbf).max(), (i, t)
             bound = lipschitz * bound + norm_inf * fit
             assert 1e-12 < np.abs(g - u_exact).max() <= bound, (i, t, np.abs(g - u_exact).max(), bound)
+
+
+TV_HQS = """network TVShrink
+dims h, w
+input f : R[h, w]
+hyper lam = 10
+var u : R[h, w] = f
+minimize 0.5*sqnorm(u - f) + lam*norm1(grad2d(u))
+derive hqs(beta = 0.1, growth = 2)
+unroll 3
+learn shrink(rbfs = 41, range = 300) untied
+output u
+"""
+
+
+def test_learn_shrink_of_grad2d_under_hqs_fits_each_layers_threshold_per_direction(tmp_path):
+    """hqs's threshold lam/beta_t changes with the layer: one fit per layer (numpy least squares of v - soft(v,
+    lam/beta_t)), a row per direction of grad2d; explain states each layer's fit error."""
+    net = build(TV_HQS, "tvs.dp")()
+    errors = []
+    for t in range(3):
+        theta = 10 / (0.1 * 2 ** t)
+        w, err = numpy_fit(lambda v: v - np.sign(v) * np.maximum(np.abs(v) - theta, 0), 300.0, 41, 20 * 40 + 1)
+        W = net.psi[t].detach().numpy()
+        assert W.shape == (2, 41) and np.abs(W - w).max() < 1e-9 * max(1, np.abs(w).max()), t
+        errors.append(err)
+    assert abs(net.shrink_fit_error["psi"] - max(errors)) < 1e-9
+    path = tmp_path / "tvs.dp"
+    path.write_text(TV_HQS)
+    done = _dpc("explain", str(path))
+    assert done.returncode == 0, done.stderr
+    assert all(f"layer {t + 1}: {e:.3g}" in done.stdout for t, e in enumerate(errors)), done.stdout
+
+
+def test_a_tied_learned_function_of_a_layer_dependent_threshold_is_an_error(tmp_path):
+    path = tmp_path / "bad.dp"
+    path.write_text(TV_HQS.replace("range = 300) untied", "range = 300) tied"))
+    done = _dpc("check", str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "bad.dp:9:7:" in done.stderr and "changes with the layer" in done.stderr
+    assert "write `learn shrink(rbfs = 41, range = 300) untied` in place of" in done.stderr, done.stderr

@@ -76,22 +76,42 @@ def _drop_hint(directive, item) -> str:
     return f"write `{rest.label()}` in place of `{directive.label()}`"
 
 
+def _per_layer_target(program, directive, item, w) -> None:
+    """A function that changes with the layer (derive hqs's threshold lam/beta_t) needs one fit per layer."""
+    if w.per_layer or not w.value.has(atoms.LAYER):
+        return
+    from dataclasses import replace
+    index = directive.items.index(item)
+    words = tuple((("untied", s) if word == "tied" else (word, s)) for word, s in item)
+    if words == item:
+        words = item + (("untied", item[0][1]),)
+    untied = replace(directive, items=directive.items[:index] + (words,) + directive.items[index + 1:])
+    raise fail(program, f"{directive.label()}: {w.name} would be one function for every layer, but the function "
+               f"it replaces changes with the layer ({math(w.value.args[0])})", item[0][1],
+               f"write `{untied.label()}` in place of `{directive.label()}`")
+
+
 def _fit_error(program, target, r: float, rbfs: int) -> str:
     """The initial fit's largest error on its grid at the hypers' default values, by numpy (as the constructor
     computes it in torch), or why it cannot be said before construction."""
     import numpy as np
     from dpc import reference
     env = {d.name: float(d.value) for d in program.of_kind("hyper") if d.value is not None and d.value.is_number}
-    try:
-        g = np.asarray(reference.value_of(target, env), dtype=float).reshape(-1)
-    except Exception:  # reads a param or a let: only the constructor knows
-        return "computed at construction (it reads values given there)"
-    z = np.linspace(-r, r, g.size)
-    mu = np.linspace(-r, r, rbfs)
-    A = np.exp(-0.5 * ((z[:, None] - mu) / (2 * r / (rbfs - 1))) ** 2)
-    w = np.linalg.lstsq(A, g, rcond=None)[0]
-    err, top = float(np.abs(A @ w - g).max()), float(np.abs(g).max())
-    return f"{err:.3g} (max |target| {top:.3g}, max |weight| {float(np.abs(w).max()):.3g}) at the defaults"
+    layers = range(1, (program.layers or 1) + 1) if target.has(atoms.LAYER) else [None]
+    out = []
+    for t in layers:  # a target that changes with the layer (hqs's lam/beta_t): one fit per layer
+        try:
+            g = np.asarray(reference.value_of(target, {**env, atoms.LAYER.name: t}), dtype=float).reshape(-1)
+        except Exception:  # reads a param or a let: only the constructor knows
+            return "computed at construction (it reads values given there)"
+        z = np.linspace(-r, r, g.size)
+        mu = np.linspace(-r, r, rbfs)
+        A = np.exp(-0.5 * ((z[:, None] - mu) / (2 * r / (rbfs - 1))) ** 2)
+        w = np.linalg.lstsq(A, g, rcond=None)[0]
+        err, top = float(np.abs(A @ w - g).max()), float(np.abs(g).max())
+        out.append(f"{'' if t is None else f'layer {t}: '}{err:.3g} (max |target| {top:.3g}, max |weight| "
+                   f"{float(np.abs(w).max()):.3g})")
+    return "; ".join(out) + " at the defaults"
 
 
 def _summary(word, rbfs, r, m, learned, tied):
@@ -154,6 +174,7 @@ def learn_influence(program, directive, item):
         value = atoms.RbfFit(target, _num(r), sp.Integer(rbfs), sp.Symbol(channels, integer=True, positive=True)
                              if not channels.isdigit() else sp.Integer(int(channels)), sp.Integer(KIND[word]))
         w = weight(program, "phi" + suffix, (channels, str(rbfs)), value, directive, tying, taken, also=("phi",))
+        _per_layer_target(program, directive, item, w)
         learned.append(w)
         args = list(adjoint.args)
         args[operand] = dummy
@@ -208,15 +229,16 @@ def learn_shrink(program, directive, item):
         grid = atoms.RbfGrid(_num(r), sp.Integer(m))
         target = grid - atom.func(grid, t, *atom.args[2:])
         channels = "1"
-        if atoms.tensor_rank(x) == 3:  # an image stack: one function per channel, where a conv says how many
-            banks = [c.args[0] for c in inline_temps(program, x).atoms(atoms.Conv)
-                     if getattr(c.args[0], "name", None) and len(program.decl(c.args[0].name).shape) == 3]
-            if banks:
-                channels = program.decl(banks[0].name).shape[0]
+        if atoms.tensor_rank(x) == 3:  # an image stack: one function per channel, where a conv or grad2d says how many
+            ops = sorted(inline_temps(program, x).atoms(atoms.Conv, atoms.Grad2D), key=str)
+            counts = {_channels(program, op) for op in ops} - {"1"}
+            if len(counts) == 1:
+                channels = counts.pop()
         suffix = "" if index == 1 else str(index)
         value = atoms.RbfFit(target, _num(r), sp.Integer(rbfs), sp.Integer(int(channels)) if channels.isdigit()
                              else sp.Symbol(channels, integer=True, positive=True), sp.Integer(KIND[word]))
         w = weight(program, "psi" + suffix, (channels, str(rbfs)), value, directive, tying, taken, also=("psi",))
+        _per_layer_target(program, directive, item, w)
         learned.append(w)
         lines.append(f"{math(atom)} -> {math(x)} - {w.name}({math(x)}), {w.name} fitted to v - "
                      f"{atom.dp_name}(v, {math(t)})")
