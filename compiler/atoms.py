@@ -1615,11 +1615,11 @@ def _diff_t_reference(np, y):
     return out
 
 
-# the fuzzer does not draw the operators yet: their shapes change (R[n] -> R[n - 1], R[h, w] -> R[2, h, w])
+# fuzz role "operator": the generator's image/signal programs (compiler/fuzz/generate.py, operator_program)
 declare("diff", Diff, signature="diff(z)", doc="forward differences z[i+1] - z[i]: R[n] -> R[n - 1]",
         shape=_diff_shape, reference=_diff_reference, torch=DIFF, latex=r"\operatorname{diff}",
         derivative=Pullback(lambda e, w: DiffT(w)), curvature=None, convexity="affine", monotone=None,
-        scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        scalar=None, sign=None, requires=(), prox=None, fuzz=Fuzz("operator"),
         linear=Linear(adjoint=lambda e, w: DiffT(w), opnorm=lambda e: sp.Integer(2)))
 declare("diffT", DiffT, syntax=False, signature="diffT(y)", doc="the adjoint of diff: R[n - 1] -> R[n]",
         shape=_diff_t_shape, reference=_diff_t_reference, torch=DIFF_T, latex=r"\operatorname{diff}^{T}",
@@ -1707,7 +1707,7 @@ declare("grad2d", Grad2D, signature="grad2d(u)",
         doc="forward differences along h and w, Neumann (the last one 0): R[h, w] -> R[2, h, w]",
         shape=_grad2d_shape, reference=_grad2d_reference, torch=GRAD2D, latex=r"\nabla",
         derivative=Pullback(lambda e, w: Grad2DT(w)), curvature=None, convexity="affine", monotone=None,
-        scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        scalar=None, sign=None, requires=(), prox=None, fuzz=Fuzz("operator"),
         linear=Linear(adjoint=lambda e, w: Grad2DT(w), opnorm=lambda e: sp.sqrt(8)))
 declare("grad2dT", Grad2DT, syntax=False, signature="grad2dT(p)", doc="the adjoint of grad2d: R[2, h, w] -> R[h, w]",
         shape=_grad2d_t_shape, reference=_grad2d_t_reference, torch=GRAD2D_T, latex=r"\nabla^{T}",
@@ -1932,7 +1932,7 @@ declare("conv", Conv, build=_conv_build, signature="conv(K, u)",
             "R[k, h, w]; pad = reflect (default) | zero | circular",
         shape=_conv_shape, reference=_conv_reference, torch=_conv_torch("_conv"), latex=None,
         derivative=Pullback(lambda e, w: ConvT(e.args[0], w, e.args[2])), curvature=None, convexity="affine",
-        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=None,
+        monotone=None, scalar=None, sign=None, requires=(), prox=None, fuzz=Fuzz("operator"),
         linear=Linear(adjoint=lambda e, w: ConvT(e.args[0], w, e.args[2]), opnorm=_conv_norm, operand=1))
 declare("convT", ConvT, syntax=False, signature="convT(K, v)", options={"pad": PADS},
         doc="the adjoint of conv: R[k, h, w] -> R[h, w] (F.conv_transpose2d and the padding's adjoint)",
@@ -2279,7 +2279,8 @@ def _rbf_curves(module, names, r, z, shrink):
     with torch.no_grad():
         for name in names:
             W = getattr(module, name)
-            copies = [p for p in W] if isinstance(W, nn.ParameterList) else [W] * getattr(module, "steps", 1)
+            per_layer = isinstance(W, nn.ParameterList) or W.dim() == 3  # a list, or stacked (steps, rows, M)
+            copies = list(W) if per_layer else [W] * getattr(module, "steps", 1)
             values = torch.stack([_rbf(z.to(p.device).expand(p.shape[0], z.numel()), p.double(), r) if p.shape[0] == 1
                                   else _rbf(z.to(p.device).expand(p.shape[0], 1, z.numel()), p.double(), r)[:, 0]
                                   for p in copies]).cpu()
