@@ -6,7 +6,8 @@ stage `--stage` of the example's schedule): as written (FFT) and with `solve = c
 relative difference ||u_cg - u_fft|| / ||u_fft|| of the layer's output, float64; k is the first of 5, 10,
 15, 20, 30, 40, 60, 80, ... (STEPS) that reaches --tol (1e-6 by default). Speed: forward+backward (the mean square of the output,
 backward to the input) of the FFT layer and of the CG layer with that k, median of --reps calls after
-2 warm-ups, float64, one thread. The blur is a 15 x 15 Gaussian kernel (std 1.6) or a motion kernel (a line of
+2 warm-ups, float32 (--dtype; torch's float64 conv2d with a 15 x 15 kernel takes a slow path, 16 times float32's
+time on this CPU), one thread. The blur is a 15 x 15 Gaussian kernel (std 1.6) or a motion kernel (a line of
 11 pixels at 30 degrees), each summing to 1 (examples/train_deconv.py's generators); the images are random
 patches from image_data's training images, blurred circularly, noise sigma 2.55.
 
@@ -73,6 +74,7 @@ def main(argv=None):
     ap.add_argument("--stage", type=int, default=5, help="the stage of the example's beta schedule")
     ap.add_argument("--tol", type=float, default=1e-6)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--dtype", default="float32", help="the timings' dtype (the accuracy is measured in float64)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -99,8 +101,9 @@ def main(argv=None):
                 if err <= args.tol:
                     iters = k_try
                     break
-            t_fft = timed(fft, f, args.reps)
-            t_cg = timed(cg, f, args.reps)
+            dtype = getattr(torch, args.dtype)
+            t_fft = timed(fft.to(dtype), f.to(dtype), args.reps)
+            t_cg = timed(cg.to(dtype), f.to(dtype), args.reps)
             rows.append((size, name, iters if iters else f">{STEPS[-1]}", err, t_fft, t_cg))
             print(f"{args.batch} x {size} x {size}, {name}: FFT {1e3 * t_fft:.1f} ms, CG({iters}) {1e3 * t_cg:.1f} ms "
                   f"(relative difference {err:.1e}), ratio {t_cg / t_fft:.1f}", flush=True)
@@ -109,7 +112,7 @@ def main(argv=None):
     for size, name, iters, err, t_fft, t_cg in rows:
         print(f"| {args.batch} x {size} x {size} | {name} | {iters} ({err:.1e}) | {1e3 * t_fft:.1f} | "
               f"{1e3 * t_cg:.1f} | {t_cg / t_fft:.1f} |")
-    print(f"\nforward+backward, float64, median of {args.reps} after 2 warm-ups, 1 thread; torch {torch.__version__}")
+    print(f"\nCG steps from float64; forward+backward in {args.dtype}, median of {args.reps} after 2 warm-ups, 1 thread; torch {torch.__version__}")
     return rows
 
 
