@@ -304,6 +304,11 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
         return Result("import_fail", exc_line(e), traceback.format_exc(limit=-3) + "\n" + source)
     sizes = _sizes(program, rng)
     params = {d.name: _param_value(_resolve(d.shape, sizes), rng) for d in program.of_kind("param")}
+    # a filter initialisation (param K = dct | random): half the time the module builds it; the reference then
+    # builds dct itself (dims=) and takes random filters from the module (it cannot draw torch's numbers)
+    built = [d.name for d in program.of_kind("param") if getattr(d, "init", "") and rng.random() < 0.5]
+    for name in built:
+        del params[name]
     steps = min(program.layers, MAX_STEPS) if program.layers else None
     kwargs = {}
     try:
@@ -334,6 +339,9 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
             return Result("rejected", f"the constructor refuses the values: {exc_line(e)}",
                           traceback.format_exc(limit=-3))
         return Result("construct_fail", exc_line(e), traceback.format_exc(limit=-3) + "\n" + source)
+    for d in program.of_kind("param"):
+        if d.name in built and d.init == "random":
+            params[d.name] = _as_array(getattr(net, d.name))
     # learn NAME untied: make the copies differ (each scaled by [0.8, 1.25], signs kept), so a layer that
     # reads another layer's copy is a mismatch; the reference gets them as weights
     per_layer_values = {}
@@ -428,7 +436,10 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
     # learned RBF functions (learn influence / shrink): the module sums the 10 centres nearest each value, the
     # reference all of them (within 7.5e-6 max|W|, docs/language.md)
     from dpc import atoms
-    rtol = RBF_RTOL if any(isinstance(d.value, atoms.RbfFit) for d in program.of_kind("weight")) else RTOL
+    rbf = [d.name for d in program.of_kind("weight") if isinstance(d.value, atoms.RbfFit)]
+    rtol = RBF_RTOL if rbf else RTOL
+    if rbf:  # the local sum's error is a fraction of max|W| (not of the output): W's scale is a floor too
+        floor = max([floor] + [float(np.abs(_as_array(getattr(net, name))).max()) for name in rbf])
     diff = compare(got, want, "forward", floor, rtol)
     if diff is None:
         want_trace = [np.asarray(w, dtype=float) for w in want_trace]

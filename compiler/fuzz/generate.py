@@ -176,7 +176,11 @@ class Gen(Expressions):
                 (1, "weights untied except W"), (0.5, "weights tied except theta"), (0.3, "weights tied except S"),
                 (0.3, "weights coupled untied except W"), (0.3, "stepsizes untied except gamma"),
                 (self.mistake(0.1), "weights except W"), (self.mistake(0.1), "weights untied except W untied"),
-                (self.mistake(0.3), "weights sideways")]))
+                (self.mistake(0.3), "weights sideways"),
+                # learned nonlinearities: RBF sums on a grid for unit-scale data (influence: mostly rejected, there
+                # being no convT(K, E(conv(K, u))) in most updates)
+                (1, "shrink(rbfs = 21, range = 8)"), (0.5, "shrink(rbfs = 15, range = 4) tied"),
+                (0.4, "influence(rbfs = 21, range = 8) untied"), (self.mistake(0.1), "shrink(21)")]))
         if learnable and self.chance(0.35):
             learn += self.r.sample(list(learnable), self.r.randint(1, min(2, len(learnable))))
             if self.chance(0.4):  # per-layer copies (learn lam, D untied unties both), or said tied
@@ -221,12 +225,17 @@ class Gen(Expressions):
                                 (1, self.quadratic_program), (4, self.update_program),
                                 (0.6, self.paramless_program), (1.5, self.expression_program),
                                 (1, self.composite_program), (1.5, self.matrix_objective_program),
-                                (1.5, self.matrix_update_program)])
+                                (1.5, self.matrix_update_program), (1.5, self.operator_program)])
         family()
         text = "\n".join(self.lines) + "\n"
         if self.chance(0.1):
             text = self.decorate(text)
         return text
+
+    def operator_program(self):
+        """An image or signal program with the declared operators (dpc.fuzz.images)."""
+        from dpc.fuzz.images import operator_program
+        operator_program(self)
 
     def decorate(self, text):
         """Comments, blank lines, continuation lines: same program."""
