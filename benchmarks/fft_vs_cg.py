@@ -3,13 +3,14 @@ circulant system) against the conjugate-gradient fallback (`solve = cg(iters = k
 
 For each image size, the layer is compiled twice from the same program (unroll 1, beta fixed at the value of
 stage `--stage` of the example's schedule): as written (FFT) and with `solve = cg(iters = k)`. Accuracy: the
-relative difference ||u_cg - u_fft|| / ||u_fft|| of the layer's output, float64; k is the first of 5, 10,
-15, 20, 30, 40, 60, 80, ... (STEPS) that reaches --tol (1e-6 by default). Speed: forward+backward (the mean square of the output,
-backward to the input) of the FFT layer and of the CG layer with that k, median of --reps calls after
-2 warm-ups, float32 (--dtype; torch's float64 conv2d with a 15 x 15 kernel takes a slow path, 16 times float32's
-time on this CPU), one thread. The blur is a 15 x 15 Gaussian kernel (std 1.6) or a motion kernel (a line of
-11 pixels at 30 degrees), each summing to 1 (examples/train_deconv.py's generators); the images are random
-patches from image_data's training images, blurred circularly, noise sigma 2.55.
+relative difference ||u_cg - u_fft|| / ||u_fft|| of the layer's output, float64; k is the first of 5, 10, 15,
+20, 30, 40, 60, 80, ... (STEPS) that reaches --tol (1e-6 by default). Speed: forward+backward (the mean square
+of the output, backward to the input) of the FFT layer and of the CG layer with that k, the process's CPU time
+(one thread: the work, not the waits on a loaded machine), median of --reps calls after 2 warm-ups, float32
+(--dtype; torch's float64 conv2d with a 15 x 15 kernel takes a slow path, 16 times float32's time on this CPU).
+The blur is a 15 x 15 Gaussian kernel (std 1.6) or a motion kernel (a line of 11 pixels at 30 degrees), each
+summing to 1 (examples/train_deconv.py's generators); the images are random patches from image_data's training
+images, blurred circularly, noise sigma 2.55.
 
     OMP_NUM_THREADS=1 python benchmarks/fft_vs_cg.py
     OMP_NUM_THREADS=1 python benchmarks/fft_vs_cg.py --quick     # tiny, seconds (a test runs it)
@@ -57,13 +58,15 @@ def load(text: str, cache: dict):
 
 
 def timed(net, f, reps):
+    """The median CPU time of this process (time.process_time: one thread, so the work itself, not the waits
+    of a machine that other jobs load) of forward+backward."""
     times = []
     for i in range(reps + 2):
         x = f.detach().clone().requires_grad_()
-        t = time.perf_counter()
+        t = time.process_time()
         net(x).square().mean().backward()
         if i >= 2:
-            times.append(time.perf_counter() - t)
+            times.append(time.process_time() - t)
     return statistics.median(times)
 
 
@@ -112,7 +115,8 @@ def main(argv=None):
     for size, name, iters, err, t_fft, t_cg in rows:
         print(f"| {args.batch} x {size} x {size} | {name} | {iters} ({err:.1e}) | {1e3 * t_fft:.1f} | "
               f"{1e3 * t_cg:.1f} | {t_cg / t_fft:.1f} |")
-    print(f"\nCG steps from float64; forward+backward in {args.dtype}, median of {args.reps} after 2 warm-ups, 1 thread; torch {torch.__version__}")
+    print(f"\nCG steps from float64; forward+backward in {args.dtype}, CPU time (process_time), median of "
+          f"{args.reps} after 2 warm-ups, 1 thread; torch {torch.__version__}")
     return rows
 
 

@@ -56,8 +56,10 @@ def derive_hqs(program: Program, directive: Directive) -> Program:
     if system.dense is not None and identity_multiple(system.dense) is None:
         admm = splitting_methods(program, directive, ("admm",))
         raise fail(p, f"derive hqs: the {z.name}-step would solve with the dense matrix "
-                   f"{math(system.dense.subs(atoms.LAYER, sp.Symbol('t')))}, which changes with the layer t", directive.span,
-                   f"write `{admm[0]}` in place of `{directive.label()}`: its matrix is factored once" if admm else None)
+                   f"{math(system.dense.subs(atoms.LAYER, sp.Symbol('t')))}, which changes with the layer t",
+                   directive.span,
+                   f"write `{admm[0]}` in place of `{directive.label()}`: its matrix is factored once" if admm
+                   else None)
     p = system_requirements(p, directive, system, f"the {z.name}-step's system")
     try:
         prox, prox_text = build_prox([c.penalty], None, 1 / beta)
@@ -78,7 +80,8 @@ def derive_hqs(program: Program, directive: Directive) -> Program:
         scale = system.eye + (identity_multiple(system.dense) if system.dense is not None else 0)
         z_value, how = rhs / scale, f"the system is {math(scale)}*eye: a division"
     it.assign(z, z_value)
-    schedule = (f"beta_t = {math(beta.subs(atoms.LAYER, sp.Symbol('t')))} at layer t = 1, 2, ..." if beta.has(atoms.LAYER)
+    per_layer = math(beta.subs(atoms.LAYER, sp.Symbol("t")))
+    schedule = (f"beta_t = {per_layer} at layer t = 1, 2, ..." if beta.has(atoms.LAYER)
                 else f"beta = {math(beta)}, every layer")
     return it.done(
         f"f({z.name}) = {math(c.smooth)}    (quadratic)",

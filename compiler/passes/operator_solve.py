@@ -222,5 +222,6 @@ def operator_solve(program: Program, directive: Directive, system: OperatorSyste
     why = ("solve = cg(...) written" if isinstance(asked, int) else
            f"{math(other)} is not a circular convolution" if other is not None else "not circulant")
     how = (f"({system.text()}) {var.name} = rhs by {iters} conjugate-gradient steps from the previous {var.name}, "
-           f"matrix-free ({why}{'' if isinstance(asked, int) else f'; the default is {DEFAULT_CG_ITERS} steps, solve = cg(iters = k) sets k'})")
+           f"matrix-free ({why}" + ("" if isinstance(asked, int) else
+                                     f"; the default is {DEFAULT_CG_ITERS} steps, solve = cg(iters = k) sets k") + ")")
     return program, value, how
