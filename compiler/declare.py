@@ -126,6 +126,9 @@ FUZZ_ROLES = {
     "threshold": "a proximal non-linearity f(v, t...) with scalar thresholds after v (soft, hard, svt)",
     "reduction": "a scalar of a vector or matrix (sqnorm, norm1, sum, nuclear); one with a prox is also a penalty "
                  "of a matrix var's objective",
+    "operator": "a linear operator with a `linear=` fact (diff, grad2d, conv): the generator's image and signal "
+                "programs apply it to their var (after a filter param when its operand is the second argument) "
+                "inside a penalty, a smooth term or a data term",
 }
 # Whether an atom is called on vectors, matrices or both is read from its shape rule (dpc.fuzz.palette
 # probes it with R[m] and R[m, n]): nuclear, norm21, svt, rowsoft on matrices, norm2, topk on vectors.

@@ -8,6 +8,7 @@ built from a Program by graph.py.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 import sympy as sp
@@ -24,8 +25,10 @@ def dim_symbol(name: str) -> sp.Expr:
         return sp.Integer(int(name))
     if name.isidentifier():
         return sp.Symbol(name, integer=True, positive=True)
-    expr = sp.sympify(name)
-    return expr.xreplace({s: sp.Symbol(s.name, integer=True, positive=True) for s in expr.free_symbols})
+    # every identifier a dim's Symbol: sympify alone reads N, S, E, I, Q, O, beta, gamma, ... as sympy's own
+    # objects (`dims N` with diff(z) : R[N - 1] crashed: fuzz finding)
+    names = {n: sp.Symbol(n, integer=True, positive=True) for n in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", name)}
+    return sp.parse_expr(name, local_dict=names)
 
 
 class ImageSymbol(MatrixSymbol):

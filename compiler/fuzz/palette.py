@@ -107,6 +107,8 @@ class Palette:
                                      if a.convexity == "convex" and _nonnegative(a, 2)]
         # penalties c*f(Z) of a matrix var under derive proxgrad/fista: the reductions with a prox
         self.matrix_penalties = [a for a in self.matrix_reductions if a.prox is not None]
+        # linear operators (diff, grad2d, conv): the image and signal programs (dpc.fuzz.images)
+        self.operators = [a for a in atoms if a.fuzz.role == "operator" and a.linear is not None]
 
 
 _PALETTES: dict = {}
