@@ -550,6 +550,15 @@ def _layer_units(net):
     return units
 
 
+def _active_rows(scale):
+    """For a stacked tensor's multiplier (a tensor over its first axis): 1 + the last row with a non-zero
+    multiplier (the rows Adam must update); None for a plain float multiplier."""
+    if not isinstance(scale, torch.Tensor):
+        return None
+    nonzero = scale.reshape(scale.shape[0], -1)[:, 0].nonzero()
+    return int(nonzero.max()) + 1
+
+
 class ReferenceTrainer:
     """Trains `net` with a ReferenceSchedule on `problem`, resumably: `state_dict()` holds the
     network, the stage reached, its iteration, validation history and Adam moments, the training
@@ -629,7 +638,11 @@ class ReferenceTrainer:
             if not scaled:  # e.g. stage 0 of a later layer of an all-tied network: nothing to train
                 self._next_stage(t, stage, on_check, on_layer, save)
                 continue
-            opt = self._opt = TFAdam([p for p, _ in scaled], lr)
+            # A stacked per-layer tensor (layer k at row k-1) is trained through the view of its rows
+            # 1..t: the later rows' gradients are 0 and Adam's moments start at 0 each stage, so they would
+            # not move anyway, and Adam over all `layers` rows costs up to 16 times as much per step.
+            rows = [_active_rows(s) for _, s in scaled]
+            opt = self._opt = TFAdam([p if r is None else p[:r] for (p, _), r in zip(scaled, rows)], lr)
             if self.optimizer_state is not None:
                 opt.load_state_dict(self.optimizer_state)
             start = time.perf_counter() - self.seconds
@@ -643,7 +656,8 @@ class ReferenceTrainer:
                     y, x = self.problem.batch(sched.batch)
                     loss = self.loss(y, x, t)
                     grads = torch.autograd.grad(loss, [p for p, _ in scaled], allow_unused=True)
-                    opt.step([torch.zeros_like(p) if g is None else g * s for (p, s), g in zip(scaled, grads)])
+                    opt.step([torch.zeros_like(p if r is None else p[:r]) if g is None else
+                              (g * s if r is None else g[:r] * s[:r]) for (p, s), g, r in zip(scaled, grads, rows)])
                     self.iterations += 1
                     i, self.i = self.i, self.i + 1
                     if i % sched.val_step == 0:

@@ -189,3 +189,47 @@ def test_benchmark_reference_schedule_checkpoints_logs_and_resumes(tmp_path):
     assert first["nmse_db"] == again["nmse_db"] and first["info"]["ALISTA"]["finished"]
     state = torch.load(tmp_path / "ck" / "noiseless_ALISTA.pt", weights_only=False)["trainer"]
     assert state["done"] and state["schedule"]["better_wait"] == 8
+
+
+def test_a_stacked_weight_is_trained_through_its_active_rows_only(sc, monkeypatch):
+    """lista.dp's W is one (steps, n, m) tensor. At layer t the trainer runs Adam on rows 1..t only; the
+    result must equal TensorFlow-1 Adam written out here over the WHOLE tensor with the reference's
+    multipliers (0 beyond layer t), and the later rows must not move."""
+    LISTA = generated("lista")
+    problem = tiny_problem(sc)
+    net = LISTA(D=problem.A, lam=0.1, steps=5)
+    assert net.W.dim() == 3  # the stacked form this test is about
+    trainer = sc.ReferenceTrainer(net, problem, sc.ReferenceSchedule(), layers=5)
+    t, stage, lr = 3, 1, 5e-4 * 0.2
+    scaled = trainer.multipliers(t, stage)
+    before = {id(p): p.detach().clone() for p, _ in scaled}
+    batches = [problem.batch(64) for _ in range(3)]
+    # the expectation: full-tensor Adam (lr_t = lr sqrt(1 - b2^k) / (1 - b1^k), eps outside), by hand
+    expected = {id(p): p.detach().clone() for p, _ in scaled}
+    moments = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for p, _ in scaled}
+    probe = LISTA(D=problem.A, lam=0.1, steps=5)
+    for k, (y, x) in enumerate(batches, start=1):
+        with torch.no_grad():
+            for (p, _), q in zip(scaled, [dict(probe.named_parameters())[n] for n, pp in net.named_parameters()
+                                          if any(pp is p for p, _ in scaled)]):
+                q.copy_(expected[id(p)])
+        probe_params = {n: q for n, q in probe.named_parameters()}
+        names = {id(pp): n for n, pp in net.named_parameters()}
+        loss = 0.5 * (probe(y, steps=t) - x).pow(2).sum()
+        grads = torch.autograd.grad(loss, [probe_params[names[id(p)]] for p, _ in scaled], allow_unused=True)
+        lr_t = lr * (1 - 0.999 ** k) ** 0.5 / (1 - 0.9 ** k)
+        for (p, s), g in zip(scaled, grads):
+            g = torch.zeros_like(p) if g is None else g * s
+            m, v = moments[id(p)]
+            m.mul_(0.9).add_(g, alpha=0.1)
+            v.mul_(0.999).addcmul_(g, g, value=0.001)
+            expected[id(p)] = expected[id(p)] - lr_t * m / (v.sqrt() + 1e-8)
+    feed = iter(batches)
+    monkeypatch.setattr(problem, "batch", lambda size: next(feed))
+    trainer.position = trainer.plan.index((t, stage, lr))
+    steps = []
+    assert not trainer.run(stop=lambda: len(steps) >= 3 or steps.append(1) and False)
+    for p, _ in scaled:
+        torch.testing.assert_close(p.detach(), expected[id(p)], rtol=1e-12, atol=1e-14)
+    assert torch.equal(net.W.detach()[t:], before[id(net.W)][t:])  # layers 4 and 5 untouched
+    assert not torch.equal(net.W.detach()[:t], before[id(net.W)][:t])
