@@ -1542,7 +1542,14 @@ class _Operator(MatrixExpr):
     reference = None
 
     def __new__(cls, *args):
-        return Basic.__new__(cls, *(sp.sympify(a) for a in args))
+        obj = Basic.__new__(cls, *(sp.sympify(a) for a in args))
+        # a linear operator of zero is zero where the zero can be printed: a start of 0 folded into the first
+        # layer made ADMM's grad2dT(w - u) grad2dT(0) of a (2h) x w ZeroMatrix, printed torch.zeros(2*h, w), which
+        # _grad2d_t cannot read (fuzz finding). A result of rank <= 2 (an image, a vector) becomes ZeroMatrix; an
+        # image stack (grad2d, a bank's conv) stays the operator of its operand's zero, which prints its shape.
+        if isinstance(obj.args[getattr(cls, "operands", 1) - 1], sp.ZeroMatrix) and tensor_rank(obj) <= 2:
+            return sp.ZeroMatrix(*obj.shape)
+        return obj
 
     def _eval_transpose(self):
         return None

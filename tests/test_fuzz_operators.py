@@ -76,3 +76,62 @@ def test_a_dim_named_like_a_sympy_object_in_an_operators_shape(dim):
     got = net(torch.tensor(f), trace=True)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a.numpy(), b, rtol=0, atol=1e-12)
+
+
+ADMM_ZERO_START = """network Deconv
+dims   rows, W_, s
+input  y : R[rows, W_]
+param  B : R[3, s, s]
+hyper  lam = 0.05
+input  g : R[3, rows, W_]
+var    v : R[rows, W_]
+minimize 0.5 * sqnorm(conv(B, v, pad = circular) - g) + lam * norm1(grad2d(v))
+derive admm(rho = 0.5)
+unroll 4
+output v
+"""
+
+
+def _dense_grad2d(h, w):
+    Dh = np.vstack([np.diff(np.eye(h), axis=0), np.zeros((1, h))])
+    Dw = np.vstack([np.diff(np.eye(w), axis=0), np.zeros((1, w))])
+    return np.vstack([np.kron(Dh, np.eye(w)), np.kron(np.eye(h), Dw)])
+
+
+def _dense_circular_bank(K, h, w):
+    """Rows: each filter's correlation with wrap-around, (s-1)//2 before, as F.conv2d on a circular pad."""
+    k, s, _ = K.shape
+    lo = (s - 1) // 2
+    rows = []
+    for f in K:
+        for i in range(h):
+            for j in range(w):
+                row = np.zeros((h, w))
+                for a in range(s):
+                    for b in range(s):
+                        row[(i + a - lo) % h, (j + b - lo) % w] += f[a, b]
+                rows.append(row.reshape(-1))
+    return np.array(rows)
+
+
+def test_admm_from_a_zero_start_with_grad2d_equals_numpy():
+    """Fuzz finding (seed 230 of the operator programs): the folded first layer of ADMM with a zero start printed
+    grad2dT(w - u) as _grad2d_t of a 2-D zero (the (2h) x w algebra's zero of an image stack): an IndexError.
+    An operator of zero is now zero; the module equals numpy ADMM with dense matrices layer by layer."""
+    rng = np.random.default_rng(3)
+    K = rng.standard_normal((3, 3, 3))
+    h, w = 5, 4
+    net = build(ADMM_ZERO_START)(B=torch.tensor(K))
+    y, g = rng.standard_normal((2, h, w)), rng.standard_normal((2, 3, h, w))
+    A, D = _dense_circular_bank(K, h, w), _dense_grad2d(h, w)
+    rho, lam = 0.5, 0.05
+    M = A.T @ A + rho * D.T @ D
+    got = net(torch.tensor(y), torch.tensor(g), trace=True)
+    for b in range(2):
+        v, z, u = np.zeros(h * w), np.zeros(2 * h * w), np.zeros(2 * h * w)
+        for layer in range(4):
+            v = np.linalg.solve(M, A.T @ g[b].reshape(-1) + rho * D.T @ (z - u))
+            z_next = np.sign(D @ v + u) * np.maximum(np.abs(D @ v + u) - lam / rho, 0)
+            u = D @ v + u - z_next
+            z = z_next
+            np.testing.assert_allclose(got[layer][b].numpy().reshape(-1), v, rtol=0, atol=1e-10)

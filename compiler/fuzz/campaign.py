@@ -15,13 +15,16 @@ from dpc.fuzz.report import Failure, Report, write_failures
 from dpc.fuzz.shrink import kind_of, shrink
 
 
-def make_jobs(programs: int, seed: int, mutate_share: float, start: int = 0):
-    """(index, text, data seed, overrides, origin) for programs start..start+programs-1."""
+def make_jobs(programs: int, seed: int, mutate_share: float, start: int = 0, family: str | None = None):
+    """(index, text, data seed, overrides, origin) for programs start..start+programs-1; family: generated
+    programs of that family only (dpc.fuzz.generate.FAMILIES), mutate_share ignored."""
     bases = examples()
     for i in range(start, start + programs):
         rng = random.Random(f"dpc-fuzz:{seed}:{i}")
         overrides = None
-        if rng.random() < mutate_share:
+        if family is not None:
+            text, origin = generate(rng, family=family), f"generated {family}"
+        elif rng.random() < mutate_share:
             if rng.random() < 0.6 and bases:
                 k = rng.randrange(len(bases))
                 base, origin = bases[k], f"mutated example {example_names()[k]}"
@@ -38,7 +41,7 @@ def make_jobs(programs: int, seed: int, mutate_share: float, start: int = 0):
 
 def run(programs: int, seed: int = 0, jobs: int | None = None, out: str | None = None, mutate_share: float = 0.3,
         timeout: float = 5.0, shrink_per_kind: int = 3, shrink_budget: int = 150, shrink_seconds: float = 30.0,
-        log=None) -> Report:
+        log=None, family: str | None = None) -> Report:
     jobs = jobs or os.cpu_count() or 1
     warm_up()
     started = time.monotonic()
@@ -48,7 +51,7 @@ def run(programs: int, seed: int = 0, jobs: int | None = None, out: str | None =
     texts = {}
     with Pool(jobs, timeout=timeout) as pool:
         items = []
-        for i, text, data_seed, overrides, origin in make_jobs(programs, seed, mutate_share):
+        for i, text, data_seed, overrides, origin in make_jobs(programs, seed, mutate_share, family=family):
             texts[i] = (text, data_seed, overrides, origin)
             items.append((i, (text, data_seed, overrides)))
         done = 0

@@ -7,6 +7,7 @@ import sys
 
 import dpc.fuzz
 from dpc.fuzz.campaign import run
+from dpc.fuzz.generate import FAMILIES
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -19,9 +20,11 @@ def main(argv=None, prog: str | None = None) -> int:
     ap.add_argument("--mutate-share", type=float, default=0.3, help="share of mutated programs (default 0.3)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per program (default 5)")
     ap.add_argument("--shrink", type=int, default=3, help="failures shrunk per kind (default 3)")
+    ap.add_argument("--family", choices=sorted(FAMILIES), help="generate only this family's programs (operator: "
+                    "the image and signal programs of diff, grad2d, conv)")
     args = ap.parse_args(argv)
     report = run(args.programs, args.seed, args.jobs, args.out, args.mutate_share, args.timeout, args.shrink,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
+                 log=lambda s: print(s, file=sys.stderr, flush=True), family=args.family)
     print(report.summary())
     if report.failures:
         print()

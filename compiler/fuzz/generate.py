@@ -952,6 +952,14 @@ class Gen(Expressions):
         return self.vec(n, ctx, self.r.randint(1, 3))
 
 
-def generate(rng: random.Random, mistakes: bool = True) -> str:
-    """One random well-typed program; with mistakes, some of its directives are deliberately wrong."""
-    return Gen(rng, mistakes).program()
+FAMILIES = {"operator": "operator_program"}  # `dpc fuzz --family NAME`: one family only
+
+
+def generate(rng: random.Random, mistakes: bool = True, family: str | None = None) -> str:
+    """One random well-typed program; with mistakes, some of its directives are deliberately wrong. family
+    (FAMILIES): that family's programs only (the image and signal programs of the operators)."""
+    gen = Gen(rng, mistakes)
+    if family is None:
+        return gen.program()
+    getattr(gen, FAMILIES[family])()
+    return "\n".join(gen.lines) + "\n"
