@@ -193,3 +193,75 @@ def test_pdhg_steps_read_the_symbol_bound(pad, learned):
     for h, w in [(8, 7), (12, 10)]:
         sigma = np.linalg.norm(_dense_conv(K.numpy(), pad, h, w), 2)
         assert (0.99 / norm) ** 2 * sigma ** 2 < 1
+
+
+GD_CONV = """network G
+dims   k, h, w
+input  f : R[h, w]
+param  K : R[k, 3, 3] = dct
+hyper  lam = 0.5
+var    u : R[h, w] = f
+minimize 0.5 * sqnorm(u - f) + lam * sum(softplus(conv(K, u, pad = zero) / 2))
+derive gd
+unroll 3
+output u
+"""
+
+FISTA_BLUR = """network B
+dims   h, w
+input  f : R[h, w]
+param  K : R[3, 3]
+hyper  lam = 0.05
+var    u : R[h, w] = f
+minimize 0.5 * sqnorm(conv(K, u, pad = circular) - f) + 0.5*sqnorm(grad2d(u)) + lam * norm1(u)
+derive fista
+unroll 4
+output u
+"""
+
+
+def test_gd_finds_its_step_from_the_operators_norm():
+    """derive gd without a step on c*sum(phi(conv(K, u)/2)): L = 1 + |lam| * sup|softplus''| * (1/2)^2 * S (no
+    eye(h) of an image size known only at the call); the module's L is within 1 % above numpy's and the layers
+    equal numpy gradient descent with the dense operator at that step."""
+    net = build(GD_CONV)(k=4)
+    K = net.K.numpy()
+    L_np = 1 + 0.5 * 0.25 * 0.25 * _symbol_sup(K)
+    L = float(net.L)
+    assert L_np <= L <= 1.01 * L_np
+    f = np.random.default_rng(2).standard_normal((2, 6, 5))
+    A = _dense_conv(K, "zero", 6, 5)
+    got = net(torch.tensor(f), trace=True)
+    for b in range(2):
+        u = f[b].reshape(-1)
+        for layer in range(3):
+            grad = u - f[b].reshape(-1) + 0.5 * 0.5 * A.T @ (1 / (1 + np.exp(-0.5 * A @ u)))
+            u = u - grad / L
+            np.testing.assert_allclose(got[layer][b].numpy().reshape(-1), u, rtol=0, atol=1e-12)
+
+
+def test_fista_finds_its_step_from_a_blur_and_grad2d():
+    """0.5*sqnorm(conv(K, u) - f) + 0.5*sqnorm(grad2d(u)): L = S + 8 (each c*sqnorm(OP(u) - b) gives 2|c| opnorm^2);
+    the module equals numpy FISTA with the dense operators at the module's L (within 1 % above numpy's S + 8)."""
+    K = np.random.default_rng(4).standard_normal((3, 3))
+    net = build(FISTA_BLUR)(K=torch.tensor(K))
+    L = float(net.L) if hasattr(net, "L") else None
+    L_np = _symbol_sup(K) + 8
+    assert L is not None and L_np <= L <= 1.01 * L_np
+    h, w = 6, 5
+    f = np.random.default_rng(5).standard_normal((2, h, w))
+    A = _dense_conv(K, "circular", h, w)
+    Dh = np.vstack([np.diff(np.eye(h), axis=0), np.zeros((1, h))])
+    Dw = np.vstack([np.diff(np.eye(w), axis=0), np.zeros((1, w))])
+    G = np.vstack([np.kron(Dh, np.eye(w)), np.kron(np.eye(h), Dw)])
+    got = net(torch.tensor(f), trace=True)
+    for b in range(2):
+        x = y = f[b].reshape(-1)
+        t = 1.0
+        for layer in range(4):
+            v = y - (A.T @ (A @ y - f[b].reshape(-1)) + G.T @ G @ y) / L
+            x_next = np.sign(v) * np.maximum(np.abs(v) - 0.05 / L, 0)
+            t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+            y = x_next + (t - 1) / t_next * (x_next - x)
+            x, t = x_next, t_next
+            np.testing.assert_allclose(got[layer][b].numpy().reshape(-1), x, rtol=0, atol=1e-10)

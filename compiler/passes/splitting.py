@@ -207,12 +207,18 @@ def _lipschitz_bound(program, directive, var, smooth):
             continue
         bound = _curvature_bound(term, var)
         if bound is None:
+            bound = _operator_quadratic_bound(term, var)  # c*sqnorm(OP(z) - b): its gradient reads OP's adjoint
+        if bound is None:
             raise fail(program, f"derive {directive.name} needs step = ... here: dpc knows no Lipschitz constant for "
                        f"the gradient of {math(term)}", program.span_of_term(term)
                        or _span_containing(program, term) or directive.span,
                        f"give the step, e.g. derive {directive.name}(step = 0.1); bounds are known for quadratics "
                        f"and c*sum(phi(A @ z + b)), phi one of {', '.join(smooth_entrywise(bounded=True))}")
         bounds.append(bound)
+    operator_terms = [(t, _operator_quadratic_bound(t, var)) for t in quadratic]
+    if any(b is not None for _, b in operator_terms):  # c*sqnorm(OP(z) + b): 2|c| opnorm(OP)^2 each
+        bounds += [b for _, b in operator_terms if b is not None]
+        quadratic = [t for t, b in operator_terms if b is None]
     if quadratic:
         grad = algebra.gradient(sp.Add(*quadratic), var)
         try:
@@ -239,7 +245,8 @@ def _curvature_bound(term, var):
     try:
         coeffs, _ = algebra.affine_parts(inner.args[0], [var])
     except algebra.NotAffine:
-        return None
+        norm = _operator_norm(inner.args[0], var)  # phi(c*conv(K, z) + b): the operator's declared opnorm
+        return None if norm is None else abs(weight) * kappa * norm ** 2
     matrix = coeffs.get(var)
     if matrix is None:
         return None
@@ -249,6 +256,39 @@ def _curvature_bound(term, var):
     c, mats = matrix.as_coeff_matrices() if isinstance(matrix, sp.MatMul) else (sp.Integer(1), [matrix])
     norm = atoms.OpNorm(sp.MatMul(*mats) if len(mats) > 1 else mats[0])
     return scale * c ** 2 * norm ** 2
+
+
+def _operator_norm(arg, var):
+    """A bound on ||d arg / d var|| when arg = c*OP(var) + b with OP a declared linear operator (diff, grad2d,
+    conv: its `linear=` opnorm, the sup over image sizes) and c, b free of var; else None."""
+    terms = [t for t in sp.Add.make_args(arg) if t.has(var)] if isinstance(arg, (sp.Add, sp.MatAdd)) else [arg]
+    if len(terms) != 1:
+        return None
+    term = terms[0]
+    c = sp.Integer(1)
+    if isinstance(term, sp.MatMul):  # (1/b)*conv(K, z): a scalar coefficient and one operator
+        c, mats = term.as_coeff_matrices()
+        if len(mats) != 1 or c.has(var):
+            return None
+        term = mats[0]
+    found = declare.of(term)
+    if found is None or found.linear is None or term.args[found.linear.operand] != var:
+        return None
+    if any(a.has(var) for i, a in enumerate(term.args) if i != found.linear.operand):
+        return None
+    return abs(c) * found.linear.opnorm(term)
+
+
+def _operator_quadratic_bound(term, var):
+    """c*sqnorm(OP(var) + b) (c free of var): its gradient's Lipschitz constant 2|c| opnorm(OP)^2; else None."""
+    found = [a for a in term.atoms(atoms.ScalarAtom) if a.has(var)]
+    if len(found) != 1 or not isinstance(found[0], atoms.SqNorm):
+        return None
+    weight, rest = term.as_independent(found[0], as_Add=False)
+    if rest != found[0] or weight.has(var):
+        return None
+    norm = _operator_norm(found[0].args[0], var)
+    return None if norm is None else 2 * abs(weight) * norm ** 2
 
 
 def _sided_lipschitz(program, directive, grad, var):
@@ -264,7 +304,14 @@ def _sided_lipschitz(program, directive, grad, var):
 
 
 def _lipschitz(hessian):
-    """opnorm(A.T @ A) = opnorm(A)^2: keep the cheaper form when the Hessian is a Gram matrix."""
+    """opnorm(A.T @ A) = opnorm(A)^2: keep the cheaper form when the Hessian is a Gram matrix; opnorm(c*eye(n)) =
+    |c| (no eye(h) built for an image var, whose h is read at every call)."""
+    if isinstance(hessian, sp.Identity):
+        return sp.Integer(1)
+    if isinstance(hessian, sp.MatMul):
+        c, mats = hessian.as_coeff_matrices()
+        if len(mats) == 1 and isinstance(mats[0], sp.Identity):
+            return abs(c)
     if isinstance(hessian, sp.MatMul):
         c, mats = hessian.as_coeff_matrices()
         if len(mats) == 2 and mats[0] == mats[1].T:  # A.T @ A (a left factor) or B @ B.T (a right one)
