@@ -307,6 +307,10 @@ def _constants(program: Program, params, hypers, weights, dims, steps, kinds=("l
             values = [_column(v, decl.shape) for v in values]
         elif decl.value is not None and decl.value.has(atoms.Xavier):
             raise ValueError(f"weight {name} starts at a random value ({decl.value}): give it in weights=")
+        elif decl.per_layer and decl.value is not None and decl.value.has(atoms.LAYER):
+            # an initial value that changes with the layer (learn shrink's fit of hqs's lam/beta_t): layer t's
+            values = [_checked(name, _column(value_of(decl.value, {**env, atoms.LAYER.name: k + 1}), decl.shape),
+                               shapes) for k in range(steps)]
         else:  # untrained: its initial value, the same at every layer
             values = [_checked(name, _column(value_of(decl.value, env), decl.shape), shapes)] * steps
         if decl.per_layer:
