@@ -135,3 +135,40 @@ def test_admm_from_a_zero_start_with_grad2d_equals_numpy():
             u = D @ v + u - z_next
             z = z_next
             np.testing.assert_allclose(got[layer][b].numpy().reshape(-1), v, rtol=0, atol=1e-10)
+
+
+OBJECTIVE_ONLY_CONV = """network K_means
+dims   rows, w
+input obs : R[rows, w]
+param  k0 : R[3, 3]
+hyper lam = 4
+hyper mu = 0.05
+var   v : R[rows, w] = 0
+minimize 0.5 * sqnorm(v - obs) + lam*norm1(conv(k0, v, pad = circular))
+derive pdhg
+unroll 1
+learn  k0, lam
+"""
+
+BUILT_RANDOM_UNTIED = """network Fuzz
+dims   H, W_
+input x : R[H, W_]
+param  k0 : R[2, 2] = random
+hyper lam = 2^-1
+hyper mu = 0.5
+var   v : R[H, W_] = 0
+minimize 0.5 * sqnorm(v - x) + .5 * sum(square(conv(k0, v, pad = reflect)))
+derive gd(step = 0.01)
+unroll 5
+learn  k0 untied
+"""
+
+
+def test_the_judge_on_what_the_operator_campaign_found():
+    """`dpc fuzz --family operator --programs 3000 --seed 20261204`: two findings of the judge itself. Program 2120:
+    forward never convolved (the zero start folded the first layer's conv away) but objective() did, on a 1 x 4
+    image its 3 x 3 circular filter cannot pad: a helper's refusal of the sizes drawn, rejected as in forward.
+    Program 2487: a `param = random` the module built and learned untied is stacked per layer; the reference
+    takes its first copy (they start equal)."""
+    assert classify(OBJECTIVE_ONLY_CONV, seed=1075402013).outcome == "rejected"
+    assert classify(BUILT_RANDOM_UNTIED, seed=1868384345).outcome == "ok"

@@ -340,8 +340,9 @@ def _classify(text, seed, overrides, hooks, workdir) -> Result:
                           traceback.format_exc(limit=-3))
         return Result("construct_fail", exc_line(e), traceback.format_exc(limit=-3) + "\n" + source)
     for d in program.of_kind("param"):
-        if d.name in built and d.init == "random":
-            params[d.name] = _as_array(getattr(net, d.name))
+        if d.name in built and d.init == "random":  # per layer (learn K untied): its copies start equal
+            value = _as_array(getattr(net, d.name))
+            params[d.name] = value[0] if d.per_layer else value
     # learn NAME untied: make the copies differ (each scaled by [0.8, 1.25], signs kept), so a layer that
     # reads another layer's copy is a mismatch; the reference gets them as weights
     per_layer_values = {}
@@ -561,6 +562,10 @@ def _compare_objective(net, program, reference, inputs, params, rng, sizes, extr
         with torch.no_grad():
             got = net.objective(*args)
     except Exception as e:  # noqa: BLE001
+        if type(e) is ValueError and _raised_in(e).startswith("_"):  # a runtime helper's check of the sizes drawn:
+            # the objective convolves images forward never did (a zero start folded the first layer's conv away)
+            return Result("rejected", f"the module's objective refuses the input: {exc_line(e)}",
+                          traceback.format_exc(limit=-3))
         return Result("run_fail", f"objective: {exc_line(e)}", traceback.format_exc(limit=-3))
     try:
         want = reference.evaluate_objective(program, inputs, states, params=params, **extra)  # hypers= too

@@ -24,7 +24,8 @@ def main(argv=None, prog: str | None = None) -> int:
                     "the image and signal programs of diff, grad2d, conv)")
     args = ap.parse_args(argv)
     report = run(args.programs, args.seed, args.jobs, args.out, args.mutate_share, args.timeout, args.shrink,
-                 log=lambda s: print(s, file=sys.stderr, flush=True), family=args.family)
+                 log=lambda s: print(s, file=sys.stderr, flush=True),
+                 **({"family": args.family} if args.family else {}))
     print(report.summary())
     if report.failures:
         print()
