@@ -1881,7 +1881,8 @@ def _conv_norm(e):
     """An upper bound on ||conv(K, ., pad)|| at every image size, from the symbol: S = sup over frequencies w of
     sum_k |K_k^(w)|^2 (ConvSymbol). zero: the operator is a compression of the infinite convolution, whose norm is
     sqrt(S); circular: its norm at h x w is the largest sqrt(sum_k |K_k^|^2) over the h x w DFT grid, at most
-    sqrt(S) and equal to it in the limit; reflect: u -> padded u copies each pixel at most twice along each axis,
+    sqrt(S) and equal to it in the limit; reflect: the padded image is a window of u's symmetric periodic
+    extension (period 2h - 2 by 2w - 2: _conv pads less than the image), whose energy per period is at most 4 ||u||^2,
     so 2*sqrt(S), which a shift filter attains at every size (no bound read from the symbol alone is lower).
     docs/imaging.md, "Operator norms"."""
     K, pad = e.args[0], int(e.args[2])
