@@ -2036,14 +2036,16 @@ class OperatorCG(MatrixExpr):
 
 
 def _operator_cg_reference(np, apply, b, x0, iters):
-    """The same steps as _cg_reference, A @ p replaced by apply(p)."""
+    """The same steps as _cg_reference, A @ p replaced by apply(p); as _cg_op, no step once the residual is
+    at rounding level of b (|r| <= 64 eps |b|, float64 here)."""
     x = np.zeros_like(b) + x0
     r = b - apply(x)
     p, rs = r, float((r * r).sum())
+    floor = float((b * b).sum()) * (64 * np.finfo(np.float64).eps) ** 2
     for _ in range(int(iters)):
         Ap = apply(p)
         curvature = float((p * Ap).sum())
-        alpha = rs / curvature if curvature > 0 else 0.0
+        alpha = rs / curvature if curvature > 0 and rs > floor else 0.0
         x, r = x + alpha * p, r - alpha * Ap
         rs_next = float((r * r).sum())
         p = r + (rs_next / rs if rs > 0 else 0.0) * p

@@ -188,12 +188,10 @@ unroll 1
 """
 
 
-@pytest.mark.xfail(strict=True, reason="left open (docs/trust.md, 'Findings left open'): _cg_op keeps stepping after "
-                   "its residual reaches rounding level, and on a singular u-step system (zero-mean filters and grad2d "
-                   "do not see constants) a direction's curvature is positive by rounding only")
 def test_admm_cg_on_a_singular_system_stays_bounded():
     """Operator program 245 of seed 20261204: on 3 x 3 images the one ADMM layer returns 4e15; a CG that stops at
-    rounding level keeps it near the data's scale (it is 0.59 to 0.90 on 4 x 5 to 16 x 16 images)."""
+    rounding level keeps it near the data's scale (it is 0.59 to 0.90 on 4 x 5 to 16 x 16 images). _cg_op now stops
+    there (a regression test: it was a strict xfail while open)."""
     net = build(ADMM_SINGULAR)()
     torch.manual_seed(0)
     x, g = torch.randn(2, 3, 3), torch.randn(2, 3, 3, 3)

@@ -275,16 +275,22 @@ CG_OP = helper("_cg_op", '''
 def _cg_op(A, b, x, iters, axes):
     """iters steps of conjugate gradients for A(x) = b per sample, A a symmetric positive (semi)definite linear
     map given as a function (operators and their adjoints, never a matrix), b (batch, ...) with `axes`
-    per-sample axes, from x (0: from zero). Where the residual is already 0 a step does not move x (no 0/0)."""
+    per-sample axes, from x (0: from zero). Once a sample's residual is at rounding level of its b
+    (|r| <= 64 eps |b|) its steps stop moving x (no 0/0, no division of rounding by rounding)."""
     dims = tuple(range(-axes, 0))
     x = b * 0 + x
     r = b - A(x)
     p = r
     rs = (r * r).sum(dims, keepdim=True)
+    # converged: the residual at rounding level of b. Stepping on from there divides rounding by rounding: on a
+    # singular system (zero-mean filters and grad2d both miss constants) that direction's curvature is positive
+    # by rounding only, and x blew up to 1e15 (fuzz finding, docs/trust.md)
+    floor = (b * b).sum(dims, keepdim=True) * (64 * torch.finfo(b.dtype).eps) ** 2
     for _ in range(iters):
         Ap = A(p)
         curvature = (p * Ap).sum(dims, keepdim=True)
-        alpha = torch.where(curvature > 0, rs / torch.where(curvature > 0, curvature, 1), 0)
+        step = (curvature > 0) & (rs > floor)
+        alpha = torch.where(step, rs / torch.where(step, curvature, 1), 0)
         x = x + alpha * p
         r = r - alpha * Ap
         rs_next = (r * r).sum(dims, keepdim=True)
