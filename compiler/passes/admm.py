@@ -23,7 +23,7 @@ from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_c
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, positive_scalar
 from dpc.passes.prox import NoProx, build_prox
-from dpc.passes.operator_solve import FFT, OperatorSystem, operator_solve, solve_option, system_requirements
+from dpc.passes.operator_solve import FFT, operator_solve, solve_option, system_requirements
 from dpc.passes.splitting import fail, hessian_requirements
 from dpc.printing import math
 
@@ -81,19 +81,8 @@ def derive_admm(program: Program, directive: Directive) -> Program:
 def _admm_with_operators(p: Program, directive: Directive, c, rho) -> Program:
     """ADMM whose z-step system H + rho*K.T K holds operators (conv, grad2d, diff): solved matrix-free, by the
     FFT when it is circulant, else by conjugate gradients (passes/operator_solve.py)."""
-    z, K = c.var, c.K
-    system = c.hessian_system() or OperatorSystem(z)
-    if system.dense is not None and not positive_semidefinite(p, system.dense)[0]:
-        raise fail(p, f"derive admm: cannot show that the {z.name}-step's system is positive semidefinite "
-                   f"(H = {math(system.dense)})", directive.span)
-    p = hessian_requirements(p, system.dense, directive.span, f"it keeps the {z.name}-step's system semidefinite")
-    if c.operator:
-        split = OperatorSystem(z, grams=((rho, K),))
-    elif K.is_Identity:
-        split = OperatorSystem(z, eye=rho)
-    else:
-        split = OperatorSystem(z, dense=rho * K.T @ K)
-    system = system.plus(split)
+    z = c.var
+    p, system = c.split_system(p, directive, rho, "admm")
     p = system_requirements(p, directive, system, f"the {z.name}-step's system")
     it = Iteration(p, directive, z)
     w = it.state("w", f"split variable, = {math(c.apply(z))}", start=0, shape=c.K_shape)

@@ -15,7 +15,7 @@ from sympy import Identity, MatMul, MatrixSymbol
 from dpc import algebra, atoms, declare
 from dpc.ir import Decl, Directive, Program, make_symbol
 from dpc.passes.prox import Penalty
-from dpc.passes.splitting import fail, hessian_terms, the_var
+from dpc.passes.splitting import fail, hessian_requirements, hessian_terms, the_var
 from dpc.printing import math
 
 NORMS = {atoms.Norm1: "norm1"}
@@ -37,7 +37,6 @@ class Composite:
 
     def hessian_system(self):
         """f's Hessian as an OperatorSystem (a dense or c*eye hessian too), None when f is linear."""
-        from dpc.passes.composite import identity_multiple
         from dpc.passes.operator_solve import OperatorSystem
         if self.system is not None:
             return self.system
@@ -45,6 +44,28 @@ class Composite:
             return None
         c = identity_multiple(self.hessian)
         return OperatorSystem(self.var, eye=c) if c is not None else OperatorSystem(self.var, dense=self.hessian)
+
+    def split_system(self, program: Program, directive: Directive, weight, method: str):
+        """(program, system): the z-step system of a splitting whose penalty has weight `weight` (admm's rho,
+        hqs's beta_t): f's Hessian plus weight*K.T K (a Gram of the operator, weight*eye or a dense product).
+        f's dense part must be shown semidefinite (else a located error); the signs of its coefficients become
+        requirements."""
+        from dpc.passes.operator_solve import OperatorSystem
+        z = self.var
+        system = self.hessian_system() or OperatorSystem(z)
+        if system.dense is not None:
+            if not positive_semidefinite(program, system.dense)[0]:
+                raise fail(program, f"derive {method}: cannot show that the {z.name}-step's system is positive "
+                           f"semidefinite (H = {math(system.dense)})", directive.span)
+            program = hessian_requirements(program, system.dense, directive.span,
+                                           f"it keeps the {z.name}-step's system semidefinite")
+        if self.operator:
+            split = OperatorSystem(z, grams=((weight, self.K),))
+        elif self.K.is_Identity:
+            split = OperatorSystem(z, eye=weight)
+        else:
+            split = OperatorSystem(z, dense=weight * self.K.T @ self.K)
+        return program, system.plus(split)
 
     def apply(self, x):
         """K x: a product, or the operator's atom on x."""

@@ -19,12 +19,12 @@ import sympy as sp
 from dpc import atoms
 from dpc.errors import DpcError
 from dpc.ir import Directive, Program
-from dpc.passes.composite import identity_multiple, positive_semidefinite, split_composite
+from dpc.passes.composite import identity_multiple, split_composite
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, positive_scalar
-from dpc.passes.operator_solve import OperatorSystem, operator_solve, solve_option, system_requirements
+from dpc.passes.operator_solve import operator_solve, solve_option, system_requirements
 from dpc.passes.prox import NoProx, build_prox
-from dpc.passes.splitting import fail, hessian_requirements, splitting_methods
+from dpc.passes.splitting import fail, splitting_methods
 from dpc.printing import math
 
 
@@ -32,26 +32,14 @@ from dpc.printing import math
                Option("solve", solve_option))
 def derive_hqs(program: Program, directive: Directive) -> Program:
     c = split_composite(program, directive)
-    p, z, K = c.program, c.var, c.K
+    p, z = c.program, c.var
     beta0, growth = option(p, directive, "beta"), option(p, directive, "growth")
     p = p.requiring(beta0, "positive", "the HQS penalty beta", directive.span).requiring(
         growth, "positive", "the HQS penalty's growth per layer", directive.span).requiring(
         c.penalty.weight, "nonnegative", f"the weight of {math(c.penalty.term)}",
         p.span_of_term(c.penalty.term) or directive.span)
     beta = beta0 * growth ** (atoms.LAYER - 1)
-    system = c.hessian_system() or OperatorSystem(z)
-    if system.dense is not None:
-        if not positive_semidefinite(p, system.dense)[0]:
-            raise fail(p, f"derive hqs: cannot show that the {z.name}-step's system is positive semidefinite "
-                       f"(H = {math(system.dense)})", directive.span)
-        p = hessian_requirements(p, system.dense, directive.span, f"it keeps the {z.name}-step's system semidefinite")
-    if c.operator:
-        split = OperatorSystem(z, grams=((beta, K),))
-    elif K.is_Identity:
-        split = OperatorSystem(z, eye=beta)
-    else:
-        split = OperatorSystem(z, dense=beta * K.T @ K)
-    system = system.plus(split)
+    p, system = c.split_system(p, directive, beta, "hqs")
     with_operators = bool(system.grams)
     if system.dense is not None and identity_multiple(system.dense) is None:
         admm = splitting_methods(program, directive, ("admm",))

@@ -138,13 +138,18 @@ def _channels(program, z) -> str:
     return "2" if isinstance(z, atoms.Grad2D) else "1"
 
 
-def learn_influence(program, directive, item):
+def _start(program, directive, item):
+    """What both forms read first: (word, span, rbfs, range, tying, fit points); an update is needed."""
     word, span = item[0]
     rbfs, r = _options(program, directive, item)
     tying = weight_tying(program, item)
     if program.step is None:
-        raise fail(program, "learn influence needs an update", span, "put it after derive (or write an update)")
-    m = atoms.rbf_fit_points(rbfs)
+        raise fail(program, f"learn {word} needs an update", span, "put it after derive (or write an update)")
+    return word, span, rbfs, r, tying, atoms.rbf_fit_points(rbfs)
+
+
+def learn_influence(program, directive, item):
+    word, span, rbfs, r, tying, m = _start(program, directive, item)
     per_sample = {d.name for d in program.decls if d.kind in ("input", "var", "temp")}
     learned, lines, taken = [], [], set()
 
@@ -216,12 +221,7 @@ def learn_influence(program, directive, item):
 
 
 def learn_shrink(program, directive, item):
-    word, span = item[0]
-    rbfs, r = _options(program, directive, item)
-    tying = weight_tying(program, item)
-    if program.step is None:
-        raise fail(program, "learn shrink needs an update", span, "put it after derive (or write an update)")
-    m = atoms.rbf_fit_points(rbfs)
+    word, span, rbfs, r, tying, m = _start(program, directive, item)
     learned, lines, taken = [], [], set()
 
     def shrink(atom, index):
