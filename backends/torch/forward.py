@@ -179,7 +179,9 @@ def _layer_printer(code: Code, step: Step, layer: str, extra: dict[str, str]) ->
     names = code.plan.names(layer, in_forward=True)
     names.update({name: name for name in code.plan.shared})  # locals of the layer (plan.batched knows which)
     names.update(extra)
-    return TorchPrinter(names, code.plan.batched(step) | set(extra), keepdim=True,
+    # what was hoisted is per sample where it reads an input (D.T @ y), not where it reads params alone
+    unbatched = {name for name, expr in code.plan.hoisted if not graph.names_in(expr) & code.plan.batched()}
+    return TorchPrinter(names, code.plan.batched(step) | (set(extra) - unbatched), keepdim=True,
                         like=code.p.of_kind("input")[0].name)
 
 

@@ -1,7 +1,8 @@
 """What the planner computes once instead of in every layer (pure functions of the program's steps; each
 new name comes from the namespace given, in the order found, so the same program names them the same).
 
-  hoist_vectors      tied weights applied to an input (SC2Net's U_i @ x + b_i): once, before the layers
+  hoist_invariants   what every layer computes the same (D.T @ y, convT(k, f), SC2Net's tied U_i @ x + b_i):
+                     once, before the layers
   all_layer_products all_layers(W @ x) of the batch-products pass: every layer's in one batched product
   hoist_let_products a per-layer let's matrix product that reads nothing per layer (ADMM-Net's Dd.T @ Dd)
   share_repeated     an atom call or matrix product a layer computes twice (TNRD's conv(K, u) in rho'): once
@@ -14,42 +15,99 @@ from dpc import atoms, graph
 from dpc.ir import Program, Step, make_symbol
 
 
-def hoist_vectors(p: Program, ns, first: Step | None, step: Step, varying: set[str]):
-    """Vector subexpressions that read inputs and nothing in `varying` (states, temporaries, per-layer
-    values) are computed once, before the first layer. Returns (first, step, [(name, expr)]), the steps
-    reading the names; only where the weights are tied, or some are (`learn weights untied except W`: the
-    tied W's W @ x once, the per-layer S_k and theta_k stay in the loop)."""
-    if p.tied is not True and not graph.some_tied(p):
-        return first, step, []
+def hoist_invariants(p: Program, ns, first: Step | None, step: Step, varying: set[str]):
+    """What every layer computes the same, computed once before the first layer: a subexpression of the step
+    that costs something (a matrix product, an atom or operator call: ISTA's D.T @ y in an update, the
+    deconvolution's convT(k, f), SC2Net's tied U_i @ x + b_i) and reads a tensor (an input, a param, a
+    shared weight, a let) but nothing in `varying` (states, temporaries, per-layer values and the lets of
+    them), nor the layer number, nor a sum's index. A property of the expression, whatever the learn form:
+    an untied weight is in `varying` (its all_layers(W @ x) stays for all_layer_products). Only the step is
+    searched: a value only the first layer reads stays there; the first layer reads what was hoisted where
+    it computes the same. Each is one tensor per call, whatever the number of layers. Returns (first, step,
+    [(name, expr)]), the steps reading the names."""
+    from dpc.passes.batch_products import AllLayers
     inputs = {d.name for d in p.of_kind("input")}
+    tensors = inputs | {d.name for d in p.decls if d.kind in ("param", "weight", "let")}
+    bound = set()  # sum_j body, [body]_j: j is not a value, and a body reading it is not the same for every j
+    for _, e in step.equations():
+        for node in sp.preorder_traversal(e):
+            if isinstance(node, (atoms.IndexSum, atoms.IndexVector)):
+                bound |= graph.names_in(node.args[1])
+    varying = set(varying) | bound
     found: dict = {}
 
     def invariant(e):  # softss's share grows with the layer number: never the same in every layer
-        return not graph.names_in(e) & varying and not e.has(atoms.LAYER)
+        names = graph.names_in(e)
+        return bool(names & tensors) and not names & varying and not e.has(atoms.LAYER)
 
     def hoisted(e):
         if e not in found:
             found[e] = ns.fresh(hoist_name(e, inputs))
-        return make_symbol(found[e], (str(e.shape[0]),))
+        return _temporary(found[e], e)
 
     def visit(e):
+        if isinstance(e, AllLayers):  # every layer's W_k @ x: batched by all_layer_products, not hoisted
+            return e
         if isinstance(e, sp.MatAdd):  # U x + V z + b: the invariant terms U x + b together
             fixed = [a for a in e.args if invariant(a)]
-            if len(fixed) >= 2 and graph.names_in(sp.MatAdd(*fixed)) & inputs:
+            if len(fixed) >= 2 and any(_costly(a) for a in fixed):
                 rest = [visit(a) for a in e.args if a not in fixed]
                 return sp.MatAdd(hoisted(sp.MatAdd(*fixed)), *rest) if rest else hoisted(sp.MatAdd(*fixed))
-        if isinstance(e, sp.MatMul) and e.shape[1] == 1 and invariant(e) and graph.names_in(e) & inputs:
-            return hoisted(e)
+        if _costs(e):
+            coeff, key = _product(e)  # t * D.T @ y (t a state): D.T @ y is the same in every layer
+            if invariant(key):
+                return visit(coeff) * hoisted(key) if coeff != 1 else hoisted(key)
         if not e.args:
             return e
-        new = [visit(a) for a in e.args]
-        return e if all(a is b for a, b in zip(new, e.args)) else e.func(*new)
+        return _rebuilt(e, [visit(a) for a in e.args])
 
     step = step.map(visit)  # hoisting pays only in the loop; the first layer reuses what was hoisted
-    reuse = {e: make_symbol(name, (str(e.shape[0]),)) for e, name in found.items()}
-    if first is not None:
-        first = first.map(lambda e: e.xreplace(reuse))
+    if first is not None and found:
+        reuse = {e: _temporary(name, e) for e, name in found.items()}
+
+        def swap(e):  # the same value, or a scalar times it (the folded first layer's D.T @ y / L)
+            if e in reuse:
+                return reuse[e]
+            if _costs(e):
+                coeff, key = _product(e)
+                if key in reuse:
+                    return swap(coeff) * reuse[key]
+            return _rebuilt(e, [swap(a) for a in e.args]) if e.args else e
+
+        first = first.map(swap)
     return first, step, [(name, e) for e, name in found.items()]
+
+
+def _product(e):
+    """(c, P) with e = c * P: a product's scalar factor and its matrices (P alone is worth a name, whatever c
+    is); anything else is (1, e)."""
+    if isinstance(e, sp.MatMul):
+        coeff, mats = e.as_coeff_matrices()
+        if coeff != 1 and all(getattr(m, "is_Matrix", False) for m in mats):
+            return coeff, sp.MatMul(*mats)
+    return sp.Integer(1), e
+
+
+def _rebuilt(e, args):
+    """e with new arguments (e itself where none changed)."""
+    if all(a is b for a, b in zip(args, e.args)):
+        return e
+    # Max/Min re-canonicalise their arguments (factor_terms), which fails on a matrix inside opnorm(...)
+    return e.func(*args, evaluate=False) if isinstance(e, (sp.Max, sp.Min)) else e.func(*args)
+
+
+def _costs(e) -> bool:
+    """A node worth computing once: a product of two or more matrices or vectors (a scalar times one is not),
+    or an atom or operator call (conv, convT, grad2d, circsolve, sqnorm, ...)."""
+    from dpc.declare import of
+    if isinstance(e, sp.MatMul):
+        return len([m for m in e.as_coeff_matrices()[1] if getattr(m, "is_Matrix", False)]) >= 2
+    return of(e) is not None or isinstance(e, atoms.CG)
+
+
+def _costly(e) -> bool:
+    """e or a node inside it costs something (_costs)."""
+    return any(_costs(node) for node in sp.preorder_traversal(e))
 
 
 def all_layer_products(p: Program, ns, first: Step | None, step: Step):
@@ -118,11 +176,17 @@ def read_whole(p: Program) -> set[str]:
 
 
 def hoist_name(expr, inputs) -> str:
-    """Wx for W @ x, U_ix_b_i for U_i @ x + b_i: the names read, matrices before the input."""
+    """Wx for W @ x, U_ix_b_i for U_i @ x + b_i (the names read, matrices before the input), DTy for D.T @ y (a
+    transposed matrix marked T), convT_kf for convT(k, f) (an atom call: its name and what it reads)."""
+    from dpc.declare import of
     if isinstance(expr, sp.MatAdd):
         return "_".join(hoist_name(a, inputs) for a in expr.args)
+    if not isinstance(expr, sp.MatMul) and of(expr) is not None:
+        return _shared_name(expr)
     names = graph.names_in(expr)
-    return "".join(sorted(names - inputs)) + "".join(sorted(names & inputs))
+    transposed = {node.arg.name for node in sp.preorder_traversal(expr)
+                  if isinstance(node, sp.Transpose) and hasattr(node.arg, "name")}
+    return "".join(n + "T" * (n in transposed) for n in sorted(names - inputs)) + "".join(sorted(names & inputs))
 
 
 def share_repeated(ns, steps: list[Step | None], memo: dict | None = None):

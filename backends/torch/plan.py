@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from dpc import atoms, graph
-from dpc.backends.torch.hoist import (all_layer_products, hoist_let_products, hoist_vectors, read_whole,
+from dpc.backends.torch.hoist import (all_layer_products, hoist_invariants, hoist_let_products, read_whole,
                                       share_repeated)
 from dpc.backends.torch.names import Namespace
 from dpc.errors import DpcError
@@ -317,10 +317,10 @@ def plan_module(p: Program) -> Plan:
         return Plan(kind="closed", starts=(), first=None, step=None, **common)
     varying = {d.name for d in p.states} | set(per_layer) | set(layer_lets)
     if p.until is not None:
-        _, step, hoisted = hoist_vectors(p, ns, None, p.step, varying | {n for n, _ in p.step.lets})
+        _, step, hoisted = hoist_invariants(p, ns, None, p.step, varying | {n for n, _ in p.step.lets})
         return _plan_fixed_point(p, ns, common, step, hoisted, output_expr)
     first, step = p.first_step, p.step
-    first, step, hoisted = hoist_vectors(p, ns, first, step, varying | {n for n, _ in step.lets})
+    first, step, hoisted = hoist_invariants(p, ns, first, step, varying | {n for n, _ in step.lets})
     reads = set()
     for _, e in (first or step).equations():
         reads |= graph.names_in(e)
