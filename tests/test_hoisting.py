@@ -179,6 +179,59 @@ def test_no_example_hoists_a_per_layer_value_a_state_or_the_layer(name):
     assert plan_module(program).hoisted == plan.hoisted
 
 
+ADMM_CG = """network Deconv
+dims   m, t, s, h, w
+input  f : R[h, w]
+param  k : R[s, s]
+param  D : R[m, t, t]
+hyper  lam = 0.1
+var    u : R[h, w] = f
+minimize 0.5*sqnorm(conv(k, u, pad = circular) - f) + lam*norm1(conv(D, u, pad = reflect))
+derive admm(rho = 0.7, solve = cg(iters = 30))
+unroll 4
+output u
+"""
+
+
+def test_a_name_bound_in_the_step_is_never_hoisted():
+    """ADMM's u-step by conjugate gradients on the map p -> conv(k, p).T conv(k, p) + ..., written on the
+    placeholder _cg_u: conv(k, _cg_u) reads only k and the placeholder, yet it is a new value at every CG
+    direction (hoisting it was a compile error, 'no binding for _cg_u'). The right-hand side's convT(k, f) is
+    hoisted; the module still equals numpy ADMM with dense solves."""
+    program = program_of(ADMM_CG)
+    plan = plan_module(program)
+    assert [n for n, _ in plan.hoisted] == ["convT_kf"]
+    assert not any(graph.names_in(e) & {"_cg_u"} for _, e in plan.hoisted)
+    _, cls, _ = module_of(program)
+    rng = np.random.default_rng(9)
+    k = rng.random((3, 3))
+    k /= k.sum()
+    D = derivative_filters()
+    f = rng.standard_normal((2, 6, 7))
+    got = cls(k=torch.tensor(k), D=torch.tensor(D))(torch.tensor(f), trace=True)
+    Km = circular_correlation_matrix(k, 6, 7)
+    Dm = np.vstack([reflect_correlation_matrix(d, 6, 7) for d in D])
+    A = Km.T @ Km + 0.7 * Dm.T @ Dm
+    for s in range(2):
+        u, wv, v = f[s].ravel(), np.zeros(Dm.shape[0]), np.zeros(Dm.shape[0])
+        for g in got:
+            u = np.linalg.solve(A, Km.T @ f[s].ravel() + 0.7 * Dm.T @ (wv - v))
+            w_next = soft(Dm @ u + v, 0.1 / 0.7)
+            v, wv = v + Dm @ u - w_next, w_next
+            np.testing.assert_allclose(g[s].numpy().ravel(), u, rtol=0, atol=1e-8)
+
+
+def reflect_correlation_matrix(K, h, w):
+    """u (h*w) -> the correlation of u, padded by reflection ((s-1)//2 before, s//2 after), with K."""
+    M = np.zeros((h * w, h * w))
+    s0, s1 = K.shape
+    for i in range(h * w):
+        e = np.zeros(h * w)
+        e[i] = 1
+        pad = np.pad(e.reshape(h, w), (((s0 - 1) // 2, s0 // 2), ((s1 - 1) // 2, s1 // 2)), mode="reflect")
+        M[:, i] = sum(K[a, b] * pad[a:a + h, b:b + w] for a in range(s0) for b in range(s1)).ravel()
+    return M
+
 # --- the deconvolution: convT(k, f) once ----------------------------------------------------------------------
 
 def deconv_text(learn: bool):
@@ -278,3 +331,18 @@ def test_hoisted_deconvolution_equals_the_module_written_without_hoisting(monkey
     f = torch.tensor(255 * rng.random((3, 10, 7)))
     for g, w in zip(new(f, trace=True), old(f, trace=True)):
         np.testing.assert_allclose(g.detach().numpy(), w.detach().numpy(), rtol=0, atol=1e-12 * float(w.detach().abs().max()))
+
+
+def test_the_speed_script_smoke_runs(capsys):
+    """benchmarks/deconv_hoist.py --quick: both modules built, the same output, timed."""
+    from conftest import load_benchmark
+    threads = torch.get_num_threads()
+    try:
+        load_benchmark("deconv_hoist").main(["--quick"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "with hoisting: _conv_t(self.k, f, 'circular') once, before the stages" in out
+    assert "without hoisting: _conv_t(self.k, f, 'circular') in every stage" in out
+    differ = float(re.search(r"outputs differ by (\S+) \(relative\)", out).group(1))
+    assert differ < 1e-6 and out.count("with / without") == 2

@@ -20,25 +20,22 @@ def hoist_invariants(p: Program, ns, first: Step | None, step: Step, varying: se
     that costs something (a matrix product, an atom or operator call: ISTA's D.T @ y in an update, the
     deconvolution's convT(k, f), SC2Net's tied U_i @ x + b_i) and reads a tensor (an input, a param, a
     shared weight, a let) but nothing in `varying` (states, temporaries, per-layer values and the lets of
-    them), nor the layer number, nor a sum's index. A property of the expression, whatever the learn form:
-    an untied weight is in `varying` (its all_layers(W @ x) stays for all_layer_products). Only the step is
-    searched: a value only the first layer reads stays there; the first layer reads what was hoisted where
-    it computes the same. Each is one tensor per call, whatever the number of layers. Returns (first, step,
-    [(name, expr)]), the steps reading the names."""
+    them), nor a name bound in the step (the layer number, a sum's index, a CG map's placeholder). A property
+    of the expression, whatever the learn form: an untied weight is in `varying` (its all_layers(W @ x) stays
+    for all_layer_products). Only the step is searched: a value only the first layer reads stays there; the
+    first layer reads what was hoisted where it computes the same. Each is one tensor per call, whatever the
+    number of layers. Returns (first, step, [(name, expr)]), the steps reading the names."""
     from dpc.passes.batch_products import AllLayers
     inputs = {d.name for d in p.of_kind("input")}
     tensors = inputs | {d.name for d in p.decls if d.kind in ("param", "weight", "let")}
-    bound = set()  # sum_j body, [body]_j: j is not a value, and a body reading it is not the same for every j
-    for _, e in step.equations():
-        for node in sp.preorder_traversal(e):
-            if isinstance(node, (atoms.IndexSum, atoms.IndexVector)):
-                bound |= graph.names_in(node.args[1])
-    varying = set(varying) | bound
+    # only declared values and dims: a name bound inside the step (a sum's index j, the CG map's placeholder
+    # _cg_u, the layer number) is not one value for the whole call
+    fixed_names = ({d.name for d in p.decls} | set(p.dims)) - set(varying)
     found: dict = {}
 
     def invariant(e):  # softss's share grows with the layer number: never the same in every layer
         names = graph.names_in(e)
-        return bool(names & tensors) and not names & varying and not e.has(atoms.LAYER)
+        return bool(names & tensors) and names <= fixed_names and not e.has(atoms.LAYER)
 
     def hoisted(e):
         if e not in found:
