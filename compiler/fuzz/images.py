@@ -13,7 +13,8 @@ operators. operator_program(gen) writes one into gen.lines:
              0.5*sqnorm(OP(u) - g) + lam*norm1(OP2(u))     derive admm / hqs / pdhg
     unroll N, learn K / lam [untied], output u
 
-with a small share of deliberate mistakes (a signal operator on an image, a non-square filter bank, an unknown
+a fifth of them with a term that folds to a zero of the operator's shape (_zero_form: `let Z = K - K`, OP(u) -
+OP(u), 0*OP(u), exp of a difference), and a small share of deliberate mistakes (a signal operator on an image, a non-square filter bank, an unknown
 boundary, `= dct` on one kernel)."""
 from __future__ import annotations
 
@@ -53,6 +54,27 @@ class OperatorCall:
         args = ([g.name(self.filters)] if self.filters else []) + [arg]
         args += [Node(ATOM, f"{k} = {v}") for k, v in self.options.items()]
         return g.call(self.atom.name, *args)
+
+
+def _zero_form(g, op, u) -> Node:
+    """OP(u) in a form sympy folds through a zero (session 7: a stack's zero was printed 2-D): a filter bank's
+    `let Z = K - K` (or 0*K) convolved, OP(u) - OP(u), 0*OP(u), or OP(u) times exp of such a difference (the zero
+    inside an entrywise atom). The lets go before `var`, which the caller writes after this returns: here they
+    are inserted before the last line, the var's."""
+    forms = ["difference", "times zero", "exp"] + (["zero bank"] * 2 if op.filters else [])
+    form = g.pick(forms)
+    if form == "zero bank":
+        z = g.fresh(["Z", "K0", "zeroK"])
+        g.declare(z, g.decl_shape(op.filters), "let")
+        zero = g.pick([f"{op.filters} - {op.filters}", f"0 * {op.filters}", f"0*{op.filters}"])
+        g.lines.insert(len(g.lines) - 1, f"let    {z} = {zero}")
+        bank = OperatorCall(g, op.atom, op.shape, z, op.options)
+        return bank(g.name(u)) if g.chance(0.5) else g.bin("+", op(g.name(u)), bank(g.name(u)))
+    if form == "difference":
+        return g.bin("-", op(g.name(u)), op(g.name(u)))
+    if form == "times zero":
+        return g.bin("*", Node(ATOM, "0"), op(g.name(u)))
+    return g.bin("*", op(g.name(u)), g.call("exp", g.bin("-", op(g.name(u)), op(g.name(u)))))
 
 
 def operator_program(g):
@@ -157,6 +179,8 @@ def operator_program(g):
         derive = g.weighted([(3, "derive admm"), (1, "derive admm(rho = 0.5)"), (2, "derive hqs"),
                              (1, "derive hqs(beta = 0.1, growth = 2)"), (1, "derive pdhg"),
                              (1, "derive admm(solve = cg(iters = 30))"), (0.5, "derive admm(solve = fft)")])
+    if not mistaken and g.chance(0.2):  # a term that folds to a zero of OP's shape (an image stack's for a bank)
+        objective = g.bin("+", objective, g.bin("*", Node(ATOM, "0.5"), g.call("sqnorm", _zero_form(g, op, u))))
     g.lines.append(f"minimize {objective.text}")
     g.lines.append(derive)
     g.lines.append(f"unroll {g.r.randint(1, 5)}")
