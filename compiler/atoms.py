@@ -1511,19 +1511,24 @@ Xavier.reference = None  # random: reference.evaluate needs the weight's value g
 # Linear operators on signals and images (docs/imaging.md): matrix-free, each with its exact adjoint
 # ==================================================================================================
 # A value R[c, h, w] is (c*h) x w in the algebra (ir.ImageSymbol: its channels stacked along the rows, numpy's
-# reshape(c*h, w)) and (batch, c, h, w) in torch; R[h, w] is h x w and (batch, h, w). The adjoints are atoms
+# reshape(c*h, w); its rows ir.StackRows(c, h), so a zero or ones sympy builds from its shape is printed (c, h, w)
+# too) and (batch, c, h, w) in torch; R[h, w] is h x w and (batch, h, w). The adjoints are atoms
 # programs do not call (syntax=False): calculus pulls a cotangent back through an operator by its adjoint
 # (the gradient of sum(phi(conv(K, u))) is convT(K, phi'(conv(K, u)))), derive pdhg applies it to the dual.
 
 from dpc.declare import Linear  # noqa: E402
+from dpc.ir import StackRows  # noqa: E402
 
 
 def tensor_rank(e) -> int:
     """How many axes a value has per sample in torch: 1 a vector, 2 a matrix (or one image), 3 an image stack
-    (R[c, h, w], which the algebra holds as a (c*h) x w matrix)."""
+    (R[c, h, w], which the algebra holds as a (c*h) x w matrix whose rows are StackRows(c, h): a zero or ones
+    sympy built from a stack's shape is rank 3 too)."""
     rank = getattr(e, "rank", None)
     if isinstance(rank, int):
         return rank
+    if isinstance(e.shape[0], StackRows):
+        return 3
     if isinstance(e, (sp.MatAdd, HadamardProduct)):
         return max(tensor_rank(a) for a in e.args if isinstance(a, MatrixExpr))
     if isinstance(e, sp.MatMul):
@@ -1662,7 +1667,7 @@ class Grad2D(_Operator):
     @property
     def shape(self):
         rows, cols = self.args[0].shape
-        return (2 * rows, cols)
+        return (StackRows(2, rows), cols)
 
 
 class Grad2DT(_Operator):
@@ -1673,7 +1678,7 @@ class Grad2DT(_Operator):
     @property
     def shape(self):
         rows, cols = self.args[0].shape
-        return (rows / 2, cols)
+        return (rows.height if isinstance(rows, StackRows) else rows / 2, cols)
 
 
 def _grad2d_shape(args):
@@ -1782,7 +1787,9 @@ class Conv(_Operator):
     def shape(self):
         K, u = self.args[0], self.args[1]
         rows, cols = u.shape
-        return (K.shape[0] / K.shape[1] * rows, cols)
+        if isinstance(K.shape[0], StackRows):  # a bank R[k, s, s]: k images; one kernel R[s, s]: one
+            return (StackRows(K.shape[0].channels, rows), cols)
+        return (rows, cols)
 
     @property
     def rank(self):
@@ -1799,7 +1806,7 @@ class ConvT(_Operator):
     def shape(self):
         K, v = self.args[0], self.args[1]
         rows, cols = v.shape
-        return (rows / (K.shape[0] / K.shape[1]), cols)
+        return (rows.height if isinstance(rows, StackRows) else rows, cols)
 
 
 def _conv_shape(args, pad=1):

@@ -31,10 +31,70 @@ def dim_symbol(name: str) -> sp.Expr:
     return sp.parse_expr(name, local_dict=names)
 
 
+class StackRows(sp.Function):
+    """c*h, the rows of an image stack R[c, h, w] in the algebra, kept as a function of its two dims: never
+    multiplied out (R[3, 4, 5] has rows 3*4, not 12), and opaque to sympy's rewrites (expand, simplify and
+    cancel rebuild a product as a plain one: a Mul subclass lost it there), so whatever sympy builds from a
+    stack's shape keeps its channel axis: `y - y` or `0*K` folds to ZeroMatrix(StackRows(c, h), w), which the
+    printers write as zeros of (c, h, w) (a 2-D zeros(c*h, w) could not be added to a (batch, c, h, w) tensor,
+    and read as one (c*h) x s kernel it convolved to the wrong shape: review finding). Printed c*h; shapes
+    that take the channels off (grad2dT, convT) read them with stack_dims."""
+
+    is_integer = True
+    is_positive = True
+    is_finite = True
+
+    @classmethod
+    def eval(cls, c, h):
+        return None  # stays unevaluated, numbers too
+
+    def __int__(self):
+        return int(self.args[0]) * int(self.args[1])
+
+    __index__ = __int__
+
+    def _eval_evalf(self, prec):
+        return (self.args[0] * self.args[1])._eval_evalf(prec)
+
+    def _sympystr(self, printer):
+        return printer._print(sp.Mul(*self.args, evaluate=False))
+
+    def _latex(self, printer):
+        return printer._print(sp.Mul(*self.args, evaluate=False))
+
+    @property
+    def channels(self):
+        return self.args[0]
+
+    @property
+    def height(self):
+        return self.args[1]
+
+
+def stack_dims(shape):
+    """(c, h, w) of an algebra shape whose rows are an image stack's (StackRows), else None."""
+    rows, cols = shape
+    return (rows.channels, rows.height, cols) if isinstance(rows, StackRows) else None
+
+
+def declared_shape(expr) -> tuple[str, ...]:
+    """The shape of a value as a declaration writes it, read off the algebra: () a scalar, (n,) a vector,
+    (m, n) a matrix, (c, h, w) an image stack (its rows StackRows(c, h))."""
+    shape = getattr(expr, "shape", None)
+    if shape is None:
+        return ()
+    stack = stack_dims(shape)
+    if stack is not None:
+        return tuple(str(d) for d in stack)
+    rows, cols = shape
+    return (str(rows),) if cols == 1 else (str(rows), str(cols))
+
+
 class ImageSymbol(MatrixSymbol):
     """A declared R[c, h, w] value. In the algebra it is the (c*h) x w matrix of its channels stacked along
     the rows (numpy's reshape(c*h, w) of the (c, h, w) array): sums, entrywise functions and reductions need
-    nothing more; its rank (3) tells the printers that the tensor is (batch, c, h, w)."""
+    nothing more; its rank (3) tells the printers that the tensor is (batch, c, h, w). Its rows are
+    StackRows(c, h), so a value sympy derives from it (a zero it folds) knows the rank too."""
 
     rank = 3
 
@@ -46,7 +106,7 @@ def make_symbol(name: str, shape: tuple[str, ...]):
     if len(shape) == 1:
         return MatrixSymbol(name, dim_symbol(shape[0]), 1)
     if len(shape) == 3:
-        return ImageSymbol(name, dim_symbol(shape[0]) * dim_symbol(shape[1]), dim_symbol(shape[2]))
+        return ImageSymbol(name, StackRows(dim_symbol(shape[0]), dim_symbol(shape[1])), dim_symbol(shape[2]))
     return MatrixSymbol(name, dim_symbol(shape[0]), dim_symbol(shape[1]))
 
 

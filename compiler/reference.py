@@ -42,7 +42,7 @@ import operator
 import sympy as sp
 
 from dpc import atoms, declare, graph
-from dpc.ir import Program, Step
+from dpc.ir import Program, StackRows, Step
 
 
 class ReferenceError(Exception):
@@ -89,6 +89,7 @@ def _sympy_rules():
         sp.Identity: lambda n: np.eye(int(n)),
         sp.ZeroMatrix: lambda rows, cols: np.zeros((int(rows), int(cols))),
         sp.OneMatrix: lambda rows, cols: np.ones((int(rows), int(cols))),
+        StackRows: product,                                  # an image stack's rows c*h (dpc.ir)
     }
 
 

@@ -15,6 +15,7 @@ from sympy import Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose
 from dpc import atoms, declare
 from dpc.declare import PRECEDENCE
 from dpc.errors import DpcError
+from dpc.ir import stack_dims
 
 ATOM, CALL, POW, UNARY, MUL, ADD = (PRECEDENCE[k] for k in ("atom", "call", "pow", "unary", "mul", "add"))
 
@@ -386,9 +387,16 @@ class TorchPrinter:
         from dpc.backends.torch.indexed import print_index_vector
         return print_index_vector(self, e)
 
+    def _StackRows(self, e):  # an image stack's rows c*h (dpc.ir) where a size is printed whole
+        return f"{self.wrap(e.channels, MUL)} * {self.wrap(e.height, MUL + 1)}", MUL
+
     def _sizes(self, e):
         rows, cols = e.shape
-        sizes = self(rows) if cols == 1 else f"{self(rows)}, {self(cols)}"  # row form: a vector is (n,)
+        stack = stack_dims(e.shape)
+        if stack is not None:  # an image stack's zeros or ones: (c, h, w), its rows StackRows(c, h) (dpc.ir)
+            sizes = ", ".join(self(d) for d in stack)
+        else:
+            sizes = self(rows) if cols == 1 else f"{self(rows)}, {self(cols)}"  # row form: a vector is (n,)
         return f"{sizes}, dtype={self.like}.dtype, device={self.like}.device"
 
     def _Zeros(self, e):

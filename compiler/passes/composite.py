@@ -13,7 +13,7 @@ import sympy as sp
 from sympy import Identity, MatMul, MatrixSymbol
 
 from dpc import algebra, atoms, declare
-from dpc.ir import Decl, Directive, Program, make_symbol
+from dpc.ir import Decl, Directive, Program, declared_shape, make_symbol
 from dpc.passes.prox import Penalty
 from dpc.passes.splitting import fail, hessian_requirements, hessian_terms, the_var
 from dpc.printing import math
@@ -155,7 +155,9 @@ def _operator(program, argument, var):
         return None
     shapes = []
     for i, a in enumerate(argument.args[:getattr(found.cls, "operands", 1)]):
-        shapes.append(program.decl(a.name).shape if hasattr(a, "name") and program.has(a.name) else None)
+        # a declared name's shape, or one read off an expression's (a filter bank K + Z: its rows StackRows(k, s)
+        # say k, s, s; None here crashed the shape rule: session 7 finding)
+        shapes.append(program.decl(a.name).shape if hasattr(a, "name") and program.has(a.name) else declared_shape(a))
     options = {name: int(v) for (name, _), v in zip(found.options, argument.args[getattr(found.cls, "operands", 1):])}
     return argument, tuple(found.shape(shapes, **options))
 
