@@ -346,3 +346,28 @@ def test_the_speed_script_smoke_runs(capsys):
     assert "without hoisting: _conv_t(self.k, f, 'circular') in every stage" in out
     differ = float(re.search(r"outputs differ by (\S+) \(relative\)", out).group(1))
     assert differ < 1e-6 and out.count("with / without") == 2
+
+
+@pytest.mark.parametrize("loop", ["unroll 7", "unroll until(tol = 1e-9, max = 3000)\nbackward implicit"])
+def test_gradients_flow_through_what_was_hoisted(monkeypatch, loop):
+    """learn D: D.T @ y is hoisted (D is one tied parameter) and D's gradient reaches it, unrolled and through
+    the implicit backward of a fixed point: the same output and gradient as the module without hoisting."""
+    text = ISTA_GRAM.replace("unroll 7", loop) + "learn D\n"
+    program = program_of(text)
+    assert [n for n, _ in plan_module(program).hoisted] == ["DTy"]
+    _, hoisted_cls, _ = module_of(program)
+    monkeypatch.setattr(plan_module_of, "hoist_invariants", lambda p, ns, first, step, varying: (first, step, []))
+    old_source, old_cls, _ = module_of(program)
+    assert "DTy" not in old_source
+    rng = np.random.default_rng(10)
+    D, y = rng.standard_normal((6, 10)) / 2, torch.tensor(rng.standard_normal((3, 6)))
+    results = []
+    for cls in (hoisted_cls, old_cls):
+        net = cls(D=torch.tensor(D), lam=0.5)
+        out = net(y)
+        out.square().sum().backward()
+        results.append((out.detach().numpy(), net.D.grad.numpy()))
+    (out, grad), (old_out, old_grad) = results
+    np.testing.assert_allclose(out, old_out, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(grad, old_grad, rtol=0, atol=1e-12 * np.abs(old_grad).max())
+    assert np.abs(grad).max() > 1e-3
