@@ -19,7 +19,7 @@ Recipe (the defaults), per seed:
  2. centroids = KMeans(10, n_init=10) on the normalised codes of the pretrained encoder
     (this clustering *is* the two-step pipeline's result; `--n-init` sets the restarts);
  3. train encoder, decoder and centroids together for 50 epochs (Adam, lr 1e-4 for the
-    autoencoder, 1e-3 for the centroids), tau = 0.2, loss per batch
+    autoencoder, 1e-2 for the centroids: `--lr`, `--lr-centroids`), tau = 0.2, loss per batch
         reconstruction + lam * KL(P || s),   lam = 1,
     P the sharpened target of DEC/IDEC (Xie et al. 2016; Guo et al. 2017) computed from the
     layer's own output on the batch: P_ij = s_ij^2 / sum_i s_ij, rows renormalised, held fixed
@@ -306,7 +306,8 @@ def run_seed(X, y, seed, args, Layer, tick=None):
     start = (copy.deepcopy(ae), gen.get_state()) if reseat else None
     layer = Layer(C=torch.as_tensor(km.cluster_centers_, dtype=torch.float32), tau=args.tau)
     moves = []
-    model, history = train_end_to_end(ae, layer, x, args.epochs, gen, lam=args.lam, loss=args.loss,
+    model, history = train_end_to_end(ae, layer, x, args.epochs, gen, lr=args.lr, lr_centroids=args.lr_centroids,
+                                      lam=args.lam, loss=args.loss,
                                       tau_end=args.tau_end, reseat=reseat, reseats=moves, tick=tick)
     with torch.no_grad():
         clusters = model(x).argmax(-1).numpy()
@@ -318,7 +319,8 @@ def run_seed(X, y, seed, args, Layer, tick=None):
             t4 = time.perf_counter()
             plain = Layer(C=torch.as_tensor(km.cluster_centers_, dtype=torch.float32), tau=args.tau)
             plain_model, _ = train_end_to_end(start[0], plain, x, args.epochs, torch.Generator().set_state(start[1]),
-                                              lam=args.lam, loss=args.loss, tau_end=args.tau_end)
+                                              lr=args.lr, lr_centroids=args.lr_centroids, lam=args.lam,
+                                              loss=args.loss, tau_end=args.tau_end)
             with torch.no_grad():
                 results[NOFIX] = scores(y, plain_model(x).argmax(-1).numpy())
             times[NOFIX] = time.perf_counter() - t4 + times[METHODS[2]]
@@ -391,7 +393,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds, 0..N-1 (default 10)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1 (the recipe was "
-                        "chosen on seeds 100..107)")
+                        "chosen on seeds 100..110; docs/kmeans.md)")
     parser.add_argument("--smoke", action="store_true", help="1 seed, 3 + 2 epochs (+ 2 for the equal-epochs row): a check that everything runs")
     parser.add_argument("--pretrain-epochs", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=50, help="end-to-end epochs")
@@ -408,6 +410,10 @@ def main(argv=None):
                         "along its principal direction and the two cheapest clusters (Ward) merged, checked each epoch "
                         "of the first half of end-to-end training (default 1.5; 0 turns it off)")
     parser.add_argument("--lam", type=float, default=1.0, help="weight of the clustering loss")
+    parser.add_argument("--lr", type=float, default=1e-4, help="end-to-end Adam learning rate of the autoencoder")
+    parser.add_argument("--lr-centroids", type=float, default=1e-2,
+                        help="end-to-end Adam learning rate of the layer's centroids (default 1e-2; 1e-3 until "
+                        "the fourth round, docs/kmeans.md)")
     parser.add_argument("--dim", type=int, default=16, help="code dimension")
     parser.add_argument("--loss", choices=("kl", "kmeans"), default="kl",
                         help="clustering loss: DEC's KL to the sharpened target, or the layer's relaxed k-means objective")

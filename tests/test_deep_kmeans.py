@@ -171,3 +171,22 @@ def test_the_merge_fix_inside_training_moves_in_the_checked_epochs_and_keeps_the
     with torch.no_grad():
         sizes = np.bincount(layer(ae.encoder(x)).argmax(-1).numpy(), minlength=10)
     assert sizes.max() < 300, sizes  # the one cluster was split
+
+
+def test_the_two_learning_rates_reach_their_own_parameters(script):
+    """--lr (the autoencoder's) and --lr-centroids (the layer's) are separate: either at 0 freezes only its part."""
+    torch.set_default_dtype(torch.float32)
+    X, _ = script.load_data()
+    x = torch.as_tensor(X[:200])
+    for lr, lr_centroids in [(0.0, 1e-2), (1e-3, 0.0)]:
+        torch.manual_seed(0)
+        gen = torch.Generator().manual_seed(0)
+        ae = script.AutoEncoder(dim=8, hidden=(32, 16))
+        C = script.codes(ae.encoder, x)[:10]
+        layer = script.load_layer()(C=torch.as_tensor(C, dtype=torch.float32), tau=0.2)
+        before = {name: p.detach().clone() for name, p in ae.named_parameters()}
+        script.train_end_to_end(ae, layer, x, 2, gen, lr=lr, lr_centroids=lr_centroids)
+        moved = {name: (p.detach() - before[name]).abs().max().item() > 1e-7 for name, p in ae.named_parameters()}
+        assert all(moved.values()) == (lr > 0) and any(moved.values()) == (lr > 0), moved
+        centroids_moved = (layer.C.detach() - torch.as_tensor(C, dtype=torch.float32)).abs().max().item() > 1e-7
+        assert centroids_moved == (lr_centroids > 0)
