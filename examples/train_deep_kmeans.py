@@ -229,7 +229,7 @@ def reseat_merged(z, C, s, max_share=1.5):
         return new, (big, a, b)
 
 
-def train_end_to_end(ae, layer, x, epochs, gen, batch=128, lr=1e-4, lr_centroids=1e-3, lam=1.0, loss="kl",
+def train_end_to_end(ae, layer, x, epochs, gen, batch=128, lr=1e-4, lr_centroids=1e-2, lam=1.0, loss="kl",
                      tau_end=None, reseat=None, reseat_epochs=None, reseats=None, tick=None):
     """Encoder, decoder and centroids together on reconstruction + lam * clustering loss; -> per-epoch losses.
 
