@@ -1734,6 +1734,14 @@ PADS = ("zero", "reflect", "circular")   # conv's boundaries; the default is ref
 _TORCH_PAD = {"zero": "constant", "reflect": "reflect", "circular": "circular"}
 _NUMPY_PAD = {"zero": "constant", "reflect": "reflect", "circular": "wrap"}
 
+PAD_FITS = helper("_check_pad_fits", '''
+def _check_pad_fits(h, w, s0, s1, pad):
+    """Reflect and circular borders come from inside the image: it must be larger than the border (torch's
+    reflect pad refuses otherwise, and the adjoint's fold would silently crop)."""
+    if pad != "constant" and (h <= s0 // 2 or w <= s1 // 2):
+        raise ValueError(f"images of {h} x {w} are too small for {s0} x {s1} filters with {pad} padding: h must be "
+                         f"above {s0 // 2} and w above {s1 // 2}")
+''')
 CONV = helper("_conv", '''
 def _conv(K, u, pad):
     """The correlation (F.conv2d) of each image u (..., h, w) with each filter of K (k, s, s), on u padded by
@@ -1741,13 +1749,11 @@ def _conv(K, u, pad):
     (..., k, h, w); one kernel K (s, s) gives (..., h, w)."""
     s0, s1 = K.shape[-2], K.shape[-1]
     h, w = u.shape[-2], u.shape[-1]
-    if pad != "constant" and (h <= s0 // 2 or w <= s1 // 2):  # reflect/circular borders come from inside the image
-        raise ValueError(f"images of {h} x {w} are too small for {s0} x {s1} filters with {pad} padding: h must be "
-                         f"above {s0 // 2} and w above {s1 // 2}")
+    _check_pad_fits(h, w, s0, s1, pad)
     x = F.pad(u.reshape(-1, 1, h, w), ((s1 - 1) // 2, s1 // 2, (s0 - 1) // 2, s0 // 2), mode=pad)
     out = F.conv2d(x, K.reshape(-1, 1, s0, s1))
     return out.reshape(u.shape[:-2] + out.shape[1:] if K.dim() == 3 else u.shape)
-''')
+''', needs=("_check_pad_fits",))
 PAD_T = helper("_pad_t", '''
 def _pad_t(g, lo, hi, pad, axis):
     """The adjoint of F.pad(., lo before and hi after, mode=pad) along axis (-1 or -2): folds the border back."""
@@ -1770,12 +1776,13 @@ def _conv_t(K, v, pad):
     the padding."""
     s0, s1 = K.shape[-2], K.shape[-1]
     h, w = v.shape[-2], v.shape[-1]
+    _check_pad_fits(h, w, s0, s1, pad)
     lead = v.shape[:-3] if K.dim() == 3 else v.shape[:-2]
     W = K.reshape(-1, 1, s0, s1)
     g = F.conv_transpose2d(v.reshape(-1, W.shape[0], h, w), W)
     g = _pad_t(_pad_t(g, (s1 - 1) // 2, s1 // 2, pad, -1), (s0 - 1) // 2, s0 // 2, pad, -2)
     return g.reshape(lead + (h, w))
-''', needs=("_pad_t",))
+''', needs=("_pad_t", "_check_pad_fits"))
 
 
 class Conv(_Operator):

@@ -258,3 +258,19 @@ def test_an_image_smaller_than_half_the_filter_is_a_clear_error(pad):
         H["_conv"](K, torch.randn(3, 5, 1), PADS[pad])
     assert H["_conv"](K, torch.randn(3, 5, 1), "constant").shape == (3, 2, 5, 1)
     assert H["_conv"](K, torch.randn(3, 3, 3), PADS[pad]).shape == (3, 2, 3, 3)
+
+
+@pytest.mark.parametrize("pad", ["reflect", "circular"])
+def test_the_adjoint_refuses_an_image_too_small_for_its_border_as_conv_does(pad):
+    """Fuzz finding (session 7, operator program 58 of seed 20261206): a folded first layer called only
+    `_conv_t`, which had no size check: under reflect padding a 6 x 6 filter on 3 x 5 images folded its border
+    with negative pads and returned silently wrong values (0.0055 off at scale 0.021). It now raises the same
+    error as `_conv`; images large enough still satisfy <conv(K, u), v> = <u, conv_t(K, v)>."""
+    K = torch.randn(2, 6, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"images of 3 x 5 are too small for 6 x 6 filters .* h must be above 3"):
+        H["_conv_t"](K, torch.randn(4, 2, 3, 5, dtype=torch.float64), PADS[pad])
+    u = torch.randn(4, 4, 5, dtype=torch.float64)
+    v = torch.randn(4, 2, 4, 5, dtype=torch.float64)
+    left = (H["_conv"](K, u, PADS[pad]) * v).sum()
+    right = (u * H["_conv_t"](K, v, PADS[pad])).sum()
+    assert abs(float(left - right)) <= 1e-10 * float(left.abs() + 1)
