@@ -36,6 +36,7 @@ k-th largest entry (here the lower index wins; torch.topk does not say which).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 
@@ -408,6 +409,19 @@ def _converged(program: Program, old: dict, new: dict, tol: float) -> bool:
     np = _np()
     return all(np.linalg.norm(new[d.name] - old[d.name]) <= tol * np.linalg.norm(new[d.name])
                for d in program.states if d.shape)
+
+
+@contextlib.contextmanager
+def perturbed_solves(rng, relative: float):
+    """While inside: every conjugate-gradient step of cg / OperatorCG multiplies its A p entrywise by
+    1 + relative * N(0, 1) (rng: a numpy Generator), the rounding in which two implementations of the same
+    steps differ. The fuzz judge evaluates the reference under it to tell rounding amplified by an unconverged
+    CG from a miscompile (dpc.fuzz.check._rounding_in_solves)."""
+    token = atoms.SOLVE_ROUNDING.set((rng, float(relative)))
+    try:
+        yield
+    finally:
+        atoms.SOLVE_ROUNDING.reset(token)
 
 
 def evaluate(program: Program, inputs, params=None, hypers=None, weights=None, steps=None, trace=False,

@@ -196,3 +196,99 @@ def test_admm_cg_on_a_singular_system_stays_bounded():
     torch.manual_seed(0)
     x, g = torch.randn(2, 3, 3), torch.randn(2, 3, 3, 3)
     assert float(net(x, g).abs().max()) < 100
+
+
+HQS_CG = """network P46
+input obs : R[6, 5]
+param  k0 : R[3, 3]
+hyper lam = 1E-2
+var   u : R[6, 5] = 0
+minimize 0.5 * sqnorm(conv(k0, u, pad = reflect) - obs) + norm1((u))
+derive hqs
+unroll 5
+"""
+HQS_CG_SEED = 537916806  # program 50 of `dpc fuzz --family operator --programs 60 --seed 20261206`: its data seed
+
+
+def _edited(edit):
+    """The real compile with the module's source edited by `edit` (a miscompile on purpose)."""
+    def compile_(text, file, overrides):
+        from dpc.api import compile_with_program
+        program, source = compile_with_program(text, file, overrides)
+        changed = edit(source)
+        assert changed != source
+        return program, changed
+    return compile_
+
+
+def _reflect_conv_matrix(k, h, w):
+    """C with C @ u.ravel() = the correlation of u (h, w) with k (3 x 3) on u reflect-padded by 1 (numpy, by index)."""
+    def reflect(i, n):
+        return 1 if i == -1 else n - 2 if i == n else i
+    C = np.zeros((h * w, h * w), dtype=k.dtype)
+    for i in range(h):
+        for j in range(w):
+            for a in range(3):
+                for c in range(3):
+                    C[i * w + j, reflect(i + a - 1, h) * w + reflect(j + c - 1, w)] += k[a, c]
+    return C
+
+
+def test_an_unconverged_cg_that_amplifies_rounding_is_ill_conditioned_not_a_mismatch():
+    """Program 50 (seed 20261206): the first layer's 20 CG steps for (I + C^T C) u = C^T obs (30 unknowns, cond
+    16.7) end 3e-7 from the exact solve, and turn the 1e-16 differences of torch's and numpy's A p into 2.1e-9 in
+    u, past RTOL (1e-9 of 1.06). Both take all 20 steps from the same start; each is as close as the other to the
+    same CG computed in extended precision here (np.longdouble, C built by index): rounding, not a miscompile. The
+    judge says so: the reference perturbed at rounding level inside its CG moves as far."""
+    from dpc import reference
+    from dpc.fuzz import check
+    seen = {}
+
+    class Capturing:  # the real reference, keeping the data the judge drew
+        def __getattr__(self, name):
+            return getattr(reference, name)
+
+        def evaluate(self, program, inputs, **kw):
+            seen.setdefault("data", (inputs, kw["params"]))
+            return reference.evaluate(program, inputs, **kw)
+    result = classify(HQS_CG, seed=HQS_CG_SEED, hooks=check.Hooks(reference=lambda: Capturing()))
+    assert result.outcome == "ill_conditioned", result
+    assert "rounding in an iterative solve" in result.message + result.detail, result
+    # the first layer, independently: 20 steps of the same CG in extended precision
+    inputs, params = seen["data"]
+    obs, k0 = inputs["obs"], params["k0"]
+    C = _reflect_conv_matrix(np.asarray(k0, dtype=np.longdouble), 6, 5)
+    A = np.eye(30, dtype=np.longdouble) + C.T @ C
+    net = build(HQS_CG)(k0=torch.tensor(k0), steps=1)
+    with torch.no_grad():
+        module = net(torch.tensor(obs)).numpy().reshape(len(obs), -1)
+    ref = np.asarray(reference.evaluate(check.default_compile(HQS_CG, "p.dp", None)[0], inputs, params=params,
+                                        steps=1)).reshape(len(obs), -1)
+    assert np.abs(module - ref).max() > 1e-9  # the fuzz finding: the two differ by more than RTOL
+    for s in range(len(obs)):
+        b = C.T @ obs[s].ravel().astype(np.longdouble)
+        x, r = np.zeros(30, dtype=np.longdouble), b.copy()
+        p, rs = r.copy(), r @ r
+        for _ in range(20):
+            Ap = A @ p
+            alpha = rs / (p @ Ap)
+            x, r = x + alpha * p, r - alpha * Ap
+            rs, rs_old = r @ r, rs
+            p = r + rs / rs_old * p
+        exact = np.linalg.solve(A.astype(float), b.astype(float))
+        assert np.abs(x.astype(float) - exact).max() > 1e-7  # 20 steps are far from converged
+        assert np.abs(module[s] - x.astype(float)).max() < 5e-9  # ... and both follow the same CG to rounding
+        assert np.abs(ref[s] - x.astype(float)).max() < 5e-9
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s.replace("        rs = rs_next\n    return x\n", "        rs = rs_next\n    return x + 1e-6\n", 1),
+    lambda s: s.replace("'reflect') + p, convT_k0obs + w, 0, 20, 2)", "'reflect') + p, convT_k0obs + w, 0, 19, 2)", 1),
+], ids=["x shifted by 1e-6", "one CG step fewer"])
+def test_a_real_difference_in_a_cg_program_is_still_a_mismatch(edit):
+    """The rounding check is narrow: the module may be off by at most 10 times what rounding-level perturbations
+    of the reference's own CG move it (~5e-9 here); an x off by 1e-6, or the first layer's CG one step short
+    (~1e-6 off), stays a mismatch."""
+    from dpc.fuzz import check
+    result = classify(HQS_CG, seed=HQS_CG_SEED, hooks=check.Hooks(compile=_edited(edit)))
+    assert result.outcome == "mismatch", result
