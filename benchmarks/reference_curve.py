@@ -4,8 +4,8 @@ benchmarks/sparse_coding.py --log FILE writes a row every 1000 iterations (`chec
 the layer in training), one at every stage's end and one per finished layer (`layer_done`: the test NMSE
 of the network cut at that depth). This script reads one or more such logs and
   - prints, per network, the finished layers (iterations, seconds, test NMSE, ms per iteration in that layer)
-    and, for an unfinished run, an estimate of what the remaining layers need: the iterations per layer and
-    the cost per iteration measured so far, carried on (stated as an estimate, never as a result);
+    and, for an unfinished run, an estimate of what the remaining layers need from the iterations per layer
+    and the cost per iteration measured so far (stated as an estimate, never as a result; see `estimate`);
   - plots validation NMSE against iterations, every finished layer's test NMSE as a dot and the published
     layer-16 number as a dashed line.
 
@@ -56,25 +56,21 @@ def layer_table(run: dict) -> tuple[list[str], dict]:
 
 
 def estimate(run: dict, per_layer: dict) -> str | None:
-    """What the unfinished layers need if each takes the iterations of the finished ones (their mean) at the
-    cost per iteration growing as measured (linear in depth, fitted to the finished layers' ms/iteration)."""
+    """What the unfinished layers need if each takes the iterations of the finished ones (their mean, and their
+    fewest and most for a range) and an iteration at depth t costs t times the cheapest cost per layer of depth
+    measured so far (a step and the amortised validation both run the t layers; the cheapest is the one least
+    slowed by other jobs, so this is the time on a core of one's own, not at the load the run saw)."""
     done = sorted(per_layer["its"])
     if not done or done[-1] >= LAYERS:
         return None
-    mean_its = sum(per_layer["its"].values()) / len(done)
-    ms = {t: 1000 * per_layer["secs"][t] / max(per_layer["its"][t], 1) for t in done}
-    if len(done) >= 2:  # least squares ms = a + b t
-        n = len(done)
-        mt, mm = sum(done) / n, sum(ms.values()) / n
-        b = sum((t - mt) * (ms[t] - mm) for t in done) / max(sum((t - mt) ** 2 for t in done), 1e-12)
-        a = mm - b * mt
-    else:
-        a, b = 0.0, ms[done[0]] / done[0]  # one layer: cost taken proportional to depth
-    left = range(done[-1] + 1, LAYERS + 1)
-    seconds = sum(mean_its * max(a + b * t, 0.0) / 1000 for t in left)
-    return (f"estimate, not a measurement: layers {left.start}-{LAYERS} at {mean_its:,.0f} iterations each "
-            f"(the finished layers' mean) and {a:.1f} + {b:.2f}*t ms an iteration (fitted to the finished layers) "
-            f"need about {seconds / 3600:.1f} more hours of training on this machine at this load")
+    counts = [per_layer["its"][t] for t in done]
+    per_depth = min(per_layer["secs"][t] / max(per_layer["its"][t], 1) / t for t in done)  # seconds per layer of depth
+    depth = sum(range(done[-1] + 1, LAYERS + 1))
+    hours = [n * per_depth * depth / 3600 for n in (min(counts), sum(counts) / len(counts), max(counts))]
+    return (f"estimate, not a measurement: layers {done[-1] + 1}-{LAYERS} at {min(counts):,}-{max(counts):,} iterations "
+            f"each (the finished layers' fewest and most), an iteration at depth t costing t x {1000 * per_depth:.1f} ms "
+            f"(the cheapest measured per layer of depth), need {hours[0]:.1f} to {hours[2]:.1f} more hours "
+            f"({hours[1]:.1f} at the mean) of one otherwise idle core")
 
 
 def plot(runs: dict, path: pathlib.Path) -> None:
