@@ -681,7 +681,7 @@ def test_a_runtime_helpers_refusal_of_the_sizes_is_rejected_and_forwards_shape_c
     text = (EXAMPLES / "tnrd.dp").read_text().replace("R[k, s, s] = dct", "R[3, 4, 4] = dct")
     source = compile_source(text, "tnrd.dp")
     net = load_class(source)()
-    for image, where in ((torch.zeros(2, 5, 1), "_conv"), (torch.zeros(2, 5), "forward")):
+    for image, where in ((torch.zeros(2, 5, 1), "_check_pad_fits"), (torch.zeros(2, 5), "forward")):
         with pytest.raises(ValueError) as caught:
             net(image.double())
         assert _refuses(caught.value, source) and _raised_in(caught.value) == where
