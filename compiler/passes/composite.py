@@ -13,7 +13,7 @@ import sympy as sp
 from sympy import Identity, MatMul, MatrixSymbol
 
 from dpc import algebra, atoms, declare
-from dpc.ir import Decl, Directive, Program, declared_shape, make_symbol
+from dpc.ir import Decl, Directive, Program, StackRows, declared_shape, make_symbol
 from dpc.passes.prox import Penalty
 from dpc.passes.splitting import fail, hessian_requirements, hessian_terms, the_var
 from dpc.printing import math
@@ -63,6 +63,8 @@ class Composite:
             split = OperatorSystem(z, grams=((weight, self.K),))
         elif self.K.is_Identity:
             split = OperatorSystem(z, eye=weight)
+        elif isinstance(self.K.shape[0], StackRows):  # a*eye(c*h) of an image stack (_linear_map): a division
+            split = OperatorSystem(z, eye=weight * identity_multiple(self.K) ** 2)
         else:
             split = OperatorSystem(z, dense=weight * self.K.T @ self.K)
         return program, system.plus(split)
@@ -79,6 +81,8 @@ class Composite:
         """||K||: its declared bound for an operator (2 for diff, sqrt(8) for grad2d), else opnorm(K)."""
         if self.operator:
             return declare.of(self.K).linear.opnorm(self.K)
+        if isinstance(self.K.shape[0], StackRows):  # c*eye(c*h) of an image stack (_linear_map): |c|, no eye built
+            return sp.Abs(identity_multiple(self.K))
         return sp.Integer(1) if self.K.is_Identity else atoms.OpNorm(self.K)
 
 
@@ -139,8 +143,11 @@ def split_composite(program: Program, directive: Directive) -> Composite:
         return Composite(program, var, smooth, hessian, bias, K, str(K.shape[0]),
                          Penalty(NORMS[type(atom)], weight, term), K_shape=operator[1], operator=True, system=system)
     rows = K.shape[0]
-    # K @ Z of a matrix var Z is a matrix: the split and dual variables have its columns too
+    # K @ Z of a matrix var Z is a matrix: the split and dual variables have its columns too; an image stack's
+    # (K = eye(c*h) for norm1(y) of y : R[c, h, w]) are declared R[c, h, w] like it (declared_shape)
     shape = (str(rows),) if var.shape[1] == 1 else (str(rows), str(var.shape[1]))
+    if isinstance(rows, StackRows):
+        shape = declared_shape(K @ var)
     return Composite(program, var, smooth, hessian, bias, K, str(rows),
                      Penalty(NORMS[type(atom)], weight, term), K_shape=shape, system=system)
 
@@ -173,6 +180,8 @@ def _linear_map(program, directive, argument, var, span):
                    f"{var.name} (K @ {var.name}), got {math(argument)}", span,
                    "move a constant offset into a new var, or write the term without it")
     K = coeffs[var]
+    if isinstance(K.shape[0], StackRows) and identity_multiple(K) is not None:
+        return K  # norm1(y), norm1(2*y) of an image stack y : R[c, h, w]: K = c*eye(c*h), its split R[c, h, w]
     if str(K.shape[0]) not in program.dims and not str(K.shape[0]).isdigit():
         raise fail(program, f"derive {directive.name}: the rows of {math(K)} are not a declared dim", span)
     return K
@@ -203,8 +212,14 @@ def identity_multiple(matrix):
         return sp.Integer(1)
     if isinstance(matrix, MatMul):
         coeff, mats = matrix.as_coeff_matrices()
-        if len(mats) == 1 and isinstance(mats[0], Identity):
-            return coeff
+        parts = [identity_multiple(m) for m in mats]  # (2*eye).T @ (2*eye) of norm1(2*y): 4
+        if mats and all(p is not None for p in parts):
+            return coeff * sp.Mul(*parts)
+    if isinstance(matrix, sp.MatPow) and matrix.exp.is_Integer and matrix.exp > 0:  # (2*eye(c*h))**2
+        base = identity_multiple(matrix.base)
+        return None if base is None else base ** matrix.exp
+    if isinstance(matrix, sp.Transpose):
+        return identity_multiple(matrix.arg)
     if isinstance(matrix, sp.MatAdd):
         parts = [identity_multiple(t) for t in matrix.args]
         if all(p is not None for p in parts):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sympy as sp
 
 from dpc import atoms
-from dpc.ir import Decl, Directive, Program
+from dpc.ir import Decl, Directive, Program, StackRows
 from dpc.passes.composite import positive_semidefinite, solve_or_divide, split_composite
 from dpc.passes.derive import Option, derive_method, option
 from dpc.passes.firstorder import Iteration, extrapolate, positive_scalar
@@ -73,6 +73,9 @@ def _steps(program: Program, directive: Directive, c):
         if not c.operator and K.is_Identity:
             default = sp.Rational(99, 100)
             note = "opnorm(K) = 1: "
+        elif not c.operator and isinstance(K.shape[0], StackRows) and c.opnorm().is_number:  # 2*y of y : R[c, h, w]
+            default = sp.Rational(99, 100) / c.opnorm()
+            note = f"opnorm(K) = {math(c.opnorm())}: "
         elif c.operator and c.opnorm().is_number:  # grad2d: sqrt(8), diff: 2, from the operator's symbol
             default = sp.Rational(99, 100) / c.opnorm()
             note = f"the operator norm of {type(K).dp_name} is at most {math(c.opnorm())}: "
@@ -87,13 +90,13 @@ def _steps(program: Program, directive: Directive, c):
             note = f"{name} = {math(c.opnorm())} >= opnorm({math(K)}): "
         else:
             name = program.fresh_name("normK")
-            program = program.with_decl(Decl(name, "let", (), atoms.OpNorm(K), directive.span,
+            program = program.with_decl(Decl(name, "let", (), c.opnorm(), directive.span,  # |a| for a*eye of a stack
                                              note=f"opnorm of {math(K)}"))
             symbol = sp.Symbol(name, real=True)
             program = program.requiring(symbol, "positive", f"{name} = opnorm({math(K)}); the default steps are "
                                         f"0.99/{name}", directive.span)
             default = sp.Rational(99, 100) / symbol
-            note = f"{name} = {math(atoms.OpNorm(K))}: "
+            note = f"{name} = {math(c.opnorm())}: "
     values = {}
     for key in ("tau", "sigma"):
         if given[key]:
