@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dpc.fuzz as fuzz
-from conftest import EXAMPLES
+from conftest import EXAMPLES, edited_compile
 from dpc.fuzz import check
 from dpc.fuzz import cli as fuzz_cli
 
@@ -417,17 +417,6 @@ def test_check_disagreeing_with_compile():
     assert fuzz.classify(LISTA, hooks=crashes).outcome == "check_disagrees"
 
 
-def _wrong_module(edit):
-    """The real program with its generated source edited by `edit`."""
-    def compile_(text, file, overrides):
-        from dpc.api import compile_with_program
-        program, source = compile_with_program(text, file, overrides)
-        changed = edit(source)
-        assert changed != source
-        return program, changed
-    return compile_
-
-
 def _fake_reference(shift=0.0, error=None):
     """A reference that runs the real module, shifted (or raises): the classifier's verdicts on a reference
     that disagrees, or has no rule."""
@@ -453,7 +442,7 @@ def _fake_reference(shift=0.0, error=None):
 
 def test_a_wrong_module_is_a_mismatch():
     # whatever the soft threshold's body, shift its input: every layer then differs by about 1e-6
-    wrong = _wrong_module(lambda s: s.replace("def _soft(v, t):\n", "def _soft(v, t):\n    v = v + 1e-6\n", 1))
+    wrong = edited_compile(lambda s: s.replace("def _soft(v, t):\n", "def _soft(v, t):\n    v = v + 1e-6\n", 1))
     result = fuzz.classify(LISTA, seed=2, hooks=_hooks(compile=wrong))
     assert result.outcome == "mismatch", result
     # and the fake reference itself is trusted only when it agrees with the real module
@@ -525,7 +514,7 @@ def test_module_failures_are_told_apart():
         "run_fail": lambda s: s.replace("return zs if trace else z", "return zs if trace else z[:, :1]"),
     }
     for outcome, edit in cases.items():
-        result = fuzz.classify(LISTA, hooks=_hooks(compile=_wrong_module(edit)))
+        result = fuzz.classify(LISTA, hooks=_hooks(compile=edited_compile(edit)))
         assert result.outcome == outcome, (outcome, result)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import build
+from conftest import build, conv_bank_matrix, edited_compile, grad2d_matrix
 from dpc.fuzz.check import classify
 from dpc.fuzz.generate import Gen
 
@@ -92,28 +92,6 @@ output v
 """
 
 
-def _dense_grad2d(h, w):
-    Dh = np.vstack([np.diff(np.eye(h), axis=0), np.zeros((1, h))])
-    Dw = np.vstack([np.diff(np.eye(w), axis=0), np.zeros((1, w))])
-    return np.vstack([np.kron(Dh, np.eye(w)), np.kron(np.eye(h), Dw)])
-
-
-def _dense_circular_bank(K, h, w):
-    """Rows: each filter's correlation with wrap-around, (s-1)//2 before, as F.conv2d on a circular pad."""
-    k, s, _ = K.shape
-    lo = (s - 1) // 2
-    rows = []
-    for f in K:
-        for i in range(h):
-            for j in range(w):
-                row = np.zeros((h, w))
-                for a in range(s):
-                    for b in range(s):
-                        row[(i + a - lo) % h, (j + b - lo) % w] += f[a, b]
-                rows.append(row.reshape(-1))
-    return np.array(rows)
-
-
 def test_admm_from_a_zero_start_with_grad2d_equals_numpy():
     """Fuzz finding (seed 230 of the operator programs): the folded first layer of ADMM with a zero start printed
     grad2dT(w - u) as _grad2d_t of a 2-D zero (the (2h) x w algebra's zero of an image stack): an IndexError.
@@ -123,7 +101,7 @@ def test_admm_from_a_zero_start_with_grad2d_equals_numpy():
     h, w = 5, 4
     net = build(ADMM_ZERO_START)(B=torch.tensor(K))
     y, g = rng.standard_normal((2, h, w)), rng.standard_normal((2, 3, h, w))
-    A, D = _dense_circular_bank(K, h, w), _dense_grad2d(h, w)
+    A, D = conv_bank_matrix(K, h, w, "circular"), grad2d_matrix(h, w)
     rho, lam = 0.5, 0.05
     M = A.T @ A + rho * D.T @ D
     got = net(torch.tensor(y), torch.tensor(g), trace=True)
@@ -210,17 +188,6 @@ unroll 5
 HQS_CG_SEED = 537916806  # program 50 of `dpc fuzz --family operator --programs 60 --seed 20261206`: its data seed
 
 
-def _edited(edit):
-    """The real compile with the module's source edited by `edit` (a miscompile on purpose)."""
-    def compile_(text, file, overrides):
-        from dpc.api import compile_with_program
-        program, source = compile_with_program(text, file, overrides)
-        changed = edit(source)
-        assert changed != source
-        return program, changed
-    return compile_
-
-
 def _reflect_conv_matrix(k, h, w):
     """C with C @ u.ravel() = the correlation of u (h, w) with k (3 x 3) on u reflect-padded by 1 (numpy, by index)."""
     def reflect(i, n):
@@ -290,5 +257,5 @@ def test_a_real_difference_in_a_cg_program_is_still_a_mismatch(edit):
     of the reference's own CG move it (~5e-9 here); an x off by 1e-6, or the first layer's CG one step short
     (~1e-6 off), stays a mismatch."""
     from dpc.fuzz import check
-    result = classify(HQS_CG, seed=HQS_CG_SEED, hooks=check.Hooks(compile=_edited(edit)))
+    result = classify(HQS_CG, seed=HQS_CG_SEED, hooks=check.Hooks(compile=edited_compile(edit)))
     assert result.outcome == "mismatch", result

@@ -9,7 +9,7 @@ import pytest
 import sympy as sp
 import torch
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, admm_numpy, conv_matrix, deconv_text, derivative_filters, hqs_numpy, soft
 from dpc import atoms, graph
 from dpc.api import compile_with_program
 from dpc.backends.torch import plan as planner
@@ -61,10 +61,6 @@ def module_of(program, name="prog.dp"):
 def forward_source(source):
     start = source.index("    def forward(self")
     return source[start:source.index("\n    def ", start + 1)]
-
-
-def soft(v, t):
-    return np.sign(v) * np.maximum(np.abs(v) - t, 0)
 
 
 def ista_numpy(D, y, lam, layers, L):
@@ -209,67 +205,14 @@ def test_a_name_bound_in_the_step_is_never_hoisted():
     D = derivative_filters()
     f = rng.standard_normal((2, 6, 7))
     got = cls(k=torch.tensor(k), D=torch.tensor(D))(torch.tensor(f), trace=True)
-    Km = circular_correlation_matrix(k, 6, 7)
-    Dm = np.vstack([reflect_correlation_matrix(d, 6, 7) for d in D])
-    A = Km.T @ Km + 0.7 * Dm.T @ Dm
+    Km = conv_matrix(k, 6, 7, "circular")
+    Dm = np.vstack([conv_matrix(d, 6, 7, "reflect") for d in D])
     for s in range(2):
-        u, wv, v = f[s].ravel(), np.zeros(Dm.shape[0]), np.zeros(Dm.shape[0])
-        for g in got:
-            u = np.linalg.solve(A, Km.T @ f[s].ravel() + 0.7 * Dm.T @ (wv - v))
-            w_next = soft(Dm @ u + v, 0.1 / 0.7)
-            v, wv = v + Dm @ u - w_next, w_next
-            np.testing.assert_allclose(g[s].numpy().ravel(), u, rtol=0, atol=1e-8)
+        for g, u in zip(got, admm_numpy(f[s], Km, Dm, 0.1, 0.7, len(got))):
+            np.testing.assert_allclose(g[s].numpy().ravel(), u.ravel(), rtol=0, atol=1e-8)
 
-
-def reflect_correlation_matrix(K, h, w):
-    """u (h*w) -> the correlation of u, padded by reflection ((s-1)//2 before, s//2 after), with K."""
-    M = np.zeros((h * w, h * w))
-    s0, s1 = K.shape
-    for i in range(h * w):
-        e = np.zeros(h * w)
-        e[i] = 1
-        pad = np.pad(e.reshape(h, w), (((s0 - 1) // 2, s0 // 2), ((s1 - 1) // 2, s1 // 2)), mode="reflect")
-        M[:, i] = sum(K[a, b] * pad[a:a + h, b:b + w] for a in range(s0) for b in range(s1)).ravel()
-    return M
 
 # --- the deconvolution: convT(k, f) once ----------------------------------------------------------------------
-
-def deconv_text(learn: bool):
-    text = (EXAMPLES / "deconv_shrinkage.dp").read_text()
-    return text if learn else re.sub(r"(?m)^learn\b.*$", "", text)
-
-
-def circular_correlation_matrix(K, h, w):
-    """u (h*w) -> the correlation of u, circularly padded by (s-1)//2 before and s//2 after, with K."""
-    s0, s1 = K.shape
-    M = np.zeros((h * w, h * w))
-    for i in range(h):
-        for j in range(w):
-            for a in range(s0):
-                for b in range(s1):
-                    M[i * w + j, ((i + a - (s0 - 1) // 2) % h) * w + (j + b - (s1 - 1) // 2) % w] += K[a, b]
-    return M
-
-
-def hqs_numpy(f, k, D, lam, beta, growth, layers):
-    """Half-quadratic splitting from u = f, every stage's u (one image, dense matrices)."""
-    h, w = f.shape
-    Km = circular_correlation_matrix(k, h, w)
-    Dm = np.vstack([circular_correlation_matrix(d, h, w) for d in D])
-    u, out = f.ravel(), []
-    for t in range(layers):
-        beta_t = beta * growth ** t
-        wv = soft(Dm @ u, lam / beta_t)
-        u = np.linalg.solve(Km.T @ Km + beta_t * Dm.T @ Dm, Km.T @ f.ravel() + beta_t * Dm.T @ wv)
-        out.append(u.reshape(h, w))
-    return out
-
-
-def derivative_filters():
-    D = np.zeros((2, 3, 3))
-    D[0, 1, 1], D[0, 1, 2], D[1, 1, 1], D[1, 2, 1] = -1, 1, -1, 1
-    return D
-
 
 def counting_conv_t(namespace, kernel_calls):
     """Replace the module's _conv_t by one that records which filter bank each call used."""
@@ -304,8 +247,9 @@ def test_deconvolution_computes_the_blur_adjoint_of_f_once(learn):
     assert len(got) == 8
     assert sum(K is net.k for K in calls) == 1 and sum(K is net.D for K in calls) == 8
     if not learn:  # classical HQS: numpy, dense solves
+        Dm = np.vstack([conv_matrix(d, 8, 9, "circular") for d in derivative_filters()])
         for s in range(2):
-            for g, want in zip(got, hqs_numpy(f[s], k, derivative_filters(), 0.4, 0.02, 2, 8)):
+            for g, want in zip(got, hqs_numpy(f[s], conv_matrix(k, 8, 9, "circular"), Dm, 0.4, 0.02, 2, 8)):
                 np.testing.assert_allclose(g[s].numpy(), want, rtol=0, atol=1e-12 * np.abs(want).max())
         assert np.abs(got[-1].numpy() - f).max() > 1
 

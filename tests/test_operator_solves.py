@@ -15,40 +15,13 @@ import pytest
 import torch
 
 import dpc
-from conftest import EXAMPLES
+from conftest import (EXAMPLES, admm_numpy, conv_matrix, deconv_text, derivative_filters, grad2d_matrix, hqs_numpy,
+                      soft)
 from dpc import atoms, declare, reference
 from dpc.errors import DpcError
 from dpc.pipeline import compile_program
 
 ROOT = EXAMPLES.parent
-MODES = {"circular": "wrap", "reflect": "reflect", "zero": "constant"}
-
-
-def conv_matrix(K, h, w, mode):
-    """The (h*w) x (h*w) matrix of u -> correlation of u (padded by (s-1)//2 before, s//2 after, np.pad's
-    `mode`) with the s0 x s1 filter K, column by column from the unit images."""
-    s0, s1 = K.shape
-    M = np.zeros((h * w, h * w))
-    for i in range(h * w):
-        e = np.zeros(h * w)
-        e[i] = 1
-        pad = np.pad(e.reshape(h, w), (((s0 - 1) // 2, s0 // 2), ((s1 - 1) // 2, s1 // 2)), mode=MODES[mode])
-        out = sum(K[a, b] * pad[a:a + h, b:b + w] for a in range(s0) for b in range(s1))
-        M[:, i] = out.ravel()
-    return M
-
-
-def grad2d_matrix(h, w):
-    def fd(n):
-        M = np.zeros((n, n))
-        for i in range(n - 1):
-            M[i, i], M[i, i + 1] = -1, 1
-        return M
-    return np.vstack([np.kron(fd(h), np.eye(w)), np.kron(np.eye(h), fd(w))])
-
-
-def soft(v, t):
-    return np.sign(v) * np.maximum(np.abs(v) - t, 0)
 
 
 def helper_fn(name):
@@ -112,19 +85,6 @@ output u
 """
 
 
-def admm_numpy(f, K, Dm, lam, rho, layers):
-    """Scaled ADMM with dense matrices: u <- solve(K.T K + rho D.T D, K.T f + rho D.T (w - v)), w, v."""
-    A = K.T @ K + rho * Dm.T @ Dm
-    out, (u, w, v) = [], (f.ravel(), np.zeros(Dm.shape[0]), np.zeros(Dm.shape[0]))
-    for _ in range(layers):
-        u = np.linalg.solve(A, K.T @ f.ravel() + rho * Dm.T @ (w - v))
-        w_next = soft(Dm @ u + v, lam / rho)
-        v = v + Dm @ u - w_next
-        w = w_next
-        out.append(u.reshape(f.shape))
-    return out
-
-
 def build(tmp_path, text, name="prog.dp"):
     path = tmp_path / name
     path.write_text(text)
@@ -178,27 +138,6 @@ def test_grad2d_system_uses_cg_and_converges_to_the_dense_admm(tmp_path, data):
     want = admm_numpy(f[0], conv_matrix(k, 6, 7, "circular"), grad2d_matrix(6, 7), 0.1, 0.7, 5)
     for g, wnt in zip(got, want):
         np.testing.assert_allclose(g[0].numpy(), wnt, rtol=0, atol=1e-8)
-
-
-def hqs_numpy(f, K, Dm, lam, beta0, growth, layers):
-    out, u = [], f.ravel()
-    for t in range(layers):
-        beta = beta0 * growth ** t
-        w = soft(Dm @ u, lam / beta)
-        u = np.linalg.solve(K.T @ K + beta * Dm.T @ Dm, K.T @ f.ravel() + beta * Dm.T @ w)
-        out.append(u.reshape(f.shape))
-    return out
-
-
-def deconv_text(learn: bool = False) -> str:
-    text = (EXAMPLES / "deconv_shrinkage.dp").read_text()
-    return text if learn else re.sub(r"(?m)^learn\b.*$", "", text)
-
-
-def derivative_filters():
-    D = np.zeros((2, 3, 3))
-    D[0, 1, 1], D[0, 1, 2], D[1, 1, 1], D[1, 2, 1] = -1, 1, -1, 1
-    return D
 
 
 def test_untrained_deconv_shrinkage_equals_numpy_hqs_on_two_sizes(tmp_path):

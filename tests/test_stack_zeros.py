@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import build
+from conftest import build, conv_bank_matrix
 from dpc.api import compile_source
 from dpc.fuzz.check import classify
 
@@ -189,22 +189,6 @@ def test_the_judge_compares_them_with_the_reference(text):
     assert result.outcome == "ok", (result.outcome, result.message)
 
 
-def _dense_circular_bank(K, h, w):
-    """Rows: each filter's correlation with wrap-around, (s-1)//2 before, as F.conv2d on a circular pad."""
-    k, s, _ = K.shape
-    lo = (s - 1) // 2
-    rows = []
-    for f in K:
-        for i in range(h):
-            for j in range(w):
-                row = np.zeros((h, w))
-                for a in range(s):
-                    for b in range(s):
-                        row[(i + a - lo) % h, (j + b - lo) % w] += f[a, b]
-                rows.append(row.reshape(-1))
-    return np.array(rows)
-
-
 def test_admm_splits_a_norm_of_a_bank_written_as_an_expression():
     """norm1(conv(K + Z, u)) with Z = 0*K: derive admm read the operator's filter shape from its declaration only,
     and an expression K + Z has none: a TypeError in conv's shape rule (an internal error). Its shape is now read
@@ -225,7 +209,7 @@ output u
     K = np.random.default_rng(8).standard_normal((2, 3, 3))
     net = build(text)(K=torch.tensor(K))
     f = np.random.default_rng(9).standard_normal((2, 4, 5))
-    D = _dense_circular_bank(K, 4, 5)
+    D = conv_bank_matrix(K, 4, 5, "circular")
     A = np.eye(20) + 0.5 * D.T @ D
     for n, layers in enumerate(zip(*net(torch.tensor(f), trace=True))):  # sample n, every layer
         u, w, v = np.zeros(20), np.zeros(D.shape[0]), np.zeros(D.shape[0])
